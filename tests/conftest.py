@@ -1,0 +1,159 @@
+"""Fixtures: a simulator per test, Sessions bound to it, and a raw byte-stream server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tyqw import Session
+from tyqw.testing import BailianSimulator
+
+_ENV = (
+    "DASHSCOPE_API_KEY",
+    "DASHSCOPE_APP_ID",
+    "DASHSCOPE_BASE_URL",
+    "DASHSCOPE_HTTP_BASE_URL",
+    "DASHSCOPE_WORKSPACE",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never see the developer's key or touch the real state directory."""
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[BailianSimulator]:
+    async with BailianSimulator() as simulator:
+        yield simulator
+
+
+SessionFactory = Callable[..., Session]
+
+
+@pytest.fixture
+async def make_session(sim: BailianSimulator, state_dir: Path) -> AsyncIterator[SessionFactory]:
+    """Sessions bound to the simulator; all closed at the end of the test."""
+    made: list[Session] = []
+
+    def factory(**kwargs: Any) -> Session:
+        kwargs.setdefault("api_key", sim.api_key)
+        kwargs.setdefault("base_url", sim.base_url)
+        kwargs.setdefault("state_dir", state_dir)
+        session = Session(kwargs.pop("app_id", sim.app_id), **kwargs)
+        made.append(session)
+        return session
+
+    yield factory
+    for session in made:
+        await session.aclose()
+
+
+@dataclass
+class RawServer:
+    """A hand-written HTTP server that answers every request with the given bytes."""
+
+    base_url: str = ""
+    requests: list[bytes] = field(default_factory=list)
+    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+RawServerFactory = Callable[..., Awaitable[RawServer]]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[RawServerFactory]:
+    """``await raw_server(chunks, content_type=..., status=...)`` serves ``chunks`` as
+    the body of every response, each chunk its own write, then closes the connection.
+
+    A chunk may be a float: the server pauses that many seconds (for stall tests).
+    """
+    servers: list[asyncio.Server] = []
+
+    async def start(
+        chunks: Sequence[bytes | float],
+        *,
+        status: int = 200,
+        content_type: str = "text/event-stream;charset=UTF-8",
+        headers: dict[str, str] | None = None,
+    ) -> RawServer:
+        state = RawServer()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                state.requests.append(head + await reader.readexactly(length))
+                extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n"
+                    f"connection: close\r\n{extra}\r\n".encode()
+                )
+                for chunk in chunks:
+                    if isinstance(chunk, float):
+                        await asyncio.sleep(chunk)
+                    else:
+                        writer.write(chunk)
+                        await writer.drain()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                state.disconnected.set()
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        state.base_url = f"http://127.0.0.1:{port}/api/v1"
+        return state
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def bailian_event(n: int, output: dict[str, Any], request_id: str = "req-1") -> bytes:
+    """One event exactly as the service frames it."""
+    import json
+
+    data = json.dumps(
+        {"output": output, "usage": {}, "request_id": request_id},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return f"id:{n}\nevent:result\n:HTTP_STATUS/200\ndata:{data}\n\n".encode()
+
+
+def bailian_stream(pieces: Sequence[str], session_id: str = "s" * 32) -> bytes:
+    """A whole incremental reply: one event per piece, then the ``stop`` event."""
+    events = [
+        bailian_event(i, {"session_id": session_id, "finish_reason": "null", "text": piece})
+        for i, piece in enumerate(pieces, 1)
+    ]
+    events.append(
+        bailian_event(
+            len(pieces) + 1, {"session_id": session_id, "finish_reason": "stop", "text": ""}
+        )
+    )
+    return b"".join(events)

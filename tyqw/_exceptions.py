@@ -1,0 +1,214 @@
+"""Every error tyqw raises or emits.
+
+The tree::
+
+    TyqwError
+    ├── MissingAPIKeyError          no api_key and no DASHSCOPE_API_KEY
+    ├── SessionClosedError          the Session was used after aclose()
+    ├── HandlerError                a "message" handler raised (the original is __cause__)
+    ├── APIStatusError              the service answered with an error
+    │   ├── BadRequestError             400
+    │   ├── AuthenticationError         401
+    │   ├── PermissionDeniedError       403
+    │   ├── NotFoundError               404
+    │   ├── RateLimitError              429
+    │   └── InternalServerError         500 and above
+    ├── APIConnectionError          the network failed (aiohttp's error is __cause__)
+    │   └── APITimeoutError             connect, idle-read or overall deadline expired
+    └── StreamError                 the reply arrived in a shape tyqw cannot read
+        ├── UnexpectedContentTypeError  not text/event-stream (an HTML page from a proxy)
+        ├── EventTooLargeError          one line or event past the size cap
+        └── IncompleteStreamError       the stream ended before finish_reason "stop"
+
+Errors that happen during a turn carry the partial reply as ``.reply``, so nothing
+received before the error is lost. No message ever contains the API key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import Reply
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "EventTooLargeError",
+    "HandlerError",
+    "IncompleteStreamError",
+    "InternalServerError",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "SessionClosedError",
+    "StreamError",
+    "TyqwError",
+    "UnexpectedContentTypeError",
+]
+
+EXCERPT_LIMIT = 200
+
+
+def excerpt(data: bytes | str, limit: int = EXCERPT_LIMIT) -> str:
+    """A short, printable excerpt of what arrived, for error messages."""
+    if isinstance(data, bytes):
+        data = data[: limit * 4].decode("utf-8", "replace")
+    text = data[:limit]
+    suffix = "..." if len(data) > limit else ""
+    return repr(text + suffix) if text else "''"
+
+
+class TyqwError(Exception):
+    """The root of every tyqw error.
+
+    Example::
+
+        try:
+            await session.send("你好")
+        except tyqw.TyqwError as exc:
+            print("failed:", exc, "partial text:", exc.reply and exc.reply.text)
+    """
+
+    reply: Reply | None
+    """The partial reply of the turn that failed, or ``None`` outside a turn."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reply = None
+
+
+class MissingAPIKeyError(TyqwError):
+    """No API key: pass ``api_key=`` or set ``DASHSCOPE_API_KEY``."""
+
+
+class SessionClosedError(TyqwError, RuntimeError):
+    """The Session was used after ``aclose()``."""
+
+
+class HandlerError(TyqwError):
+    """A ``message`` handler raised; the handler's exception is ``__cause__``."""
+
+
+class APIStatusError(TyqwError):
+    """The service answered with an error status, over HTTP or inside the stream.
+
+    ``status_code`` is the HTTP status, or for an in-stream ``event:error`` the status
+    from its ``:HTTP_STATUS/<n>`` line. ``code`` and ``request_id`` are DashScope's.
+
+    Example::
+
+        except tyqw.RateLimitError as exc:
+            print(exc.status_code, exc.code, exc.request_id)   # 429 Throttling ...
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.code = code
+        self.request_id = request_id
+        details = [f"HTTP {status_code}"]
+        if code:
+            details.append(f"code {code}")
+        if request_id:
+            details.append(f"request_id {request_id}")
+        super().__init__(f"{message} ({', '.join(details)})")
+        self.message = message
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was invalid (``InvalidParameter``, ``DataInspectionFailed``...)."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is wrong, or belongs to another region (``InvalidApiKey``)."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: no access to the app or workspace (``App.AccessDenied``...)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the resource does not exist."""
+
+
+class RateLimitError(APIStatusError):
+    """429: throttled or out of quota (``Throttling``...)."""
+
+
+class InternalServerError(APIStatusError):
+    """500 and above: the service failed (``InternalError``...)."""
+
+
+class APIConnectionError(TyqwError):
+    """The network failed: the host could not be reached or the connection broke."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A time limit expired: connecting, waiting for bytes, or the overall deadline."""
+
+
+class StreamError(TyqwError):
+    """The reply arrived in a shape tyqw cannot read.
+
+    ``excerpt`` holds a short, bounded piece of what arrived.
+    """
+
+    def __init__(self, message: str, *, excerpt: str = "") -> None:
+        super().__init__(message)
+        self.excerpt = excerpt
+
+
+class UnexpectedContentTypeError(StreamError):
+    """The answer was not ``text/event-stream`` (or not JSON in non-streaming mode)."""
+
+    def __init__(self, message: str, *, status_code: int, content_type: str, excerpt: str) -> None:
+        super().__init__(message, excerpt=excerpt)
+        self.status_code = status_code
+        self.content_type = content_type
+
+
+class EventTooLargeError(StreamError):
+    """One SSE line or event grew past the size cap; nothing past the cap was buffered."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class IncompleteStreamError(StreamError):
+    """The stream ended before the event with ``finish_reason`` ``"stop"``.
+
+    ``.reply`` holds everything received before the end.
+    """
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+def status_error(
+    status_code: int, message: str, *, code: str | None, request_id: str | None
+) -> APIStatusError:
+    """The ``APIStatusError`` subclass for ``status_code``."""
+    if status_code >= 500:
+        cls: type[APIStatusError] = InternalServerError
+    else:
+        cls = _STATUS_CLASSES.get(status_code, APIStatusError)
+    return cls(message, status_code=status_code, code=code, request_id=request_id)
