@@ -575,25 +575,31 @@ class BailianSimulator:
 
     @property
     def api_key(self) -> str:
-        """The key to send as ``Authorization: Bearer <key>`` (any key works if None)::
+        """The key to send as ``Authorization: Bearer <key>`` (any key works if None).
 
-        headers = {"Authorization": f"Bearer {sim.api_key}"}
+        For example::
+
+            headers = {"Authorization": f"Bearer {sim.api_key}"}
         """
         return self._api_key or "sk-simulator"
 
     @property
     def app_id(self) -> str:
-        """An app id the simulator accepts (the first of ``app_ids`` when given)::
+        """An app id the simulator accepts (the first of ``app_ids`` when given).
 
-        url = f"{sim.base_url}/apps/{sim.app_id}/completion"
+        For example::
+
+            url = f"{sim.base_url}/apps/{sim.app_id}/completion"
         """
         return self._app_id
 
     @property
     def base_url(self) -> str:
-        """``http://host:port/api/v1`` with no trailing slash; available after start::
+        """``http://host:port/api/v1`` with no trailing slash; available after start.
 
-        Session(sim.app_id, api_key=sim.api_key, base_url=sim.base_url)
+        For example::
+
+            Session(sim.app_id, api_key=sim.api_key, base_url=sim.base_url)
         """
         if self._state != "open":
             raise RuntimeError("the simulator is not running; call start() first")
@@ -601,16 +607,20 @@ class BailianSimulator:
 
     @property
     def connections(self) -> int:
-        """How many TCP connections were accepted, to prove keep-alive reuse::
+        """How many TCP connections were accepted, to prove keep-alive reuse.
 
-        assert sim.connections == 1  # two requests over one pooled connection
+        For example::
+
+            assert sim.connections == 1  # two requests over one pooled connection
         """
         return self._connections
 
     def url_for(self, app_id: str | None = None) -> str:
-        """The completion URL for ``app_id`` (default :attr:`app_id`)::
+        """The completion URL for ``app_id`` (default :attr:`app_id`).
 
-        await http.post(sim.url_for(), json={"input": {"prompt": "hi"}}, headers=auth)
+        For example::
+
+            await http.post(sim.url_for(), json={"input": {"prompt": "hi"}}, headers=auth)
         """
         return f"{self.base_url}/apps/{app_id if app_id is not None else self.app_id}/completion"
 
@@ -630,16 +640,20 @@ class BailianSimulator:
         self._faults.extend([fault] * times)
 
     def clear_faults(self) -> None:
-        """Drop every queued fault::
+        """Drop every queued fault.
 
-        sim.clear_faults()
+        For example::
+
+            sim.clear_faults()
         """
         self._faults.clear()
 
     def history(self, session_id: str) -> list[tuple[str, str]] | None:
-        """The stored ``(user, assistant)`` turns of a live session, or None::
+        """The stored ``(user, assistant)`` turns of a live session, or None.
 
-        assert sim.history(sid) == [("我叫小明", "很高兴认识你，小明！...")]
+        For example::
+
+            assert sim.history(sid) == [("我叫小明", "很高兴认识你，小明！...")]
         """
         conversation = self._live(session_id)
         return list(conversation.history) if conversation else None
@@ -657,9 +671,11 @@ class BailianSimulator:
             self._sessions.pop(session_id, None)
 
     async def start(self) -> BailianSimulator:
-        """Bind and start serving; returns self. Raises RuntimeError if started before::
+        """Bind and start serving; returns self. Raises RuntimeError if started before.
 
-        sim = await BailianSimulator(port=8000).start()
+        For example::
+
+            sim = await BailianSimulator(port=8000).start()
         """
         if self._state != "new":
             raise RuntimeError(f"the simulator cannot be started when {self._state}")
@@ -684,20 +700,24 @@ class BailianSimulator:
         return self
 
     async def serve_forever(self) -> None:
-        """Start if needed, then serve until :meth:`aclose` is called or the task ends::
+        """Start if needed, then serve until :meth:`aclose` is called or the task ends.
 
-        async with BailianSimulator(port=8000, delay=0.03) as sim:
-            print(sim.base_url)
-            await sim.serve_forever()
+        For example::
+
+            async with BailianSimulator(port=8000, delay=0.03) as sim:
+                print(sim.base_url)
+                await sim.serve_forever()
         """
         if self._state == "new":
             await self.start()
         await self._closed.wait()
 
     async def aclose(self) -> None:
-        """Stop listening and cut every open connection; safe to call twice::
+        """Stop listening and cut every open connection; safe to call twice.
 
-        await sim.aclose()
+        For example::
+
+            await sim.aclose()
         """
         if self._state == "closed":
             return
