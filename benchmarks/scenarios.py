@@ -1,0 +1,182 @@
+"""What the benchmark asks for: reply shapes (shared with the server) and scenarios.
+
+The server decides what to send from the request body's ``parameters`` (every client
+under test can pass extra keys there):
+
+``bench_events``  total events in the reply, the final ``finish_reason:"stop"`` one included
+``bench_mode``    ``"inc"`` (each event carries the new piece, the last one ``text:""``) or
+                  ``"cum"`` (each event repeats the whole text so far, the last one too);
+                  absent: follows ``incremental_output`` like the real service
+``bench_piece``   characters per text piece (default 4)
+``bench_big``     if > 0: one event whose ``data:`` line is about this many bytes, then stop
+``bench_burst``   if true: the whole body in one write instead of one write per event
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Mixed CJK and ASCII with full-width punctuation, like a real reply; the pieces are cut
+# from it cyclically.
+CORPUS = (
+    "今天的天气很好，适合出去散步。Python 的 asyncio 让并发变得简单；"
+    "我们用 aiohttp 读取服务器推送的事件流。Hello, world! 这是一个用于性能测试的回复，"
+    "内容会不断重复，直到达到所需的长度。Streaming replies arrive piece by piece. "
+)
+DEFAULT_PIECE = 4
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The shape of one reply: what a request asks the server for."""
+
+    events: int = 20
+    mode: str = "inc"
+    piece: int = DEFAULT_PIECE
+    big: int = 0
+    burst: bool = False
+
+    @property
+    def incremental(self) -> bool:
+        return self.mode == "inc"
+
+    def params(self) -> dict[str, Any]:
+        """The ``bench_*`` keys for the request's ``parameters``."""
+        out: dict[str, Any] = {"bench_events": self.events, "bench_mode": self.mode}
+        if self.piece != DEFAULT_PIECE:
+            out["bench_piece"] = self.piece
+        if self.big:
+            out["bench_big"] = self.big
+        if self.burst:
+            out["bench_burst"] = True
+        return out
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Reply:
+        mode = params.get("bench_mode")
+        if mode not in ("inc", "cum"):
+            mode = "inc" if params.get("incremental_output") is True else "cum"
+        big = int(params.get("bench_big") or 0)
+        events = 2 if big else max(1, int(params.get("bench_events") or 20))
+        return cls(
+            events=events,
+            mode=mode,
+            piece=max(1, int(params.get("bench_piece") or DEFAULT_PIECE)),
+            big=big,
+            burst=bool(params.get("bench_burst")),
+        )
+
+    def pieces(self) -> list[str]:
+        """The text pieces of the reply, one per event before the final one."""
+        if self.big:
+            # One piece whose UTF-8 form (CJK is 3 bytes a character) is about `big` bytes.
+            unit = CORPUS.encode()
+            reps = self.big // len(unit) + 1
+            text = (CORPUS * reps).encode()[: self.big].decode("utf-8", "ignore")
+            return [text]
+        n = self.events - 1
+        doubled = CORPUS * (self.piece // len(CORPUS) + 2)
+        size = len(CORPUS)
+        return [doubled[(k * self.piece) % size :][: self.piece] for k in range(n)]
+
+    def expected_chars(self) -> int:
+        """Characters a delta-accumulating client sees in total (= the final text length)."""
+        return sum(len(p) for p in self.pieces())
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One measurement: a reply shape and how to drive it."""
+
+    name: str
+    kind: str  # "stream" | "concurrent" | "sequential" | "ttfe" | "memory"
+    reply: Reply
+    repeat: int = 1  # sequential requests (stream, sequential, ttfe kinds)
+    streams: int = 1  # concurrent streams (concurrent kind)
+    warmup: Reply = field(default_factory=Reply)
+    warmup_count: int = 1
+    flat_window: int = 0  # events compared at the start and the end of the reply
+    title: str = ""
+    unit: str = "us/event"
+
+
+def scenarios(quick: bool = False) -> dict[str, Scenario]:
+    """The scenario table; ``quick`` shrinks every size so the whole run takes seconds."""
+
+    def q(full: int, small: int) -> int:
+        return small if quick else full
+
+    single_events = q(20_000, 2_000)
+    table = [
+        Scenario(
+            "single",
+            "stream",
+            Reply(events=single_events),
+            title=f"1 stream x {single_events:,} incremental events",
+        ),
+        # The same reply written in one go: every read is a full buffer from the first event
+        # to the last, so the first and last windows of events are read the same way and
+        # their CPU can be compared (with one write per event the first reads are small).
+        Scenario(
+            "flat",
+            "stream",
+            Reply(events=single_events, burst=True),
+            flat_window=single_events // 20,
+            title=f"last vs first {single_events // 20:,} of {single_events:,} events",
+            unit="ratio",
+        ),
+        Scenario(
+            "concurrent",
+            "concurrent",
+            Reply(events=q(200, 50)),
+            streams=q(200, 20),
+            warmup=Reply(events=2),
+            title=f"{q(200, 20)} concurrent streams x {q(200, 50)} events",
+        ),
+        Scenario(
+            "sequential",
+            "sequential",
+            Reply(events=20),
+            repeat=q(1_000, 50),
+            warmup_count=10,
+            title=f"per request, {q(1_000, 50):,} sequential 20-event streams",
+            unit="us/request",
+        ),
+        Scenario(
+            "ttfe",
+            "ttfe",
+            Reply(events=20),
+            repeat=q(200, 20),
+            title="warm time to first event",
+            unit="ms",
+        ),
+        Scenario(
+            "cumulative",
+            "stream",
+            Reply(events=q(2_000, 200), mode="cum"),
+            repeat=q(3, 1),
+            warmup=Reply(events=20, mode="cum"),
+            title=f"{q(2_000, 200):,}-event cumulative reply",
+        ),
+        Scenario(
+            "bigline",
+            "stream",
+            Reply(big=650_000),
+            repeat=q(10, 2),
+            warmup=Reply(big=650_000),
+            title="reply with one 650 KB data line",
+            unit="ms/reply",
+        ),
+        Scenario(
+            "memory",
+            "memory",
+            Reply(events=q(100_000, 5_000)),
+            title=f"peak RSS during a {q(100_000, 5_000):,}-event reply",
+            unit="MB",
+        ),
+    ]
+    return {s.name: s for s in table}
+
+
+SCENARIO_NAMES = tuple(scenarios())
