@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -999,10 +1000,11 @@ def _retryable_connection_error(exc: BaseException) -> bool:
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after-ms")
     try:
-        if value is not None:
-            return min(max(float(value) / 1000, 0.0), _RETRY_AFTER_CAP)
+        ms = float(value) if value is not None else math.nan
     except ValueError:
-        pass
+        ms = math.nan
+    if not math.isnan(ms):
+        return min(max(ms / 1000, 0.0), _RETRY_AFTER_CAP)
     value = headers.get("Retry-After")
     if value is None:
         return None
@@ -1015,7 +1017,12 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
             return None
         import datetime as dt
 
+        if when.tzinfo is None:
+            # RFC 5322 "-0000": UTC, with no claim about local time.
+            when = when.replace(tzinfo=dt.timezone.utc)
         seconds = (when - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    if math.isnan(seconds):
+        return None
     return min(max(seconds, 0.0), _RETRY_AFTER_CAP)
 
 
