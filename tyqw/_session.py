@@ -683,7 +683,7 @@ class _Turn:
                 reason = str(error)
                 delay = _retry_after(response.headers)
             if delay is None:
-                delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+                delay = _backoff(attempt)
             attempt += 1
             logger.info(
                 "tyqw: retrying %s in %.2fs (retry %d of %d): %s",
@@ -995,6 +995,12 @@ def _retryable_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.ClientConnectionError) and not isinstance(
         exc, aiohttp.SocketTimeoutError
     )
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    # The exponent is clamped: a float overflows near 2**1024, and the cap wins long before.
+    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** min(attempt, 32)))
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
