@@ -142,8 +142,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the built-in simulator even when DASHSCOPE_API_KEY is set",
     )
-    # Seconds between the offline simulator's events; tests slow it down to interrupt it.
-    group.add_argument("--delay", type=_seconds, default=_OFFLINE_DELAY, help=argparse.SUPPRESS)
+    group.add_argument(
+        "--delay",
+        type=_seconds,
+        default=_OFFLINE_DELAY,
+        metavar="SECONDS",
+        help="offline only: seconds between the simulator's events (default: %(default)s)",
+    )
     conversation = argparse.ArgumentParser(add_help=False)
     conversation.add_argument(
         "--name",
@@ -217,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
         "--delay",
         type=_seconds,
         default=_OFFLINE_DELAY,
+        metavar="SECONDS",
         help="seconds between streamed events (default: %(default)s)",
     )
     simulate.set_defaults(run=_simulate)
@@ -309,21 +315,28 @@ def _ctrl_c_aborts(loop: asyncio.AbstractEventLoop, session: Session) -> Iterato
         pressed.append(True)
         session.abort()
 
+    def restore() -> None:
+        loop.remove_signal_handler(signal.SIGINT)  # back to KeyboardInterrupt
+
     try:
         loop.add_signal_handler(signal.SIGINT, on_sigint)
-    except NotImplementedError:  # Windows: no add_signal_handler
+    except NotImplementedError:  # Windows: a plain handler that hands over to the loop
         previous = signal.signal(
             signal.SIGINT, lambda signum, frame: loop.call_soon_threadsafe(on_sigint)
         )
-        try:
-            yield pressed
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        return
+
+        def restore() -> None:
+            signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+
+    except (RuntimeError, ValueError):  # not the main thread: signals are not ours
+
+        def restore() -> None:
+            pass
+
     try:
         yield pressed
     finally:
-        loop.remove_signal_handler(signal.SIGINT)  # back to KeyboardInterrupt
+        restore()
 
 
 # -- output ----------------------------------------------------------------------------
@@ -401,7 +414,7 @@ def _json_line(message: Message) -> str:
     return json.dumps(fields, ensure_ascii=False) + "\n"
 
 
-def error_line(error: TyqwError) -> str:
+def _error_line(error: TyqwError) -> str:
     """One line: what happened, DashScope's code and request id, and what to do."""
     what = " ".join(str(error).split())
     hint = _hint(error)
@@ -466,7 +479,7 @@ def _ask(args: argparse.Namespace) -> int:
             raise error.__cause__
         errors.append(error)
         printer.end_line()
-        _fail(error_line(error))
+        _fail(_error_line(error))
 
     with _event_loop() as loop:
         session, simulator = _open(args, loop)
@@ -495,7 +508,7 @@ def _chat(args: argparse.Namespace) -> int:
 
     def on_error(error: TyqwError) -> None:
         printer.end_line()
-        print(f"error: {error_line(error)}", file=sys.stderr, flush=True)
+        print(f"error: {_error_line(error)}", file=sys.stderr, flush=True)
 
     with _event_loop() as loop:
         session, simulator = _open(args, loop)
@@ -606,8 +619,9 @@ def _sessions_clear(args: argparse.Namespace) -> int:
     ]
     for conversation in doomed:
         conversation.delete()
-    what = "all stored conversations" if args.all else f"conversations named {args.name!r}"
-    print(f"tyqw: forgot {len(doomed)} of the {what}", file=sys.stderr)
+    plural = "" if len(doomed) == 1 else "s"
+    named = "" if args.all else f" named {args.name!r}"
+    print(f"tyqw: forgot {len(doomed)} conversation{plural}{named}", file=sys.stderr)
     return OK
 
 
