@@ -678,6 +678,10 @@ class _Turn:
                     return response
                 error = await self._status_error(response)
                 self.release()
+                if self.interrupted:
+                    # abort() or the deadline closed the response while its error body
+                    # was being read: the turn is over, neither an error nor a retry.
+                    return None
                 if response.status not in _RETRY_STATUSES or attempt >= session.max_retries:
                     raise error
                 reason = str(error)
