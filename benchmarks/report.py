@@ -348,14 +348,26 @@ def chart(summary: Summary, clients: list[str], path: Path, quick: bool) -> None
         ("concurrent", "concurrent streams"),
     ]
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(clients) + 2), 4.8), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(clients) + 2), 5), dpi=110)
     for i, (scenario, label) in enumerate(series):
         xs, ys, notes = [], [], []
         for j, c in enumerate(clients):
+            x = j + (i - (len(series) - 1) / 2) * width
             v = summary.median(scenario, c, "cpu_us_per_event")
             if v is None:
+                status = summary.status(scenario, c)
+                if status != "not run":
+                    ax.annotate(
+                        status,
+                        (x, 0.02),
+                        xycoords=("data", "axes fraction"),
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                        rotation=90,
+                    )
                 continue
-            xs.append(j + (i - (len(series) - 1) / 2) * width)
+            xs.append(x)
             ys.append(v)
             r = summary.ratio(scenario, c, "cpu_us_per_event")
             notes.append("" if c == FLOOR or r is None else f"{r:.1f}x")
@@ -369,8 +381,21 @@ def chart(summary: Summary, clients: list[str], path: Path, quick: bool) -> None
                     va="bottom",
                     fontsize=7,
                 )
+    floor = summary.median("single", FLOOR, "cpu_us_per_event")
+    if floor is not None:
+        ax.axhline(floor * 1.25, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(
+            "1.25x floor (1 stream)",
+            (-0.5, floor * 1.25),
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            color="grey",
+        )
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=1)
     ax.set_xticks(range(len(clients)), clients, rotation=20, ha="right")
-    ax.set_ylabel("client CPU per event (µs), lower is better")
+    ax.set_ylabel("client CPU per event (µs, log scale), lower is better")
     title = "tyqw vs peers: CPU per SSE event (ratio to the floor above bars)"
     ax.set_title(title + (" [QUICK: not meaningful]" if quick else ""))
     ax.legend()

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,8 +45,26 @@ def env_python() -> Path:
     return ENV / "bin" / "python"
 
 
+def env_version() -> str:
+    """The Python version benchmarks/.env was made with ("" if there is none)."""
+    try:
+        cfg = (ENV / "pyvenv.cfg").read_text()
+    except OSError:
+        return ""
+    for line in cfg.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version", "version_info"):
+            return ".".join(value.strip().split(".")[:2])
+    return ""
+
+
 def ensure_env() -> None:
-    """Create benchmarks/.env and (re)install when requirements or pyproject change."""
+    """Create benchmarks/.env with the Python running this script (remade if another
+    Python made it) and (re)install when requirements or pyproject change."""
+    running = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if not in_env() and env_python().exists() and env_version() != running:
+        print(f"{ENV} was made with Python {env_version()}: remaking it", file=sys.stderr)
+        shutil.rmtree(ENV)
     if not env_python().exists():
         print(f"creating {ENV} ...", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(ENV)], check=True)
@@ -285,6 +304,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="also cProfile the tyqw runners (single stream)"
     )
+    parser.add_argument(
+        "--from-json",
+        default="",
+        metavar="PATH",
+        help="measure nothing: rebuild the report and chart from a latest.json",
+    )
     args = parser.parse_args(argv)
     args.clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -305,8 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]])
 
     from clients import CLIENTS, FLOOR, TYQW
-    from report import Summary, chart, checks, markdown
     from scenarios import scenarios
+
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        meta, results, imports = saved["meta"], saved["results"], saved["imports"]
+        profiles = saved.get("profiles", {})
+        return write_report(args, meta, results, imports, profiles)
 
     table = scenarios(args.quick)
     clients = [c for c in CLIENTS if c in args.clients]  # report order
@@ -315,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [s for s in table if s in args.scenarios]
     started = time.time()
     results: list[dict[str, Any]] = []
+    profiles: dict[str, str] = {}
     server = Server(args.quick)
     try:
         for rep in range(args.reps):
@@ -326,7 +357,6 @@ def main(argv: list[str] | None = None) -> int:
                     result["rep"] = rep
                     results.append(result)
                     _progress(rep, args.reps, result)
-        profiles: dict[str, str] = {}
         if args.profile:
             out_dir = Path(args.out)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -344,8 +374,6 @@ def main(argv: list[str] | None = None) -> int:
     if "import" in args.scenarios:
         imports = import_times(args.import_samples)
 
-    summary = Summary(results)
-    target_checks = checks(summary, imports, clients)
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
@@ -357,22 +385,38 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.time() - started, 1),
         "argv": sys.argv[1:],
     }
+    return write_report(args, meta, results, imports, profiles)
+
+
+def write_report(
+    args: argparse.Namespace,
+    meta: dict[str, Any],
+    results: list[dict[str, Any]],
+    imports: dict[str, Any] | None,
+    profiles: dict[str, str],
+) -> int:
+    """Write latest.md, latest.json and the chart; return the exit status."""
+    from clients import FLOOR, TYQW
+    from report import Summary, chart, checks, markdown
+    from scenarios import scenarios
+
+    clients, names = meta["clients"], meta["scenarios"]
+    summary = Summary(results)
+    target_checks = checks(summary, imports, clients)
+    table = scenarios(meta["quick"])
     text = markdown(summary, table, clients, names, target_checks, imports, meta, profiles)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.md").write_text(text)
-    (out_dir / "latest.json").write_text(
-        json.dumps(
-            {
-                "meta": meta,
-                "results": results,
-                "targets": [vars(c) for c in target_checks],
-                "imports": imports,
-            },
-            indent=1,
-        )
-    )
-    chart(summary, clients, Path(args.chart), args.quick)
+    saved = {
+        "meta": meta,
+        "results": results,
+        "targets": [vars(c) for c in target_checks],
+        "imports": imports,
+        "profiles": profiles,
+    }
+    (out_dir / "latest.json").write_text(json.dumps(saved, indent=1))
+    chart(summary, clients, Path(args.chart), meta["quick"])
     print(text)
     print(f"wrote {out_dir / 'latest.md'}, {out_dir / 'latest.json'}, {args.chart}")
 
