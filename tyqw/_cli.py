@@ -42,7 +42,7 @@ from ._exceptions import (
     TyqwError,
 )
 from ._models import Message
-from ._session import Session
+from ._session import DEFAULT_BASE_URL, Session
 from ._store import default_state_dir, stored_conversations
 
 if TYPE_CHECKING:
@@ -134,7 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     group = service.add_argument_group("connection")
     group.add_argument("--app-id", metavar="ID", help="the Bailian app id (DASHSCOPE_APP_ID)")
     group.add_argument(
-        "--base-url", metavar="URL", help="API base URL (DASHSCOPE_BASE_URL; default: Beijing)"
+        "--base-url",
+        metavar="URL",
+        help=f"API base URL (DASHSCOPE_BASE_URL; default: {DEFAULT_BASE_URL})",
     )
     group.add_argument("--workspace", metavar="ID", help="workspace id (DASHSCOPE_WORKSPACE)")
     group.add_argument(
@@ -202,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Forget the conversations called NAME (of every app, or of --app-id), "
         "or all of them with --all.",
     )
-    clearing.add_argument("name", nargs="?", metavar="NAME")
+    clearing.add_argument("name", nargs="?", metavar="NAME", help="the conversation's --name")
     clearing.add_argument("--all", action="store_true", help="forget every stored conversation")
     clearing.add_argument("--app-id", metavar="ID", help="only conversations with this app")
     clearing.set_defaults(run=_sessions_clear)
