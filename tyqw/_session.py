@@ -591,10 +591,10 @@ class _Turn:
                         raise item  # type: ignore[misc]
                     yield item
             except asyncio.CancelledError:
-                if not self.cancelled:
+                # Our own cancellation (abort() or the deadline ended a wait) is undone;
+                # a caller's cancel(), even one arriving at the same moment, goes on.
+                if not self.cancelled or self._uncancel():
                     raise
-                # Our own cancellation: abort() or the deadline ended a wait.
-                self._uncancel()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 if not self.interrupted:
                     raise self._wrap(exc) from exc
@@ -913,10 +913,15 @@ class _Turn:
             self.cancelled = True
             self.task.cancel()
 
-    def _uncancel(self) -> None:
+    def _uncancel(self) -> bool:
+        """Withdraw interrupt()'s cancel(); True if someone else cancelled the task too.
+
+        Python 3.10 has no cancellation count, so there a simultaneous cancel() is lost.
+        """
         task = asyncio.current_task()
-        if task is not None and hasattr(task, "uncancel"):
-            task.uncancel()
+        if task is None or not hasattr(task, "uncancel"):
+            return False
+        return bool(task.uncancel())
 
     def text_length(self) -> int:
         return len(self.text.upto(len(self.text.pieces)))
