@@ -179,7 +179,7 @@ def run(client_name: str, scenario_name: str, base_url: str, quick: bool, profil
     except Exception as exc:
         result["status"] = "fails"
         result["expected_failure"] = scenario_name in client.expected_failures
-        result["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        result["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
         if not result["expected_failure"]:
             traceback.print_exc(file=sys.stderr)
     if profiler is not None:
