@@ -888,10 +888,15 @@ class _Turn:
                     f"no data for {self.session.read_timeout:g}s while reading the reply "
                     "(read_timeout)"
                 )
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                return APITimeoutError(
+                    f"timed out connecting to {self.session.base_url} "
+                    f"(connect_timeout {self.session.connect_timeout:g}s)"
+                )
+            # Connected and sent, but the answer did not start: the idle limit again.
             return APITimeoutError(
-                f"timed out {phase} to {self.session.base_url} "
-                f"(connect_timeout {self.session.connect_timeout:g}s, "
-                f"read_timeout {self.session.read_timeout:g}s)"
+                f"no answer from {self.session.base_url} within "
+                f"{self.session.read_timeout:g}s of sending the request (read_timeout)"
             )
         if self.response is not None:
             return IncompleteStreamError(
