@@ -27,7 +27,13 @@ def test_public_names_have_docstrings_with_examples() -> None:
         value = getattr(tyqw, name)
         if inspect.isclass(value) or inspect.isfunction(value):
             assert inspect.getdoc(value), name
-    for value in (tyqw.Session, tyqw.Message, tyqw.Reply, tyqw.TyqwError, tyqw.stored_conversations):
+    for value in (
+        tyqw.Session,
+        tyqw.Message,
+        tyqw.Reply,
+        tyqw.TyqwError,
+        tyqw.stored_conversations,
+    ):
         assert "Example" in (inspect.getdoc(value) or ""), value
     for module in (tyqw.sse, tyqw.testing):
         for name in module.__all__:
@@ -36,7 +42,9 @@ def test_public_names_have_docstrings_with_examples() -> None:
 
 def test_errors_form_one_tree() -> None:
     """Every exported exception derives from TyqwError."""
-    errors = [v for v in vars(tyqw).values() if inspect.isclass(v) and issubclass(v, BaseException)]
+    errors = [
+        v for v in vars(tyqw).values() if inspect.isclass(v) and issubclass(v, BaseException)
+    ]
     assert len(errors) > 10
     assert all(issubclass(e, tyqw.TyqwError) for e in errors)
     assert issubclass(tyqw.APITimeoutError, tyqw.APIConnectionError)
