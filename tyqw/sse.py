@@ -23,7 +23,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NoReturn, TypeAlias
+from typing import TypeAlias
 
 from ._exceptions import EventTooLargeError
 
@@ -86,8 +86,10 @@ class SSEDecoder:
 
     Raises ``EventTooLargeError`` as soon as one line, or the data of one event, grows
     past ``max_size`` bytes (characters for the data); nothing past the cap is
-    buffered, and the decoder is closed afterwards. After ``close()``, ``feed()``
-    raises ``ValueError``; make a new decoder for a new stream.
+    buffered, and the decoder is closed afterwards. Events completed earlier in the
+    same chunk are not lost: that ``feed()`` returns them, and the next ``feed()`` or
+    ``close()`` raises the error. After ``close()``, ``feed()`` raises ``ValueError``;
+    make a new decoder for a new stream.
 
     Example::
 
@@ -124,6 +126,8 @@ class SSEDecoder:
         self.retry = None
         self._max_size = max_size
         self._closed = False
+        # An EventTooLargeError held back so that feed() could return earlier events.
+        self._error: EventTooLargeError | None = None
         # Stream start: up to two bytes held back while they may still be a split BOM.
         self._at_start = True
         self._start = b""
@@ -165,7 +169,18 @@ class SSEDecoder:
         size = len(chunk)
         tail_size = self._tail_size
         if tail_size + size > self._max_size:
-            self._check_line_sizes(chunk)
+            bad = self._oversized_line(chunk)
+            if bad >= 0:
+                # The lines before the offending one are complete and within bounds.
+                events = []
+                if bad:
+                    self._tail.append(chunk[:bad])
+                    lines = b"".join(self._tail).decode("utf-8", "replace").split("\n")
+                    lines.pop()
+                    events = self._interpret(lines)
+                if self._closed:  # their event data overflowed first
+                    return events
+                return self._fail(f"SSE line longer than {self._max_size} bytes", events)
         end = chunk.rfind(b"\n") + 1  # just past the last line end; 0 if none
         if end == size and not tail_size:
             complete = chunk  # the usual case: whole lines, nothing pending
@@ -194,6 +209,9 @@ class SSEDecoder:
     def close(self, *, dispatch_incomplete: bool = False) -> list[ServerSentEvent]:
         """End the stream; return ``[]``, or the unfinished block if asked. Idempotent.
 
+        An ``EventTooLargeError`` that ``feed()`` held back (see the class) is raised
+        here if no ``feed()`` raised it first.
+
         The spec discards a block that the stream ends inside. ``dispatch_incomplete=True``
         instead treats the end as a line end plus a blank line: Bailian closes the
         connection right after its last error frame's ``data:`` line.
@@ -205,6 +223,7 @@ class SSEDecoder:
             ([], [ServerSentEvent(event='error', data='{}', id='', retry=None, comment=None)])
         """
         if self._closed:
+            self._raise_held_error()
             return []
         self._closed = self._careful = True
         # Bytes still held as a possible split BOM ("\xef" or "\xef\xbb") would make a
@@ -223,6 +242,7 @@ class SSEDecoder:
     def _prepare(self, chunk: bytes) -> bytes:
         """Refuse a closed decoder, drop a leading BOM, skip the LF of a split CRLF."""
         if self._closed:
+            self._raise_held_error()
             raise ValueError("this SSEDecoder is closed; make a new one for a new stream")
         if self._at_start:
             # One leading BOM is dropped; it may arrive split over the first chunks.
@@ -241,8 +261,11 @@ class SSEDecoder:
         self._careful = self._after_cr
         return chunk
 
-    def _check_line_sizes(self, chunk: bytes) -> None:
-        """Raise if a line, counting the pending tail, would grow past ``max_size``."""
+    def _oversized_line(self, chunk: bytes) -> int:
+        """Where the first line past ``max_size`` starts in ``chunk``, or -1.
+
+        The pending tail counts towards the first line, so 0 may mean "the tail's line".
+        """
         limit = self._max_size
         carried = self._tail_size
         start = 0
@@ -250,17 +273,32 @@ class SSEDecoder:
             end = chunk.find(b"\n", start)
             stop = len(chunk) if end < 0 else end
             if carried + stop - start > limit:
-                self._fail(f"SSE line longer than {limit} bytes")
+                return start
             if end < 0:
-                return
+                return -1
             carried = 0
             start = end + 1
 
-    def _fail(self, message: str) -> NoReturn:
+    def _fail(self, message: str, events: list[ServerSentEvent]) -> list[ServerSentEvent]:
+        """Close the decoder over an oversized line or event.
+
+        Raise the error now, or, if ``events`` were completed before the failure, return
+        them and hold the error for the next call.
+        """
         self._closed = self._careful = True
         self._tail.clear()
+        self._tail_size = 0
         self._block = _EMPTY_BLOCK
-        raise EventTooLargeError(message, limit=self._max_size)
+        error = EventTooLargeError(message, limit=self._max_size)
+        if not events:
+            raise error
+        self._error = error
+        return events
+
+    def _raise_held_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     def _interpret(self, lines: list[str]) -> list[ServerSentEvent]:
         """Apply complete lines to the block buffers; return the events dispatched."""
@@ -304,7 +342,9 @@ class SSEDecoder:
                         data_size = len(data[0]) + 1  # counted late: one line is in bounds
                     data_size += len(value) + 1
                     if data_size > self._max_size:
-                        self._fail(f"SSE event data longer than {self._max_size} characters")
+                        self.last_event_id = last_event_id
+                        message = f"SSE event data longer than {self._max_size} characters"
+                        return self._fail(message, events)
                     data.append(value)
             elif name == "event":
                 event_type = value
