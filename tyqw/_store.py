@@ -67,7 +67,11 @@ def stored_conversations(
     except OSError:
         return []
     for path in paths:
-        record = _read(path)
+        try:
+            record = _read(path)
+        except OSError as exc:
+            logger.warning("tyqw: cannot read conversation file %s (%s); skipping it", path, exc)
+            continue
         if record is None:
             continue
         try:
@@ -88,13 +92,14 @@ def stored_conversations(
 
 
 def _read(path: Path) -> dict[str, str] | None:
+    """The record in ``path``: ``None`` if there is none or it is damaged (with a warning).
+
+    Other ``OSError`` is raised: only the caller knows what an unreadable file means.
+    """
     try:
         with path.open("rb") as f:
             data = f.read(_MAX_FILE + 1)
     except FileNotFoundError:
-        return None
-    except OSError as exc:
-        logger.warning("tyqw: cannot read conversation file %s (%s); starting anew", path, exc)
         return None
     try:
         record = json.loads(data) if len(data) <= _MAX_FILE else None
@@ -122,7 +127,11 @@ class ConversationStore:
         self.path = directory / f"{digest}.json"
 
     def load(self) -> str | None:
-        record = _read(self.path)
+        try:
+            record = _read(self.path)
+        except OSError as exc:
+            self._unusable("read", exc)
+            return None
         if record is None:
             return None
         if (record["app_id"], record["name"]) != (self.app_id, self.name):
@@ -147,7 +156,7 @@ class ConversationStore:
             os.replace(tmp, self.path)
             tmp = None
         except OSError as exc:
-            self._unwritable(exc)
+            self._unusable("write", exc)
         finally:
             if tmp is not None:
                 with contextlib.suppress(OSError):
@@ -159,22 +168,24 @@ class ConversationStore:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            self._unwritable(exc)
+            self._unusable("write", exc)
 
     def touch(self) -> None:
         """Record that the conversation was used now (its file's modification time)."""
         with contextlib.suppress(OSError):
             os.utime(self.path)
 
-    def _unwritable(self, exc: OSError) -> None:
+    def _unusable(self, action: str, exc: OSError) -> None:
+        """Warn once per folder and process, whether reading or writing failed first."""
         if self.directory in _warned_dirs:
-            logger.debug("tyqw: cannot write %s: %s", self.path, exc)
+            logger.debug("tyqw: cannot %s %s: %s", action, self.path, exc)
             return
         _warned_dirs.add(self.directory)
         logger.warning(
-            "tyqw: cannot write conversation ids to %s (%s); conversations are kept in "
+            "tyqw: cannot %s conversation ids in %s (%s); conversations are kept in "
             "memory for this process only. Pass state_dir= or set XDG_STATE_HOME to a "
             "writable folder.",
+            action,
             self.directory,
             exc.strerror or exc,
         )
