@@ -520,6 +520,7 @@ def test_configuration_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert Session("app", base_url="https://arg.example/x", state_dir=tmp_path).base_url == (
         "https://arg.example/x"
     )
+    assert Session("app", workspace="", state_dir=tmp_path).workspace is None
 
 
 async def test_trailing_slash_on_base_url(sim: BailianSimulator, state_dir: Path) -> None:

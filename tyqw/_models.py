@@ -12,31 +12,41 @@ __all__ = ["Message", "Reply"]
 
 
 class _Text:
-    """The reply text of one turn, kept as pieces and joined only when someone asks.
+    """The reply text of one turn, kept in pieces and joined only when someone asks.
 
-    Each ``Message`` remembers how many pieces existed when it was made. Joining on
+    Each ``Message`` remembers the length of the text when it was made. Joining on
     demand keeps the cost of an event independent of how long the reply already is:
     building "the text so far" eagerly would copy the whole reply on every event.
+    Every 256 pieces are merged into one, so a long reply does not keep a string object
+    per event alive.
     """
 
-    __slots__ = ("_joined", "_joined_count", "pieces")
+    __slots__ = ("_joined", "_joined_length", "chunks", "length", "recent")
 
     def __init__(self) -> None:
-        self.pieces: list[str] = []
+        self.chunks: list[str] = []
+        self.recent: list[str] = []
+        self.length = 0
         self._joined = ""
-        self._joined_count = 0
+        self._joined_length = 0
 
-    def upto(self, count: int) -> str:
-        if count == self._joined_count:
-            return self._joined
-        if count > self._joined_count:
-            # Extend the cached prefix instead of joining from the start.
-            joined = self._joined + "".join(self.pieces[self._joined_count : count])
-        else:
-            joined = "".join(self.pieces[:count])
-        if count == len(self.pieces):
-            self._joined, self._joined_count = joined, count
-        return joined
+    def append(self, piece: str) -> None:
+        recent = self.recent
+        recent.append(piece)
+        self.length += len(piece)
+        if len(recent) == 256:
+            self.chunks.append("".join(recent))
+            recent.clear()
+
+    def upto(self, length: int) -> str:
+        """The first ``length`` characters of the text."""
+        if length != self._joined_length:
+            if self._joined_length != self.length:
+                self._joined = "".join(self.chunks) + "".join(self.recent)
+                self._joined_length = self.length
+            if length != self.length:
+                return self._joined[:length]
+        return self._joined
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -65,12 +75,12 @@ class Message:
     workflow_message: dict[str, Any] | None
     raw: dict[str, Any]
     _text: _Text = field(repr=False)
-    _count: int = field(repr=False)
+    _length: int = field(repr=False)
 
     @property
     def text(self) -> str:
         """The reply so far, this event included."""
-        return self._text.upto(self._count)
+        return self._text.upto(self._length)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
@@ -85,6 +95,62 @@ class Message:
             f"finish_reason={self.finish_reason!r}, session_id={self.session_id!r}, "
             f"request_id={self.request_id!r})"
         )
+
+
+class _MessageBuilder:
+    """A mutable twin of ``Message`` with the same slots, to build messages fast.
+
+    A frozen dataclass stores each field through ``object.__setattr__``, which costs as
+    much as parsing the event. ``new_message`` fills a builder with plain slot stores
+    and then switches its class: Python allows ``__class__`` assignment between classes
+    with identical ``__slots__``, and the result is an ordinary, frozen ``Message``.
+    ``tyqw.sse`` builds its events the same way.
+    """
+
+    __slots__ = Message.__slots__
+    delta: str
+    session_id: str | None
+    request_id: str | None
+    finish_reason: str | None
+    thoughts: list[dict[str, Any]] | None
+    doc_references: list[dict[str, Any]] | None
+    usage: dict[str, Any] | None
+    workflow_message: dict[str, Any] | None
+    raw: dict[str, Any]
+    _text: _Text
+    _length: int
+
+
+_new = object.__new__
+
+
+def new_message(
+    delta: str,
+    session_id: str | None,
+    request_id: str | None,
+    finish_reason: str | None,
+    thoughts: list[dict[str, Any]] | None,
+    doc_references: list[dict[str, Any]] | None,
+    usage: dict[str, Any] | None,
+    workflow_message: dict[str, Any] | None,
+    raw: dict[str, Any],
+    text: _Text,
+) -> Message:
+    """A ``Message`` for one event, the text so far being all of ``text``."""
+    message = _new(_MessageBuilder)
+    message.delta = delta
+    message.session_id = session_id
+    message.request_id = request_id
+    message.finish_reason = finish_reason
+    message.thoughts = thoughts
+    message.doc_references = doc_references
+    message.usage = usage
+    message.workflow_message = workflow_message
+    message.raw = raw
+    message._text = text
+    message._length = text.length
+    message.__class__ = Message  # type: ignore[assignment]
+    return message  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import os
 import random
 import re
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from inspect import isawaitable
 from pathlib import Path
@@ -42,7 +42,7 @@ from ._exceptions import (
     excerpt,
     status_error,
 )
-from ._models import Message, Reply, _Text
+from ._models import Message, Reply, _Text, new_message
 from ._store import ConversationStore, default_state_dir
 from .sse import ServerSentEvent, SSEDecoder
 
@@ -204,7 +204,10 @@ class Session:
             or DEFAULT_BASE_URL
         )
         _check_base_url(url, allow_insecure_http)
-        ws = workspace if workspace is not None else os.environ.get("DASHSCOPE_WORKSPACE") or None
+        # workspace="" means "none", even when DASHSCOPE_WORKSPACE is set.
+        if workspace is None:
+            workspace = os.environ.get("DASHSCOPE_WORKSPACE")
+        ws = workspace or None
         if ws is not None and not _WORKSPACE.fullmatch(ws):
             raise ValueError(
                 f"invalid workspace {ws!r}: expected ^[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}$"
@@ -356,14 +359,13 @@ class Session:
                 try:
                     item = await items.__anext__()
                 except StopAsyncIteration:
-                    return turn.reply(turn.skipped)
+                    return turn.reply(None)
                 except TyqwError as exc:
                     await self._emit_error(exc)
                     return turn.reply(exc)
                 if item.__class__ is not Message:
                     # A malformed event: reported, skipped, and the turn goes on.
                     assert isinstance(item, TyqwError)
-                    turn.skipped = item
                     item.reply = turn.reply(item)
                     await self._emit_error(item)
                     continue
@@ -552,7 +554,6 @@ class _Turn:
         self.task: asyncio.Task[Any] | None = None
         self.waiting = False
         self.cancelled = False
-        self.skipped: TyqwError | None = None
 
     # -- the one code path -------------------------------------------------------
 
@@ -586,10 +587,52 @@ class _Turn:
         try:
             try:
                 session._check_open()
-                async for item in self._exchange(generation):
-                    if item.__class__ is not Message and raise_recoverable:
-                        raise item  # type: ignore[misc]
-                    yield item
+                response = await self._open()
+                if response is None:
+                    pass  # aborted before an answer arrived
+                elif self.stream_mode and "text/event-stream" in response.headers.get(
+                    "Content-Type", ""
+                ):
+                    self.header_request_id = response.headers.get("x-request-id")
+                    # The hot path: kept in this one generator, because every level of
+                    # async generator costs each message another resumption.
+                    decoder = SSEDecoder(max_size=session.max_event_size)
+                    read = response.content.readany
+                    loads = json.loads
+                    while True:
+                        chunk = await read()
+                        for sse in (
+                            decoder.feed(chunk)
+                            if chunk
+                            else decoder.close(dispatch_incomplete=True)
+                        ):
+                            if self.interrupted:
+                                break
+                            event = sse.event
+                            if event == "result":
+                                try:
+                                    obj = loads(sse.data)
+                                    output = obj["output"]
+                                except (ValueError, TypeError, KeyError):
+                                    output = None
+                                if output.__class__ is dict:
+                                    yield self._message(obj, output, generation)
+                                    continue
+                            elif event == "error":
+                                raise self._stream_error(sse)
+                            for item in self._irregular(sse, generation):
+                                if raise_recoverable and item.__class__ is not Message:
+                                    raise item  # type: ignore[misc]
+                                yield item
+                        if not chunk or self.interrupted:
+                            break
+                else:
+                    yield await self._single(response, generation)
+                if not self.interrupted and self.finish_reason is None:
+                    raise IncompleteStreamError(
+                        "the reply ended before it finished (no finish_reason 'stop'); "
+                        f"{self.text.length} characters received"
+                    )
             except asyncio.CancelledError:
                 # Our own cancellation (abort() or the deadline ended a wait) is undone;
                 # a caller's cancel(), even one arriving at the same moment, goes on.
@@ -617,32 +660,21 @@ class _Turn:
             if self.session_id is not None and generation == session._generation:
                 session._store.touch()
 
-    async def _exchange(self, generation: int) -> AsyncIterator[Message | TyqwError]:
-        response = await self._open()
-        if response is None:
-            return
+    async def _single(self, response: aiohttp.ClientResponse, generation: int) -> Message:
+        """A reply that is not an event stream: JSON (``stream=False``, or a relay that
+        dropped ``X-DashScope-SSE``) or something tyqw cannot read."""
         self.header_request_id = response.headers.get("x-request-id")
         content_type = response.headers.get("Content-Type", "")
-        if self.stream_mode and "text/event-stream" in content_type:
-            async for item in self._events(response, generation):
-                yield item
-        elif "json" in content_type:
-            # Non-streaming mode, or a relay that dropped X-DashScope-SSE.
-            yield self._json_reply(await self._read_json(response), generation)
-        else:
-            body = await _read_body(response, 1024)
-            raise UnexpectedContentTypeError(
-                f"expected text/event-stream, got {content_type or 'no content type'} "
-                f"with HTTP {response.status}: {excerpt(body)}",
-                status_code=response.status,
-                content_type=content_type,
-                excerpt=excerpt(body),
-            )
-        if not self.interrupted and self.finish_reason is None:
-            raise IncompleteStreamError(
-                "the reply ended before it finished (no finish_reason 'stop'); "
-                f"{self.text_length()} characters received"
-            )
+        if "json" in content_type:
+            return self._json_reply(await self._read_json(response), generation)
+        body = await _read_body(response, 1024)
+        raise UnexpectedContentTypeError(
+            f"expected text/event-stream, got {content_type or 'no content type'} "
+            f"with HTTP {response.status}: {excerpt(body)}",
+            status_code=response.status,
+            content_type=content_type,
+            excerpt=excerpt(body),
+        )
 
     async def _open(self) -> aiohttp.ClientResponse | None:
         """Send the request, retrying before any event arrived; ``None`` if aborted."""
@@ -703,36 +735,6 @@ class _Turn:
             finally:
                 self.waiting = False
 
-    async def _events(
-        self, response: aiohttp.ClientResponse, generation: int
-    ) -> AsyncIterator[Message | TyqwError]:
-        decoder = SSEDecoder(max_size=self.session.max_event_size)
-        read = response.content.readany
-        while True:
-            chunk = await read()
-            events = decoder.feed(chunk) if chunk else decoder.close(dispatch_incomplete=True)
-            for sse in events:
-                if self.interrupted:
-                    return
-                if sse.event == "result":
-                    try:
-                        obj = json.loads(sse.data)
-                        output = obj["output"]
-                        if output.__class__ is not dict:
-                            raise TypeError
-                    except (ValueError, TypeError, KeyError):
-                        for item in self._irregular(sse, generation):
-                            yield item
-                        continue
-                    yield self._message(obj, output, generation)
-                elif sse.event == "error":
-                    raise self._stream_error(sse)
-                else:
-                    for item in self._irregular(sse, generation):
-                        yield item
-            if not chunk:
-                return
-
     def _irregular(self, sse: ServerSentEvent, generation: int) -> list[Message | TyqwError]:
         """The slow path: events that are not one well-formed ``result`` object."""
         if sse.event not in ("result", "message"):
@@ -752,7 +754,9 @@ class _Turn:
                 items.append(self._message(obj, output, generation))
             elif isinstance(obj, dict) and "code" in obj and "message" in obj:
                 # An error object sent as a result event by a gateway: fatal, like event:error.
-                raise self._stream_error(ServerSentEvent("error", line, sse.id, None, sse.comment))
+                raise self._stream_error(
+                    ServerSentEvent(event="error", data=line, id=sse.id, comment=sse.comment)
+                )
             else:
                 what = "is not JSON" if obj is None else "has no 'output' object"
                 items.append(
@@ -769,7 +773,7 @@ class _Turn:
         if self.incremental:
             delta = wire_text
             if delta:
-                text.pieces.append(delta)
+                text.append(delta)
         else:
             previous = self.cumulative
             if wire_text.startswith(previous):
@@ -781,7 +785,7 @@ class _Turn:
                 text = self.text = _Text()
                 delta = wire_text
             if delta:
-                text.pieces.append(delta)
+                text.append(delta)
                 self.cumulative = wire_text
         finish = output.get("finish_reason")
         if finish == "null":
@@ -803,7 +807,7 @@ class _Turn:
             self.doc_references = doc_references
         if finish is not None:
             self.finish_reason = finish
-        return Message(
+        return new_message(
             delta,
             session_id,
             request_id,
@@ -814,7 +818,6 @@ class _Turn:
             output.get("workflow_message"),
             obj,
             text,
-            len(text.pieces),
         )
 
     def _json_reply(self, obj: Any, generation: int) -> Message:
@@ -901,7 +904,7 @@ class _Turn:
         if self.response is not None:
             return IncompleteStreamError(
                 f"the connection closed before the reply finished ({exc.__class__.__name__}); "
-                f"{self.text_length()} characters received"
+                f"{self.text.length} characters received"
             )
         return APIConnectionError(f"network error while {phase}: {exc}")
 
@@ -928,9 +931,6 @@ class _Turn:
             return False
         return bool(task.uncancel())
 
-    def text_length(self) -> int:
-        return len(self.text.upto(len(self.text.pieces)))
-
     def release(self) -> None:
         """Give the connection back (or close it, if the body was not read to its end)."""
         response = self.response
@@ -943,7 +943,7 @@ class _Turn:
 
     def reply(self, error: TyqwError | None) -> Reply:
         return Reply(
-            text=self.text.upto(len(self.text.pieces)),
+            text=self.text.upto(self.text.length),
             session_id=self.session_id,
             request_id=self.request_id or self.header_request_id,
             finish_reason=self.finish_reason,
