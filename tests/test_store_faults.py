@@ -1,0 +1,201 @@
+"""The conversation store under faults: SIGKILL mid-write, concurrent writers, a state
+folder that cannot be used, and owner-only permissions throughout.
+
+The crash and concurrency tests run a separate interpreter (a fresh, single-threaded
+process) that forks the writers, so a process really dies at a random instant inside
+``save()``; the test asserts on what that interpreter saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tyqw
+from tyqw import Session
+from tyqw.testing import BailianSimulator
+
+from .conftest import SessionFactory
+
+SUBPROCESS_BOUND = 60.0
+
+
+def run_script(script: str, *args: object) -> dict[str, Any]:
+    """Run ``script`` in a fresh interpreter; it prints one JSON object as its result."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_BOUND,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+KILL_WRITERS = """
+    import json, logging, os, random, signal, sys, time
+    from pathlib import Path
+    from tyqw import Session, stored_conversations
+
+    directory, rounds = Path(sys.argv[1]), int(sys.argv[2])
+    warnings = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            warnings.append(record.getMessage())
+
+    logging.getLogger("tyqw").addHandler(Collect(logging.WARNING))
+    Session("app", api_key="sk-x", state_dir=directory).session_id = "id-start"
+    bad, killed_mid_loop = [], 0
+    for r in range(rounds):
+        pid = os.fork()
+        if pid == 0:  # the writer: rewrite the id until killed
+            session = Session("app", api_key="sk-x", state_dir=directory)
+            n = 0
+            while True:
+                n += 1
+                # Ids of varying length, so that a torn write could not look whole.
+                session.session_id = f"id-{r}-{n}-" + "x" * (n * 7 % 300)
+        time.sleep(random.uniform(0, 0.004))
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        killed_mid_loop += os.WIFSIGNALED(status)
+        reader = Session("app", api_key="sk-x", state_dir=directory)
+        if reader.session_id is None or not reader.session_id.startswith("id-"):
+            bad.append([r, reader.session_id, reader.store_path.read_bytes()[:100].hex()])
+    listed = stored_conversations(directory)
+    print(json.dumps({
+        "bad": bad,
+        "warnings": warnings,
+        "killed": killed_mid_loop,
+        "listed": [[c.name, c.session_id] for c in listed],
+        "mode": os.stat(listed[0].path).st_mode & 0o777 if listed else 0,
+    }))
+"""
+
+
+def test_sigkill_mid_write_never_leaves_an_unreadable_file(state_dir: Path) -> None:
+    """A writer killed at random moments, 150 times: the file is always whole and 0600."""
+    result = run_script(KILL_WRITERS, state_dir, 150)
+    assert result["killed"] == 150
+    assert result["bad"] == []
+    assert result["warnings"] == []  # no "unreadable conversation file" either
+    [[name, session_id]] = result["listed"]  # leftover temp files are not conversations
+    assert name == "default" and session_id.startswith("id-")
+    assert result["mode"] == 0o600
+
+
+TWO_WRITERS = """
+    import json, os, sys
+    from pathlib import Path
+    from tyqw import Session
+
+    directory, count = Path(sys.argv[1]), int(sys.argv[2])
+    Session("app", api_key="sk-x", state_dir=directory).session_id = "id-start"
+    children = []
+    for who in ("a", "b"):
+        pid = os.fork()
+        if pid == 0:
+            session = Session("app", api_key="sk-x", state_dir=directory)
+            for n in range(count):
+                session.session_id = f"{who}-{n}-" + "y" * (n % 50)
+            os._exit(0)
+        children.append(pid)
+    seen, bad, running = set(), [], len(children)
+    while running:
+        # Read while both write: every read sees one whole id or the other.
+        session_id = Session("app", api_key="sk-x", state_dir=directory).session_id
+        if session_id is None or session_id.split("-")[0] not in ("id", "a", "b"):
+            bad.append(session_id)
+        seen.add(session_id.split("-")[0] if session_id else None)
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        running -= pid != 0
+    final = Session("app", api_key="sk-x", state_dir=directory)
+    print(json.dumps({
+        "bad": bad,
+        "seen": sorted(map(str, seen)),
+        "final": final.session_id,
+        "mode": os.stat(final.store_path).st_mode & 0o777,
+        "files": sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")),
+    }))
+"""
+
+
+def test_two_processes_writing_one_conversation(state_dir: Path) -> None:
+    """Two processes rewrite the same conversation: readers and the end see valid ids."""
+    result = run_script(TWO_WRITERS, state_dir, 2000)
+    assert result["bad"] == []
+    last = "y" * (1999 % 50)
+    assert result["final"] in (f"a-1999-{last}", f"b-1999-{last}")
+    assert result["mode"] == 0o600
+    assert len(result["files"]) == 1  # no temp files left behind by clean writers
+
+
+@pytest.mark.parametrize(
+    "layout", ["under-a-file", "is-a-file"], ids=["path-under-a-file", "path-is-a-file"]
+)
+async def test_unusable_state_dir_warns_once_and_keeps_going(
+    sim: BailianSimulator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    layout: str,
+) -> None:
+    """One clear warning for the process; the conversation goes on in memory."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    state_dir = blocker / "state" if layout == "under-a-file" else blocker
+    caplog.set_level(logging.WARNING, logger="tyqw")
+
+    def session(name: str = "default") -> Session:
+        return Session(
+            sim.app_id, api_key=sim.api_key, base_url=sim.base_url, state_dir=state_dir, name=name
+        )
+
+    async with session() as s:
+        first = await s.send("my name is Ada")
+        second = await s.send("what's my name?")
+        assert second.session_id == first.session_id and "Ada" in second.text
+        assert sim.requests[-1].body["input"]["session_id"] == first.session_id
+        s.clear()
+        s.session_id = first.session_id
+        assert "Ada" in (await s.send("what's my name?")).text
+    async with session("other") as other:  # a second Session in the same process
+        await other.send("hi")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert str(state_dir) in message and "memory" in message and "state_dir" in message
+    assert blocker.read_text() == "not a folder"
+    assert tyqw.stored_conversations(state_dir) == []
+
+
+async def test_files_stay_owner_only(make_session: SessionFactory, state_dir: Path) -> None:
+    """0600 files and a 0700 folder, whatever the umask and the file's mode before."""
+    old_umask = os.umask(0)
+    try:
+        session = make_session()
+        await session.send("hi")
+        path = session.store_path
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(state_dir).st_mode) == 0o700
+        os.chmod(path, 0o644)  # loosened by hand, or restored from a backup
+        session.session_id = "f" * 32
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        session.clear()
+        await session.send("hi again")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        names = os.listdir(state_dir)
+        assert all(stat.S_IMODE(os.stat(state_dir / n).st_mode) == 0o600 for n in names)
+    finally:
+        os.umask(old_umask)
