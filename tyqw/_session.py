@@ -668,8 +668,9 @@ class _Turn:
         if "json" in content_type:
             return self._json_reply(await self._read_json(response), generation)
         body = await _read_body(response, 1024)
+        expected = "text/event-stream" if self.stream_mode else "application/json"
         raise UnexpectedContentTypeError(
-            f"expected text/event-stream, got {content_type or 'no content type'} "
+            f"expected {expected}, got {content_type or 'no content type'} "
             f"with HTTP {response.status}: {excerpt(body)}",
             status_code=response.status,
             content_type=content_type,
