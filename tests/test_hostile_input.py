@@ -220,6 +220,25 @@ async def test_a_200_that_is_not_an_event_stream(
     assert (await session.send("again")).finish_reason == "stop"
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/event-stream", bailian_stream(["hi"])),
+        ("text/html", b"<html>portal</html>"),
+    ],
+    ids=["event-stream", "html-page"],
+)
+async def test_a_non_json_answer_in_non_streaming_mode(
+    raw_server: RawServerFactory, state_dir: Path, content_type: str, body: bytes
+) -> None:
+    """stream=False expects JSON, and the error says so (not "expected text/event-stream")."""
+    server = await raw_server([body], content_type=content_type)
+    async with _session(server.base_url, state_dir) as session:
+        with pytest.raises(tyqw.UnexpectedContentTypeError) as info:
+            await session.send("hi", stream=False)
+    assert str(info.value).startswith(f"expected application/json, got {content_type}")
+
+
 async def test_a_200_json_body_that_is_not_json(
     make_session: SessionFactory, sim: BailianSimulator
 ) -> None:

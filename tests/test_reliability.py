@@ -921,6 +921,40 @@ async def test_cancel_is_not_swallowed_by_a_simultaneous_abort(
         assert (await session.send("again")).finish_reason == "stop"
 
 
+async def test_cancelling_while_waiting_or_backing_off(
+    sim: BailianSimulator, state_dir: Path
+) -> None:
+    """A caller's cancel() before any answer, or between retries, just cancels."""
+    sent = asyncio.Event()
+    async with (
+        traced_http(request_headers_sent=sent) as http,
+        Session(
+            sim.app_id,
+            api_key=sim.api_key,
+            base_url=sim.base_url,
+            state_dir=state_dir,
+            http_session=http,
+        ) as session,
+    ):
+        sim.inject(Fault.headers_stall(30))
+        task = asyncio.create_task(session.send(PROMPT))
+        await asyncio.wait_for(sent.wait(), BOUND)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, SOON)
+        assert await disconnected(sim)
+
+        sim.inject(Fault.http(503, retry_after=30))
+        with log_signal("retrying") as backing_off:
+            task = asyncio.create_task(session.send(PROMPT))
+            await asyncio.wait_for(backing_off.wait(), BOUND)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, SOON)
+        assert len(sim.requests) == 2  # the retry was never sent
+        assert (await session.send("again")).finish_reason == "stop"
+
+
 async def test_abort_with_no_turn_is_a_no_op(make_session: SessionFactory) -> None:
     """abort() before or between turns changes nothing."""
     session = make_session()
