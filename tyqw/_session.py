@@ -601,11 +601,15 @@ class _Turn:
                     loads = json.loads
                     while True:
                         chunk = await read()
-                        for sse in (
-                            decoder.feed(chunk)
-                            if chunk
-                            else decoder.close(dispatch_incomplete=True)
-                        ):
+                        if chunk:
+                            events = decoder.feed(chunk)
+                            # Every Bailian data line is a whole event; older gateways
+                            # send no blank line after it. Without this flush their
+                            # events would all arrive together when the stream ends.
+                            events += decoder.flush()
+                        else:
+                            events = decoder.close(dispatch_incomplete=True)
+                        for sse in events:
                             if self.interrupted:
                                 break
                             event = sse.event

@@ -206,6 +206,25 @@ class SSEDecoder:
         lines.pop()  # the empty string after the last line end
         return self._interpret(lines)
 
+    def flush(self) -> list[ServerSentEvent]:
+        """Dispatch the block being read now, as a blank line would, if it has data and
+        no line of it is still half-received; otherwise return ``[]``.
+
+        Not part of the spec: for servers that omit the blank line after each event's
+        single ``data`` line (older Bailian gateways). Calling ``flush()`` after every
+        ``feed()`` hands over each such event as soon as its data line is in, instead of
+        all of them together when the stream ends.
+
+        Example::
+
+            >>> decoder = SSEDecoder()
+            >>> decoder.feed(b"event:result\\ndata:{}\\n"), decoder.flush()
+            ([], [ServerSentEvent(event='result', data='{}', id='', retry=None, comment=None)])
+        """
+        if self._closed or self._tail or self._block[1] is None:
+            return []
+        return self._interpret([""])
+
     def close(self, *, dispatch_incomplete: bool = False) -> list[ServerSentEvent]:
         """End the stream; return ``[]``, or the unfinished block if asked. Idempotent.
 
