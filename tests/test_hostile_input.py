@@ -157,23 +157,25 @@ SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: c
 
 
 @pytest.mark.parametrize(
-    ("head", "chunk"),
+    ("head", "chunk", "error"),
     [
-        (b"data:", b"x" * 65536),
-        (b"", b"data:" + b"x" * 1000 + b"\n"),
+        (b"data:", b"x" * 65536, tyqw.EventTooLargeError),
+        # Each data line is handed over as it completes: the first, not JSON, ends it.
+        (b"", b"data:" + b"x" * 1000 + b"\n", tyqw.StreamError),
     ],
-    ids=["one-endless-line", "endless-event-of-short-lines"],
+    ids=["one-endless-line", "endless-data-lines"],
 )
-async def test_endless_stream_is_cut_at_the_cap(
+async def test_endless_stream_is_never_buffered(
     endless_server: Callable[[bytes, bytes], Awaitable[dict[str, Any]]],
     state_dir: Path,
     head: bytes,
     chunk: bytes,
+    error: type[tyqw.StreamError],
 ) -> None:
-    """A line or an event that never ends is refused at the cap, not buffered forever."""
+    """A line that never ends is refused at the cap; nothing is buffered without end."""
     server = await endless_server(SSE_HEAD + head, chunk)
     async with _session(server["base_url"], state_dir, max_event_size=256 * 1024) as session:
-        with pytest.raises(tyqw.EventTooLargeError):
+        with pytest.raises(error):
             await asyncio.wait_for(session.send("hi"), BOUND)
     assert server["sent"] < 32 * 2**20  # the client hung up long before the server's limit
 
@@ -354,6 +356,68 @@ async def test_frames_without_blank_lines_with_any_line_ending(
     messages = await _messages(server.base_url, state_dir)
     assert [m.delta for m in messages] == ["你", "好", "!", ""]
     assert messages[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("fed", "flushed"),
+    [
+        (b"id:1\nevent:result\n:HTTP_STATUS/200\ndata:{}\n", ["{}"]),
+        (b"data:{}\n\n", []),  # already dispatched by its blank line
+        (b"event:result\n", []),  # no data yet: the block stays as it is
+        (b"data:{}\nid:2", []),  # a line is half-received
+        (b"data:{}\r", ["{}"]),  # a CR ends the line; a LF after it is not a blank line
+    ],
+    ids=["whole-frame", "already-dispatched", "no-data", "half-line", "cr"],
+)
+def test_decoder_flush(fed: bytes, flushed: list[str]) -> None:
+    """flush() dispatches a pending block with data whose lines are all complete."""
+    decoder = SSEDecoder()
+    decoder.feed(fed)
+    assert [e.data for e in decoder.flush()] == flushed
+    assert decoder.flush() == []
+    assert [e.data for e in decoder.feed(b"\n")] == []  # the late blank line is a no-op
+
+
+async def test_frames_without_blank_lines_stream_as_they_arrive(state_dir: Path) -> None:
+    """Without blank separators each event still arrives when its data line does, not
+    when the stream ends: the server holds the rest back until the client has the first.
+    """
+    first_seen = asyncio.Event()
+    rest_sent = asyncio.Event()
+    frames = bailian_stream(["早", "上好"]).replace(b"\n\n", b"\n").splitlines(keepends=True)
+    split = frames.index(next(f for f in frames if f.startswith(b"data:"))) + 1
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(SSE_HEAD + b"".join(frames[:split]))
+            await writer.drain()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(first_seen.wait(), BOUND)
+            writer.write(b"".join(frames[split:]))
+            rest_sent.set()
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1"
+    try:
+        async with _session(base_url, state_dir) as session:
+            early: list[bool] = []
+
+            def on_message(message: Message) -> None:
+                if not early:
+                    early.append(not rest_sent.is_set())
+                    first_seen.set()
+
+            session.on("message", on_message)
+            reply = await asyncio.wait_for(session.send("hi"), BOUND * 2)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert reply.text == "早上好" and reply.finish_reason == "stop"
+    assert early == [True], "the first event waited for the end of the stream"
 
 
 # -- 6. bad input from the caller -------------------------------------------------------
