@@ -643,7 +643,9 @@ class _Turn:
                 if not self.cancelled or self._uncancel():
                     raise
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                if not self.interrupted:
+                # After the event with a finish_reason the reply is whole: a connection
+                # that then breaks or goes quiet is closed, and that is all.
+                if not self.interrupted and self.finish_reason is None:
                     raise self._wrap(exc) from exc
             if self.interrupted == "deadline":
                 raise APITimeoutError(
