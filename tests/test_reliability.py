@@ -37,6 +37,7 @@ SOON = 1.0
 """The bound for "at once" promises: the server sees the disconnect within a second."""
 
 PROMPT = "hello there, tell me something"
+REPLY = "one two three four five six"
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -670,6 +671,30 @@ async def test_truncated_stream_with_error_listener(
     reply = await session.send(PROMPT)
     assert [type(e) for e in errors] == [tyqw.IncompleteStreamError]
     assert reply.error is errors[0] and reply.text and reply.finish_reason is None
+
+
+@pytest.mark.parametrize(
+    ("fault", "options"),
+    [(Fault.cut(after=99), {}), (Fault.stall(30, after=99), {"read_timeout": 0.2})],
+    ids=["closed-after-stop", "stalled-after-stop"],
+)
+async def test_a_broken_connection_after_stop_is_not_an_error(
+    make_session: SessionFactory, sim: BailianSimulator, fault: Fault, options: dict[str, Any]
+) -> None:
+    """Once the "stop" event is in, the reply is whole: a connection that then breaks or
+    goes quiet costs the connection, not the reply.
+    """
+    sim.reply = lambda prompt, history: REPLY
+    session = make_session(**options)
+    errors: list[tyqw.TyqwError] = []
+    session.on("error", errors.append)
+    sim.inject(fault)
+    reply = await asyncio.wait_for(session.send(PROMPT), BOUND)
+    assert errors == [] and reply.error is None
+    assert reply.text == REPLY and reply.finish_reason == "stop"
+    sim.inject(fault)
+    assert [m.delta async for m in session.stream(PROMPT)][-1] == ""
+    assert (await session.send("again")).finish_reason == "stop"
 
 
 async def test_empty_stream_is_incomplete(raw_server: RawServerFactory, state_dir: Path) -> None:
