@@ -647,7 +647,7 @@ class _Turn:
                 # that then breaks or goes quiet is closed, and that is all.
                 if not self.interrupted and self.finish_reason is None:
                     raise self._wrap(exc) from exc
-            if self.interrupted == "deadline":
+            if self.interrupted == "deadline" and self.finish_reason is None:
                 raise APITimeoutError(
                     f"the turn took longer than its deadline of {session.deadline:g}s"
                 )
