@@ -675,8 +675,12 @@ async def test_truncated_stream_with_error_listener(
 
 @pytest.mark.parametrize(
     ("fault", "options"),
-    [(Fault.cut(after=99), {}), (Fault.stall(30, after=99), {"read_timeout": 0.2})],
-    ids=["closed-after-stop", "stalled-after-stop"],
+    [
+        (Fault.cut(after=99), {}),
+        (Fault.stall(30, after=99), {"read_timeout": 0.2}),
+        (Fault.stall(30, after=99), {"deadline": 0.3}),
+    ],
+    ids=["closed-after-stop", "stalled-after-stop", "deadline-after-stop"],
 )
 async def test_a_broken_connection_after_stop_is_not_an_error(
     make_session: SessionFactory, sim: BailianSimulator, fault: Fault, options: dict[str, Any]
