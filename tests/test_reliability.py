@@ -76,6 +76,10 @@ def retry_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     ]
 
 
+def retry_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in retry_records(caplog)]
+
+
 @contextlib.contextmanager
 def log_signal(message_part: str) -> Iterator[asyncio.Event]:
     """An event set when the ``tyqw`` logger emits a record containing ``message_part``."""
@@ -459,14 +463,10 @@ async def test_retries_exhausted_raise_the_last_error(
         await session.send(PROMPT)
     assert info.value.status_code == 503
     assert len(sim.requests) == 3
-    assert [("retry 1 of 2" in m, "retry 2 of 2" in m) for m in map_messages(caplog)] == [
+    assert [("retry 1 of 2" in m, "retry 2 of 2" in m) for m in retry_messages(caplog)] == [
         (True, False),
         (False, True),
     ]
-
-
-def map_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in retry_records(caplog)]
 
 
 @pytest.mark.parametrize("max_retries", [0, 1, 4])
@@ -515,7 +515,7 @@ async def test_connection_refused_is_retried_then_fails(
     assert type(info.value) is tyqw.APIConnectionError
     assert info.value.__cause__ is not None
     assert info.value.reply is not None and info.value.reply.text == ""
-    messages = map_messages(caplog)
+    messages = retry_messages(caplog)
     assert len(messages) == 2 and all("connection failed" in m for m in messages)
 
 
