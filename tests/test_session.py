@@ -600,3 +600,41 @@ def test_reply_is_a_frozen_dataclass() -> None:
     reply = Reply(text="x", session_id=None, request_id=None, finish_reason="stop")
     with pytest.raises(AttributeError):
         reply.text = "y"  # type: ignore[misc]
+
+
+async def test_stream_left_early_in_a_variable_must_be_closed(
+    make_session: SessionFactory, sim: BailianSimulator
+) -> None:
+    """A held stream left early blocks the next turn in its task with a clear error,
+    until it is closed; closing it frees the Session at once."""
+    sim.delay = 0.01
+    session = make_session()
+    stream = session.stream("hello there, a long story please")
+    async for _ in stream:
+        break
+    with pytest.raises(RuntimeError, match="aclose"):
+        await session.send("again")
+    await stream.aclose()
+    await asyncio.wait_for(sim.requests[-1].done.wait(), 1.0)
+    assert sim.requests[-1].disconnected
+    assert (await session.send("again")).finish_reason == "stop"
+
+
+async def test_redirects_are_not_followed(raw_server: Any, state_dir: Path) -> None:
+    """A redirect never re-sends the prompt elsewhere; it is reported instead."""
+    target = await raw_server([b"should never be asked"])
+    server = await raw_server(
+        [b""], status=307, content_type="text/plain", headers={"location": target.base_url}
+    )
+    async with Session("app", api_key="sk-x", base_url=server.base_url, state_dir=state_dir) as s:
+        with pytest.raises(tyqw.UnexpectedContentTypeError, match="307"):
+            await s.send("hi")
+    assert target.requests == []
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan")], ids=["zero", "negative", "nan"])
+def test_timeouts_must_be_positive(tmp_path: Path, value: float) -> None:
+    """connect_timeout, read_timeout and deadline refuse zero, negatives and NaN."""
+    for option in ("connect_timeout", "read_timeout", "deadline"):
+        with pytest.raises(ValueError, match=option):
+            Session("app", api_key="sk-x", state_dir=tmp_path, **{option: value})

@@ -215,9 +215,9 @@ class Session:
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError("max_retries must be an int >= 0")
         for label, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
-            if value <= 0:
+            if not value > 0:  # also refuses NaN
                 raise ValueError(f"{label} must be > 0 seconds")
-        if deadline is not None and deadline <= 0:
+        if deadline is not None and not deadline > 0:
             raise ValueError("deadline must be > 0 seconds, or None")
         if max_event_size < 1024:
             raise ValueError("max_event_size must be at least 1024 bytes")
@@ -568,7 +568,9 @@ class _Turn:
         if active is not None and active.task is task:
             raise RuntimeError(
                 "send()/stream() called while this task is running a turn of the same "
-                "Session (from a handler or a stream loop); it would wait for itself"
+                "Session (from a handler, a stream loop, or a stream left early without "
+                "closing it); it would wait for itself. Close an unfinished stream with "
+                "'async with session.stream(...)' or 'await stream.aclose()'"
             )
         await lock.acquire()
         self.task = task
@@ -702,7 +704,12 @@ class _Turn:
             self.waiting = True
             try:
                 response = await http.post(
-                    session._url, data=data, headers=headers, timeout=session._timeout
+                    session._url,
+                    data=data,
+                    headers=headers,
+                    timeout=session._timeout,
+                    # Never re-send the prompt (and key) to wherever a redirect points.
+                    allow_redirects=False,
                 )
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 if not _retryable_connection_error(exc) or attempt >= session.max_retries:
