@@ -122,7 +122,7 @@ _PARAMETER_KEYS = frozenset(
 
 
 class _Emitter(AsyncIOEventEmitter):
-    """pyee's emitter, plus a cached handler list per event for the per-message path.
+    """pyee's emitter, plus the current handler lists kept ready for the per-message path.
 
     Registration, ``once`` and removal stay pyee's; tyqw calls the handlers itself so
     that async handlers are awaited in order instead of being scheduled as tasks.
@@ -130,27 +130,25 @@ class _Emitter(AsyncIOEventEmitter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._cache: dict[str, list[Callable[..., Any]]] = {}
+        self.message_handlers: list[Callable[..., Any]] = []
+        self.error_handlers: list[Callable[..., Any]] = []
 
-    def handlers(self, event: str) -> list[Callable[..., Any]]:
-        cached = self._cache.get(event)
-        if cached is None:
-            with self._lock:
-                cached = list(self._events.get(event, {}).values())
-            self._cache[event] = cached
-        return cached
+    def _refresh(self) -> None:
+        # New lists, never mutated: a turn iterating the old list is not disturbed.
+        self.message_handlers = list(self._events.get("message", {}).values())
+        self.error_handlers = list(self._events.get("error", {}).values())
 
     def _add_event_handler(self, event: str, k: Callable[..., Any], v: Callable[..., Any]) -> None:
         super()._add_event_handler(event, k, v)
-        self._cache.clear()
+        self._refresh()
 
     def _remove_listener(self, event: str, f: Callable[..., Any]) -> None:
         super()._remove_listener(event, f)
-        self._cache.clear()
+        self._refresh()
 
     def remove_all_listeners(self, event: str | None = None) -> None:
         super().remove_all_listeners(event)
-        self._cache.clear()
+        self._refresh()
 
 
 class Session:
@@ -352,12 +350,13 @@ class Session:
             print(reply.text, reply.session_id)
         """
         turn = self._turn(prompt, options)
-        handlers = self._emitter.handlers
+        emitter = self._emitter
         items = turn.run(raise_recoverable=False)
+        next_item = items.__anext__
         try:
             while True:
                 try:
-                    item = await items.__anext__()
+                    item = await next_item()
                 except StopAsyncIteration:
                     return turn.reply(None)
                 except TyqwError as exc:
@@ -369,7 +368,7 @@ class Session:
                     item.reply = turn.reply(item)
                     await self._emit_error(item)
                     continue
-                for handler in handlers("message"):
+                for handler in emitter.message_handlers:
                     try:
                         result = handler(item)
                         if result is not None and isawaitable(result):
@@ -461,7 +460,7 @@ class Session:
 
     async def _emit_error(self, error: TyqwError) -> None:
         """Await each ``error`` handler in order; with none, raise ``error``."""
-        handlers = self._emitter.handlers("error")
+        handlers = self._emitter.error_handlers
         if not handlers:
             raise error
         for handler in handlers:
