@@ -781,12 +781,12 @@ class _Turn:
         return items
 
     def _message(self, obj: dict[str, Any], output: dict[str, Any], generation: int) -> Message:
-        wire_text = output.get("text") or ""
+        # Runs once per event: plain local work, no more lookups than needed.
+        get = output.get
+        wire_text = get("text") or ""
         text = self.text
         if self.incremental:
             delta = wire_text
-            if delta:
-                text.append(delta)
         else:
             previous = self.cumulative
             if wire_text.startswith(previous):
@@ -798,28 +798,28 @@ class _Turn:
                 text = self.text = _Text()
                 delta = wire_text
             if delta:
-                text.append(delta)
                 self.cumulative = wire_text
-        finish = output.get("finish_reason")
+        if delta:
+            text.append(delta)
+        finish = get("finish_reason")
         if finish == "null":
             finish = None
-        session_id = output.get("session_id") or None
-        if session_id is not None and session_id != self.session_id:
+        elif finish is not None:
+            self.finish_reason = finish
+        session_id = get("session_id") or None
+        if session_id != self.session_id and session_id is not None:
             self.session_id = session_id
             self.session._remember(session_id, generation)
-        request_id = obj.get("request_id") or self.header_request_id
-        self.request_id = request_id
+        request_id = self.request_id = obj.get("request_id") or self.header_request_id
         usage = obj.get("usage")
         if usage:
             self.usage = usage
-        thoughts = output.get("thoughts")
+        thoughts = get("thoughts")
         if thoughts:
             self.thoughts = thoughts
-        doc_references = output.get("doc_references")
+        doc_references = get("doc_references")
         if doc_references:
             self.doc_references = doc_references
-        if finish is not None:
-            self.finish_reason = finish
         return new_message(
             delta,
             session_id,
@@ -828,7 +828,7 @@ class _Turn:
             thoughts,
             doc_references,
             usage,
-            output.get("workflow_message"),
+            get("workflow_message"),
             obj,
             text,
         )
