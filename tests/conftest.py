@@ -63,6 +63,52 @@ async def make_session(sim: BailianSimulator, state_dir: Path) -> AsyncIterator[
         await session.aclose()
 
 
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+"""What a hand-written server does with one connection."""
+
+TcpServerFactory = Callable[[Script], Awaitable[str]]
+
+
+@pytest.fixture
+async def tcp_server() -> AsyncIterator[TcpServerFactory]:
+    """``await tcp_server(script)`` listens on 127.0.0.1, runs ``script`` for each
+    connection and returns the base URL. A client that goes away ends the script quietly;
+    the connection is closed after it, and every server at the end of the test.
+    """
+    servers: list[asyncio.Server] = []
+
+    async def start(script: Script) -> str:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await script(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 request with a Content-Length body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head + await reader.readexactly(length)
+
+
 @dataclass
 class RawServer:
     """A hand-written HTTP server that answers every request with the given bytes."""
@@ -76,13 +122,12 @@ RawServerFactory = Callable[..., Awaitable[RawServer]]
 
 
 @pytest.fixture
-async def raw_server() -> AsyncIterator[RawServerFactory]:
+def raw_server(tcp_server: TcpServerFactory) -> RawServerFactory:
     """``await raw_server(chunks, content_type=..., status=...)`` serves ``chunks`` as
     the body of every response, each chunk its own write, then closes the connection.
 
     A chunk may be a float: the server pauses that many seconds (for stall tests).
     """
-    servers: list[asyncio.Server] = []
 
     async def start(
         chunks: Sequence[bytes | float],
@@ -93,15 +138,9 @@ async def raw_server() -> AsyncIterator[RawServerFactory]:
     ) -> RawServer:
         state = RawServer()
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                state.requests.append(head + await reader.readexactly(length))
+                state.requests.append(await read_request(reader))
                 extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
                 writer.write(
                     f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n"
@@ -113,24 +152,13 @@ async def raw_server() -> AsyncIterator[RawServerFactory]:
                     else:
                         writer.write(chunk)
                         await writer.drain()
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
             finally:
                 state.disconnected.set()
-                writer.close()
-                with contextlib.suppress(ConnectionError):
-                    await writer.wait_closed()
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        servers.append(server)
-        port = server.sockets[0].getsockname()[1]
-        state.base_url = f"http://127.0.0.1:{port}/api/v1"
+        state.base_url = await tcp_server(answer)
         return state
 
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+    return start
 
 
 def bailian_event(n: int, output: dict[str, Any], request_id: str = "req-1") -> bytes:

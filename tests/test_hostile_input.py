@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,13 @@ from tyqw import Message, Session
 from tyqw.sse import SSEDecoder
 from tyqw.testing import BailianSimulator, Fault
 
-from .conftest import RawServerFactory, SessionFactory, bailian_event, bailian_stream
+from .conftest import (
+    RawServerFactory,
+    SessionFactory,
+    TcpServerFactory,
+    bailian_event,
+    bailian_stream,
+)
 
 BOUND = 5.0
 PROMPT = "hello there, tell me something"
@@ -118,39 +124,28 @@ async def test_oversized_event_is_emitted_to_error_listeners(
 
 
 @pytest.fixture
-async def endless_server() -> AsyncIterator[Callable[[bytes, bytes], Awaitable[dict[str, Any]]]]:
+def endless_server(
+    tcp_server: TcpServerFactory,
+) -> Callable[[bytes, bytes], Awaitable[dict[str, Any]]]:
     """``await endless_server(head, chunk)``: answers with ``head`` and then ``chunk``
     over and over (64 MiB at most) until the client hangs up; reports bytes sent.
     """
-    servers: list[asyncio.Server] = []
 
     async def start(head: bytes, chunk: bytes) -> dict[str, Any]:
         state: dict[str, Any] = {"sent": 0, "base_url": ""}
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(head)
-                while state["sent"] < 64 * 2**20:
-                    writer.write(chunk)
-                    await writer.drain()
-                    state["sent"] += len(chunk)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-                with contextlib.suppress(ConnectionError):
-                    await writer.wait_closed()
+        async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(head)
+            while state["sent"] < 64 * 2**20:
+                writer.write(chunk)
+                await writer.drain()
+                state["sent"] += len(chunk)
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        servers.append(server)
-        state["base_url"] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1"
+        state["base_url"] = await tcp_server(flood)
         return state
 
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+    return start
 
 
 SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"

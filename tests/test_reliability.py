@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from tyqw import Message, Reply, Session
 from tyqw import _session as session_module
 from tyqw.testing import BailianSimulator, Fault
 
-from .conftest import RawServerFactory, SessionFactory
+from .conftest import RawServerFactory, Script, SessionFactory, TcpServerFactory, read_request
 
 BOUND = 5.0
 """A generous upper bound for anything that should take milliseconds."""
@@ -116,20 +116,6 @@ def traced_http(**events: asyncio.Event) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(trace_configs=[trace])
 
 
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    """One HTTP/1.1 request with a Content-Length body."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head + await reader.readexactly(length)
-
-
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
 @dataclass
 class ScriptedServer:
     base_url: str = ""
@@ -137,36 +123,23 @@ class ScriptedServer:
 
 
 @pytest.fixture
-async def scripted() -> AsyncIterator[Callable[[Script], Awaitable[ScriptedServer]]]:
+def scripted(tcp_server: TcpServerFactory) -> Callable[[Script], Awaitable[ScriptedServer]]:
     """``await scripted(script)``: a server that runs ``script`` for each connection.
 
     Scripts end when the client goes away (``await reader.read()`` returns at EOF).
     """
-    servers: list[asyncio.Server] = []
 
     async def start(script: Script) -> ScriptedServer:
         state = ScriptedServer()
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def counted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             state.connections += 1
-            try:
-                await script(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-                with contextlib.suppress(ConnectionError):
-                    await writer.wait_closed()
+            await script(reader, writer)
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        servers.append(server)
-        state.base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1"
+        state.base_url = await tcp_server(counted)
         return state
 
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
+    return start
 
 
 def scripted_session(base_url: str, state_dir: Path, **kwargs: Any) -> Session:
