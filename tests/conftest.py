@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tyqw import Session
+from tyqw import Message, Session
 from tyqw.testing import BailianSimulator
 
 _ENV = (
@@ -42,6 +42,25 @@ async def sim() -> AsyncIterator[BailianSimulator]:
         yield simulator
 
 
+def sim_session(sim: BailianSimulator, state_dir: Path, **kwargs: Any) -> Session:
+    """A Session bound to the simulator; closing it is the caller's job (or make_session's)."""
+    kwargs.setdefault("api_key", sim.api_key)
+    kwargs.setdefault("base_url", sim.base_url)
+    kwargs.setdefault("state_dir", state_dir)
+    return Session(kwargs.pop("app_id", sim.app_id), **kwargs)
+
+
+def raw_session(base_url: str, state_dir: Path, **kwargs: Any) -> Session:
+    """A Session pointed at a hand-written server (which checks neither key nor app id)."""
+    return Session("app", api_key="sk-test", base_url=base_url, state_dir=state_dir, **kwargs)
+
+
+async def raw_messages(base_url: str, state_dir: Path, **kwargs: Any) -> list[Message]:
+    """Every message of one ``stream("hi")`` turn against a hand-written server."""
+    async with raw_session(base_url, state_dir, **kwargs) as session:
+        return [m async for m in session.stream("hi")]
+
+
 SessionFactory = Callable[..., Session]
 
 
@@ -51,10 +70,7 @@ async def make_session(sim: BailianSimulator, state_dir: Path) -> AsyncIterator[
     made: list[Session] = []
 
     def factory(**kwargs: Any) -> Session:
-        kwargs.setdefault("api_key", sim.api_key)
-        kwargs.setdefault("base_url", sim.base_url)
-        kwargs.setdefault("state_dir", state_dir)
-        session = Session(kwargs.pop("app_id", sim.app_id), **kwargs)
+        session = sim_session(sim, state_dir, **kwargs)
         made.append(session)
         return session
 

@@ -27,20 +27,14 @@ from .conftest import (
     TcpServerFactory,
     bailian_event,
     bailian_stream,
+    raw_messages,
+    raw_session,
+    sim_session,
 )
 
 BOUND = 5.0
 PROMPT = "hello there, tell me something"
 REPLY = "one two three four five six"
-
-
-def _session(base_url: str, state_dir: Path, **kwargs: Any) -> Session:
-    return Session("app", api_key="sk-test", base_url=base_url, state_dir=state_dir, **kwargs)
-
-
-async def _messages(base_url: str, state_dir: Path, **kwargs: Any) -> list[Message]:
-    async with _session(base_url, state_dir, **kwargs) as session:
-        return [m async for m in session.stream("hi")]
 
 
 # -- oversized and endless input -------------------------------------------------------
@@ -68,7 +62,7 @@ async def test_events_before_an_oversized_line_are_kept(
     """Events that arrived in the same read as an oversized line still reach the Reply."""
     first = bailian_event(1, {"session_id": "s7", "finish_reason": "null", "text": "kept"})
     server = await raw_server([first + b"data:" + b"x" * 4096 + b"\n\n"])
-    async with _session(server.base_url, state_dir, max_event_size=1024) as session:
+    async with raw_session(server.base_url, state_dir, max_event_size=1024) as session:
         with pytest.raises(tyqw.EventTooLargeError) as info:
             await session.send("hi")
         assert session.session_id == "s7"
@@ -169,7 +163,7 @@ async def test_endless_stream_is_never_buffered(
 ) -> None:
     """A line that never ends is refused at the cap; nothing is buffered without end."""
     server = await endless_server(SSE_HEAD + head, chunk)
-    async with _session(server["base_url"], state_dir, max_event_size=256 * 1024) as session:
+    async with raw_session(server["base_url"], state_dir, max_event_size=256 * 1024) as session:
         with pytest.raises(error):
             await asyncio.wait_for(session.send("hi"), BOUND)
     assert server["sent"] < 32 * 2**20  # the client hung up long before the server's limit
@@ -181,7 +175,7 @@ async def test_endless_error_body_is_read_only_up_to_a_bound(
     """A 500 whose body never ends still becomes an error with a short message."""
     head = b"HTTP/1.1 500 Oops\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n"
     server = await endless_server(head, b"<p>" + b"x" * 4096)
-    async with _session(server["base_url"], state_dir, max_retries=0) as session:
+    async with raw_session(server["base_url"], state_dir, max_retries=0) as session:
         with pytest.raises(tyqw.InternalServerError) as info:
             await asyncio.wait_for(session.send("hi"), BOUND)
     assert info.value.status_code == 500
@@ -230,7 +224,7 @@ async def test_a_non_json_answer_in_non_streaming_mode(
 ) -> None:
     """stream=False expects JSON, and the error says so (not "expected text/event-stream")."""
     server = await raw_server([body], content_type=content_type)
-    async with _session(server.base_url, state_dir) as session:
+    async with raw_session(server.base_url, state_dir) as session:
         with pytest.raises(tyqw.UnexpectedContentTypeError) as info:
             await session.send("hi", stream=False)
     assert str(info.value).startswith(f"expected application/json, got {content_type}")
@@ -337,7 +331,7 @@ async def test_invalid_utf8_anywhere_never_raises(
 ) -> None:
     """Invalid UTF-8 becomes U+FFFD wherever it is; unknown events are ignored."""
     server = await raw_server([body])
-    messages = await _messages(server.base_url, state_dir)
+    messages = await raw_messages(server.base_url, state_dir)
     assert [m.delta for m in messages] == deltas
 
 
@@ -348,7 +342,7 @@ async def test_frames_without_blank_lines_with_any_line_ending(
     """Older gateways' frames without the blank separator, with each line ending."""
     stream = bailian_stream(["你", "好", "!"]).replace(b"\n\n", b"\n").replace(b"\n", newline)
     server = await raw_server([stream])
-    messages = await _messages(server.base_url, state_dir)
+    messages = await raw_messages(server.base_url, state_dir)
     assert [m.delta for m in messages] == ["你", "好", "!", ""]
     assert messages[-1].finish_reason == "stop"
 
@@ -398,7 +392,7 @@ async def test_frames_without_blank_lines_stream_as_they_arrive(state_dir: Path)
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/v1"
     try:
-        async with _session(base_url, state_dir) as session:
+        async with raw_session(base_url, state_dir) as session:
             early: list[bool] = []
 
             def on_message(message: Message) -> None:
@@ -439,9 +433,7 @@ async def test_valid_app_id_lands_in_the_path_verbatim(
     sim: BailianSimulator, state_dir: Path, app_id: str
 ) -> None:
     """A valid id is used as is: POST {base}/apps/{app_id}/completion."""
-    async with Session(
-        app_id, api_key=sim.api_key, base_url=sim.base_url, state_dir=state_dir
-    ) as session:
+    async with sim_session(sim, state_dir, app_id=app_id) as session:
         await session.send("hi")
     assert sim.requests[-1].path == f"/api/v1/apps/{app_id}/completion"
 
@@ -502,7 +494,7 @@ async def test_refused_url_is_refused_before_any_connection(
     """The insecure-http check runs in the constructor: nothing reaches any server."""
     url = sim.base_url.replace("127.0.0.1", "localtest.me")  # resolves to 127.0.0.1
     with pytest.raises(ValueError, match="allow_insecure_http"):
-        Session(sim.app_id, api_key=sim.api_key, base_url=url, state_dir=state_dir)
+        sim_session(sim, state_dir, base_url=url)
     assert sim.requests == [] and sim.connections == 0
 
 

@@ -17,7 +17,7 @@ import tyqw
 from tyqw import Reply, Session
 from tyqw.testing import BailianSimulator
 
-from .conftest import SessionFactory
+from .conftest import SessionFactory, sim_session
 
 SESSIONS = 300
 TURNS = 2000
@@ -37,16 +37,7 @@ async def test_300_concurrent_sessions_three_turns_each(
     """300 Sessions with distinct names, three turns each, all at once: every reply
     complete, no errors, and each conversation remembers its own name.
     """
-    sessions = [
-        Session(
-            sim.app_id,
-            api_key=sim.api_key,
-            base_url=sim.base_url,
-            state_dir=state_dir,
-            name=f"user-{i}",
-        )
-        for i in range(SESSIONS)
-    ]
+    sessions = [sim_session(sim, state_dir, name=f"user-{i}") for i in range(SESSIONS)]
     errors: list[tyqw.TyqwError] = []
 
     async def converse(i: int, session: Session) -> list[Reply]:

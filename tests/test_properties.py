@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tyqw import Session
 from tyqw.testing import BailianSimulator, Fault
 
-from .conftest import RawServerFactory, bailian_stream
+from .conftest import RawServerFactory, bailian_stream, raw_session, sim_session
 
 socket_examples = settings(
     max_examples=20,
@@ -85,9 +85,7 @@ async def test_any_split_of_a_valid_stream_gives_the_same_messages(
     for chunk in split_at(stream, cuts):
         chunks += [chunk, 0.001]  # a pause, so that each piece tends to be its own read
     server = await raw_server(chunks)
-    async with Session(
-        "app", api_key="sk-test", base_url=server.base_url, state_dir=state_dir
-    ) as session:
+    async with raw_session(server.base_url, state_dir) as session:
         assert await seen(session) == expected_messages(pieces)
 
 
@@ -108,9 +106,7 @@ async def test_a_dripped_reply_equals_the_whole_reply(
 ) -> None:
     """The simulator's drip (one byte per write) changes nothing, in either text mode."""
     sim.reply = lambda prompt, history: text
-    async with Session(
-        sim.app_id, api_key=sim.api_key, base_url=sim.base_url, state_dir=state_dir
-    ) as session:
+    async with sim_session(sim, state_dir) as session:
         whole = await seen(session, incremental_output=incremental)
         sim.inject(Fault.drip(after=after))
         dripped = await seen(session, incremental_output=incremental)

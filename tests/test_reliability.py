@@ -28,7 +28,15 @@ from tyqw import Message, Reply, Session
 from tyqw import _session as session_module
 from tyqw.testing import BailianSimulator, Fault
 
-from .conftest import RawServerFactory, Script, SessionFactory, TcpServerFactory, read_request
+from .conftest import (
+    RawServerFactory,
+    Script,
+    SessionFactory,
+    TcpServerFactory,
+    raw_session,
+    read_request,
+    sim_session,
+)
 
 BOUND = 5.0
 """A generous upper bound for anything that should take milliseconds."""
@@ -140,10 +148,6 @@ def scripted(tcp_server: TcpServerFactory) -> Callable[[Script], Awaitable[Scrip
         return state
 
     return start
-
-
-def scripted_session(base_url: str, state_dir: Path, **kwargs: Any) -> Session:
-    return Session("app", api_key="sk-test", base_url=base_url, state_dir=state_dir, **kwargs)
 
 
 @pytest.fixture
@@ -263,7 +267,7 @@ async def test_connect_timeout(
                 filler.connect(("127.0.0.1", port))
             fillers.append(filler)
         try:
-            session = scripted_session(
+            session = raw_session(
                 f"http://127.0.0.1:{port}/api/v1", state_dir, connect_timeout=0.2
             )
             caplog.set_level(logging.INFO, logger="tyqw")
@@ -295,13 +299,7 @@ async def test_a_callers_total_timeout_does_not_cut_streams(
     sim.reply = lambda prompt, history: "x" * 60  # 30 events: about 0.6 s
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as http,
-        Session(
-            sim.app_id,
-            api_key=sim.api_key,
-            base_url=sim.base_url,
-            state_dir=state_dir,
-            http_session=http,
-        ) as session,
+        sim_session(sim, state_dir, http_session=http) as session,
     ):
         reply = await asyncio.wait_for(session.send(PROMPT), BOUND)
     assert reply.text == "x" * 60 and reply.finish_reason == "stop"
@@ -369,7 +367,7 @@ async def test_deadline_while_reading_an_error_body(
         await reader.read()  # the rest never comes
 
     server = await scripted(script)
-    async with scripted_session(server.base_url, state_dir, deadline=0.3) as session:
+    async with raw_session(server.base_url, state_dir, deadline=0.3) as session:
         with pytest.raises(tyqw.APITimeoutError, match="deadline"):
             await asyncio.wait_for(session.send("hi"), BOUND)
     assert server.connections == 1
@@ -482,7 +480,7 @@ async def test_connection_refused_is_retried_then_fails(
     """Nobody listening: max_retries retries, then APIConnectionError (not a timeout)."""
     port = closed_port()
     caplog.set_level(logging.INFO, logger="tyqw")
-    async with scripted_session(f"http://127.0.0.1:{port}/api/v1", state_dir) as session:
+    async with raw_session(f"http://127.0.0.1:{port}/api/v1", state_dir) as session:
         with pytest.raises(tyqw.APIConnectionError) as info:
             await asyncio.wait_for(session.send("hi"), BOUND)
     assert type(info.value) is tyqw.APIConnectionError
@@ -505,7 +503,7 @@ async def test_dropped_connections_are_retried(
         await read_request(reader)  # then hang up without a word
 
     server = await scripted(script)
-    async with scripted_session(server.base_url, state_dir, max_retries=max_retries) as session:
+    async with raw_session(server.base_url, state_dir, max_retries=max_retries) as session:
         with pytest.raises(tyqw.APIConnectionError):
             await asyncio.wait_for(session.send("hi"), BOUND)
     assert server.connections == max_retries + 1
@@ -521,7 +519,7 @@ async def test_retry_after_http_date_with_numeric_zone(
         content_type="application/json",
         headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 -0000"},
     )
-    async with scripted_session(server.base_url, state_dir, max_retries=1) as session:
+    async with raw_session(server.base_url, state_dir, max_retries=1) as session:
         with pytest.raises(tyqw.RateLimitError):
             await asyncio.wait_for(session.send("hi"), BOUND)
     assert len(server.requests) == 2
@@ -677,7 +675,7 @@ async def test_a_broken_connection_after_stop_is_not_an_error(
 async def test_empty_stream_is_incomplete(raw_server: RawServerFactory, state_dir: Path) -> None:
     """A 200 event stream with no events at all is incomplete, not an empty success."""
     server = await raw_server([b":\n\n"])
-    async with scripted_session(server.base_url, state_dir) as session:
+    async with raw_session(server.base_url, state_dir) as session:
         with pytest.raises(tyqw.IncompleteStreamError) as info:
             await session.send("hi")
     assert info.value.reply is not None and info.value.reply.text == ""
@@ -827,13 +825,7 @@ async def test_abort_while_waiting_for_the_answer(sim: BailianSimulator, state_d
     """abort() after the request went out but before any answer: an empty Reply, at once."""
     sent = asyncio.Event()
     async with traced_http(request_headers_sent=sent) as http:
-        session = Session(
-            sim.app_id,
-            api_key=sim.api_key,
-            base_url=sim.base_url,
-            state_dir=state_dir,
-            http_session=http,
-        )
+        session = sim_session(sim, state_dir, http_session=http)
         async with session:
             sim.inject(Fault.headers_stall(30))
             task = asyncio.create_task(session.send(PROMPT))
@@ -878,7 +870,7 @@ async def test_abort_while_reading_an_error_body(
     answered = asyncio.Event()
     async with (
         traced_http(request_end=answered) as http,
-        scripted_session(server.base_url, state_dir, http_session=http) as session,
+        raw_session(server.base_url, state_dir, http_session=http) as session,
     ):
         task = asyncio.create_task(session.send("hi"))
         await asyncio.wait_for(answered.wait(), BOUND)
@@ -901,13 +893,7 @@ async def test_cancel_is_not_swallowed_by_a_simultaneous_abort(
     sent = asyncio.Event()
     async with (
         traced_http(request_headers_sent=sent) as http,
-        Session(
-            sim.app_id,
-            api_key=sim.api_key,
-            base_url=sim.base_url,
-            state_dir=state_dir,
-            http_session=http,
-        ) as session,
+        sim_session(sim, state_dir, http_session=http) as session,
     ):
         sim.inject(Fault.headers_stall(30))
         task = asyncio.create_task(session.send(PROMPT))
@@ -930,13 +916,7 @@ async def test_cancelling_while_waiting_or_backing_off(
     sent = asyncio.Event()
     async with (
         traced_http(request_headers_sent=sent) as http,
-        Session(
-            sim.app_id,
-            api_key=sim.api_key,
-            base_url=sim.base_url,
-            state_dir=state_dir,
-            http_session=http,
-        ) as session,
+        sim_session(sim, state_dir, http_session=http) as session,
     ):
         sim.inject(Fault.headers_stall(30))
         task = asyncio.create_task(session.send(PROMPT))

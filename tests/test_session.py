@@ -16,7 +16,7 @@ import tyqw
 from tyqw import Message, Reply, Session
 from tyqw.testing import BailianSimulator, Fault
 
-from .conftest import SessionFactory
+from .conftest import SessionFactory, raw_session, sim_session
 
 BOUND = 5.0
 
@@ -391,13 +391,9 @@ async def test_stream_raises_instead_of_emitting(
 
 async def test_conversation_survives_a_restart(sim: BailianSimulator, state_dir: Path) -> None:
     """A new Session with the same app and name continues the stored conversation."""
-    async with Session(
-        sim.app_id, api_key=sim.api_key, base_url=sim.base_url, state_dir=state_dir
-    ) as s:
+    async with sim_session(sim, state_dir) as s:
         first = await s.send("my name is Ada")
-    async with Session(
-        sim.app_id, api_key=sim.api_key, base_url=sim.base_url, state_dir=state_dir
-    ) as s:
+    async with sim_session(sim, state_dir) as s:
         assert s.session_id == first.session_id
         second = await s.send("what's my name?")
     assert second.session_id == first.session_id and "Ada" in second.text
@@ -525,9 +521,7 @@ def test_configuration_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 async def test_trailing_slash_on_base_url(sim: BailianSimulator, state_dir: Path) -> None:
     """A base URL ending in '/' still reaches {base}/apps/{app_id}/completion."""
-    async with Session(
-        sim.app_id, api_key=sim.api_key, base_url=sim.base_url + "/", state_dir=state_dir
-    ) as session:
+    async with sim_session(sim, state_dir, base_url=sim.base_url + "/") as session:
         await session.send("hi")
     assert sim.requests[-1].path == f"/api/v1/apps/{sim.app_id}/completion"
 
@@ -537,13 +531,7 @@ async def test_caller_owned_http_session_is_not_closed(
 ) -> None:
     """tyqw uses but never closes an aiohttp.ClientSession it was given."""
     async with aiohttp.ClientSession() as http:
-        async with Session(
-            sim.app_id,
-            api_key=sim.api_key,
-            base_url=sim.base_url,
-            state_dir=state_dir,
-            http_session=http,
-        ) as session:
+        async with sim_session(sim, state_dir, http_session=http) as session:
             await session.send("hi")
         assert not http.closed
 
@@ -626,7 +614,7 @@ async def test_redirects_are_not_followed(raw_server: Any, state_dir: Path) -> N
     server = await raw_server(
         [b""], status=307, content_type="text/plain", headers={"location": target.base_url}
     )
-    async with Session("app", api_key="sk-x", base_url=server.base_url, state_dir=state_dir) as s:
+    async with raw_session(server.base_url, state_dir) as s:
         with pytest.raises(tyqw.UnexpectedContentTypeError, match="307"):
             await s.send("hi")
     assert target.requests == []

@@ -24,7 +24,7 @@ import tyqw
 from tyqw import Session
 from tyqw.testing import BailianSimulator
 
-from .conftest import SessionFactory
+from .conftest import SessionFactory, sim_session
 
 SUBPROCESS_BOUND = 60.0
 
@@ -158,9 +158,7 @@ async def test_unusable_state_dir_warns_once_and_keeps_going(
     caplog.set_level(logging.WARNING, logger="tyqw")
 
     def session(name: str = "default") -> Session:
-        return Session(
-            sim.app_id, api_key=sim.api_key, base_url=sim.base_url, state_dir=state_dir, name=name
-        )
+        return sim_session(sim, state_dir, name=name)
 
     async with session() as s:
         first = await s.send("my name is Ada")

@@ -8,24 +8,14 @@ from pathlib import Path
 import pytest
 
 import tyqw
-from tyqw import Message, Session
 
-from .conftest import RawServerFactory, bailian_event, bailian_stream
+from .conftest import RawServerFactory, bailian_event, bailian_stream, raw_messages, raw_session
 
 ERROR_FRAME = (
     b"id:1\nevent:error\n:HTTP_STATUS/400\n"
     b'data:{"code":"InvalidParameter","message":"Required parameter(AppId) missing or '
     b'invalid, please check the request parameters.","request_id":"d18bb1bc-1"}\n'
 )
-
-
-def _session(base_url: str, state_dir: Path, **kwargs: object) -> Session:
-    return Session("app", api_key="sk-test", base_url=base_url, state_dir=state_dir, **kwargs)  # type: ignore[arg-type]
-
-
-async def _messages(base_url: str, state_dir: Path) -> list[Message]:
-    async with _session(base_url, state_dir) as session:
-        return [m async for m in session.stream("hi")]
 
 
 @pytest.mark.parametrize(
@@ -48,7 +38,7 @@ async def test_http_error_maps_to_class(
     """HTTP >= 400 with a DashScope JSON body becomes the matching class, fields filled."""
     body = json.dumps({"code": "SomeCode", "message": "It broke.", "request_id": "rid-7"})
     server = await raw_server([body.encode()], status=status, content_type="application/json")
-    async with _session(server.base_url, state_dir, max_retries=0) as session:
+    async with raw_session(server.base_url, state_dir, max_retries=0) as session:
         with pytest.raises(cls) as info:
             await session.send("hi")
     error = info.value
@@ -67,7 +57,7 @@ async def test_non_json_error_body_uses_header_request_id(
         content_type="text/html",
         headers={"x-request-id": "hdr-42"},
     )
-    async with _session(server.base_url, state_dir, max_retries=0) as session:
+    async with raw_session(server.base_url, state_dir, max_retries=0) as session:
         with pytest.raises(tyqw.InternalServerError) as info:
             await session.send("hi")
     assert info.value.request_id == "hdr-42"
@@ -77,7 +67,7 @@ async def test_non_json_error_body_uses_header_request_id(
 async def test_sse_framed_error_body(raw_server: RawServerFactory, state_dir: Path) -> None:
     """A 4xx whose body is SSE-framed (some gateways) is still read."""
     server = await raw_server([ERROR_FRAME + b"\n"], status=400)
-    async with _session(server.base_url, state_dir) as session:
+    async with raw_session(server.base_url, state_dir) as session:
         with pytest.raises(tyqw.BadRequestError) as info:
             await session.send("hi")
     assert info.value.code == "InvalidParameter" and info.value.request_id == "d18bb1bc-1"
@@ -88,7 +78,7 @@ async def test_error_frame_without_closing_blank_line(
 ) -> None:
     """The service's real error frame (200, event:error, no final blank line) is read."""
     server = await raw_server([ERROR_FRAME])
-    async with _session(server.base_url, state_dir) as session:
+    async with raw_session(server.base_url, state_dir) as session:
         with pytest.raises(tyqw.BadRequestError) as info:
             await session.send("hi")
     assert info.value.status_code == 400
@@ -108,7 +98,7 @@ async def test_in_stream_error_status_comes_from_comment(
     frame = ERROR_FRAME.replace(b"HTTP_STATUS/400", f"HTTP_STATUS/{status}".encode())
     body = bailian_event(1, {"session_id": "s1", "finish_reason": "null", "text": "半"}) + frame
     server = await raw_server([body])
-    async with _session(server.base_url, state_dir) as session:
+    async with raw_session(server.base_url, state_dir) as session:
         errors: list[tyqw.TyqwError] = []
         session.on("error", errors.append)
         reply = await session.send("hi")
@@ -121,7 +111,7 @@ async def test_html_page_instead_of_stream(raw_server: RawServerFactory, state_d
     """A 200 that is not text/event-stream is a clear error with status and excerpt."""
     page = b"<html><body>" + b"x" * 5000 + b"</body></html>"
     server = await raw_server([page], content_type="text/html")
-    async with _session(server.base_url, state_dir) as session:
+    async with raw_session(server.base_url, state_dir) as session:
         with pytest.raises(tyqw.UnexpectedContentTypeError) as info:
             await session.send("hi")
     error = info.value
@@ -142,7 +132,7 @@ async def test_malformed_event_is_reported_and_skipped(
         bailian_event(5, {"session_id": "s", "finish_reason": "stop", "text": ""}),
     ]
     server = await raw_server(events)
-    async with _session(server.base_url, state_dir) as session:
+    async with raw_session(server.base_url, state_dir) as session:
         errors: list[tyqw.TyqwError] = []
         session.on("error", errors.append)
         reply = await session.send("hi")
@@ -162,7 +152,7 @@ async def test_malformed_event_without_listener_raises(
         b"id:2\nevent:result\ndata:{not json\n\n",
     ]
     server = await raw_server(events)
-    async with _session(server.base_url, state_dir) as session:
+    async with raw_session(server.base_url, state_dir) as session:
         with pytest.raises(tyqw.StreamError) as info:
             await session.send("hi")
     assert info.value.reply is not None and info.value.reply.text == "a"
@@ -174,7 +164,7 @@ async def test_frames_without_blank_lines_are_delivered_one_by_one(
     """Older gateways omit the blank separator: each data line is still one message."""
     stream = bailian_stream(["你", "好", "!"]).replace(b"\n\n", b"\n")
     server = await raw_server([stream, b"\n"])
-    messages = await _messages(server.base_url, state_dir)
+    messages = await raw_messages(server.base_url, state_dir)
     assert [m.delta for m in messages] == ["你", "好", "!", ""]
     assert messages[-1].text == "你好!" and messages[-1].finish_reason == "stop"
 
@@ -185,7 +175,7 @@ async def test_keepalive_comments_never_make_messages(
     """Comment-only blocks between events are ignored."""
     stream = bailian_stream(["a", "b"])
     server = await raw_server([b":\n\n", b": ping\n\n", stream, b":keepalive\n\n"])
-    messages = await _messages(server.base_url, state_dir)
+    messages = await raw_messages(server.base_url, state_dir)
     assert [m.delta for m in messages] == ["a", "b", ""]
 
 
@@ -197,7 +187,7 @@ async def test_invalid_utf8_becomes_replacement_character(
     event = event.replace(b'"AB"', b'"A\xff\xfeB"')
     stop = bailian_event(2, {"session_id": "s", "finish_reason": "stop", "text": ""})
     server = await raw_server([event, stop])
-    messages = await _messages(server.base_url, state_dir)
+    messages = await raw_messages(server.base_url, state_dir)
     assert messages[0].delta == "A\ufffd\ufffdB"
 
 
@@ -210,7 +200,7 @@ async def test_body_ending_before_stop_is_incomplete(
         bailian_event(2, {"session_id": "s9", "finish_reason": "null", "text": "ial"}),
     ]
     server = await raw_server(events)
-    async with _session(server.base_url, state_dir) as session:
+    async with raw_session(server.base_url, state_dir) as session:
         with pytest.raises(tyqw.IncompleteStreamError) as info:
             await session.send("hi")
         assert session.session_id == "s9"  # what was seen is kept
@@ -233,12 +223,13 @@ async def test_every_split_gives_the_same_messages(
     """CRLF, multibyte text and emoji split at every byte: identical messages."""
     whole = await raw_server([STREAM])
     expected = [
-        (m.delta, m.text, m.finish_reason) for m in await _messages(whole.base_url, state_dir)
+        (m.delta, m.text, m.finish_reason) for m in await raw_messages(whole.base_url, state_dir)
     ]
     assert expected[-1][1] == "你好，世界🙂\r\n"
     for i, chunks in enumerate(_splits(STREAM)[::7] + _splits(STREAM)[-1:]):
         server = await raw_server(chunks)
         got = [
-            (m.delta, m.text, m.finish_reason) for m in await _messages(server.base_url, state_dir)
+            (m.delta, m.text, m.finish_reason)
+            for m in await raw_messages(server.base_url, state_dir)
         ]
         assert got == expected, f"split case {i}"
