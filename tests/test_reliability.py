@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,24 @@ def traced_http(**events: asyncio.Event) -> aiohttp.ClientSession:
 
         getattr(trace, f"on_{name}").append(on_signal)
     return aiohttp.ClientSession(trace_configs=[trace])
+
+
+@contextlib.asynccontextmanager
+async def waiting_for_the_answer(
+    sim: BailianSimulator, state_dir: Path
+) -> AsyncIterator[tuple[Session, asyncio.Task[Reply]]]:
+    """A Session and its ``send(PROMPT)`` task, yielded once the request has gone out and
+    the task waits for an answer that does not come (the simulator stalls the headers).
+    """
+    sent = asyncio.Event()
+    async with (
+        traced_http(request_headers_sent=sent) as http,
+        sim_session(sim, state_dir, http_session=http) as session,
+    ):
+        sim.inject(Fault.headers_stall(30))
+        task = asyncio.create_task(session.send(PROMPT))
+        await asyncio.wait_for(sent.wait(), BOUND)
+        yield session, task
 
 
 @dataclass
@@ -823,19 +841,13 @@ async def test_abort_from_another_task_stops_a_stream(
 
 async def test_abort_while_waiting_for_the_answer(sim: BailianSimulator, state_dir: Path) -> None:
     """abort() after the request went out but before any answer: an empty Reply, at once."""
-    sent = asyncio.Event()
-    async with traced_http(request_headers_sent=sent) as http:
-        session = sim_session(sim, state_dir, http_session=http)
-        async with session:
-            sim.inject(Fault.headers_stall(30))
-            task = asyncio.create_task(session.send(PROMPT))
-            await asyncio.wait_for(sent.wait(), BOUND)
-            session.abort()
-            reply = await asyncio.wait_for(task, SOON)
-            assert reply == Reply(text="", session_id=None, request_id=None, finish_reason=None)
-            assert reply.error is None
-            assert await disconnected(sim)
-            assert (await session.send("again")).finish_reason == "stop"
+    async with waiting_for_the_answer(sim, state_dir) as (session, task):
+        session.abort()
+        reply = await asyncio.wait_for(task, SOON)
+        assert reply == Reply(text="", session_id=None, request_id=None, finish_reason=None)
+        assert reply.error is None
+        assert await disconnected(sim)
+        assert (await session.send("again")).finish_reason == "stop"
     assert len(sim.requests) == 2
 
 
@@ -890,14 +902,7 @@ async def test_cancel_is_not_swallowed_by_a_simultaneous_abort(
     sim: BailianSimulator, state_dir: Path, abort_first: bool
 ) -> None:
     """abort() uses cancellation internally; a caller's own cancel() still wins."""
-    sent = asyncio.Event()
-    async with (
-        traced_http(request_headers_sent=sent) as http,
-        sim_session(sim, state_dir, http_session=http) as session,
-    ):
-        sim.inject(Fault.headers_stall(30))
-        task = asyncio.create_task(session.send(PROMPT))
-        await asyncio.wait_for(sent.wait(), BOUND)
+    async with waiting_for_the_answer(sim, state_dir) as (session, task):
         if abort_first:
             session.abort()
             task.cancel()
@@ -913,14 +918,7 @@ async def test_cancelling_while_waiting_or_backing_off(
     sim: BailianSimulator, state_dir: Path
 ) -> None:
     """A caller's cancel() before any answer, or between retries, just cancels."""
-    sent = asyncio.Event()
-    async with (
-        traced_http(request_headers_sent=sent) as http,
-        sim_session(sim, state_dir, http_session=http) as session,
-    ):
-        sim.inject(Fault.headers_stall(30))
-        task = asyncio.create_task(session.send(PROMPT))
-        await asyncio.wait_for(sent.wait(), BOUND)
+    async with waiting_for_the_answer(sim, state_dir) as (session, task):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, SOON)
