@@ -8,28 +8,19 @@ from __future__ import annotations
 
 import json
 
-import aiohttp
 from scenarios import Reply
 
-from clients.base import NO_PROBE, BenchClient, Probe, package_version, request_body, sse_headers
+from clients.aiohttp_base import AiohttpClient
+from clients.base import NO_PROBE, Probe, request_body, sse_headers
 
 
-class Client(BenchClient):
+class Client(AiohttpClient):
     name = "readline"
     expected_failures = frozenset({"bigline"})
 
-    def version(self) -> str:
-        return f"aiohttp {package_version('aiohttp')}"
-
     async def open(self, slots: int) -> None:
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
-        )
+        await super().open(slots)
         self.headers = sse_headers()
-
-    async def close(self) -> None:
-        await self.http.close()
 
     async def consume(
         self, reply: Reply, probe: Probe = NO_PROBE, slot: int = 0

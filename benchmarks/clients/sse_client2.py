@@ -9,35 +9,19 @@ from __future__ import annotations
 
 import json
 
-import aiohttp
 from aiohttp_sse_client2 import client as sse_client
 from scenarios import Reply
 
-from clients.base import (
-    API_KEY,
-    NO_PROBE,
-    BenchClient,
-    Probe,
-    package_version,
-    request_body,
-)
+from clients.aiohttp_base import AiohttpClient
+from clients.base import API_KEY, NO_PROBE, Probe, package_version, request_body
 
 
-class Client(BenchClient):
+class Client(AiohttpClient):
     name = "sse_client2"
     expected_failures = frozenset({"bigline"})
 
     def version(self) -> str:
         return f"aiohttp-sse-client2 {package_version('aiohttp-sse-client2')}"
-
-    async def open(self, slots: int) -> None:
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
-        )
-
-    async def close(self) -> None:
-        await self.http.close()
 
     async def consume(
         self, reply: Reply, probe: Probe = NO_PROBE, slot: int = 0
