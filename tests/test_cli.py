@@ -620,8 +620,11 @@ def test_chat_ctrl_c_stops_the_reply_and_the_repl_goes_on(
     """Ctrl-C mid-reply keeps the partial text, prints [stopped], and the next turn works."""
     term = terminal(["chat", "--delay", "0.1"], clean_env(tmp_path))
     term.expect(r"\n> ")
-    term.type("tell me a story\r")
-    term.expect(r"tell me a story\n")
+    # A long prompt, echoed back at 0.1 s per 4 characters: the reply takes seconds, so
+    # the Ctrl-C below lands mid-reply even when a loaded machine delays this test.
+    prompt = "tell me a story about the West Lake, the Leifeng Pagoda and the Longjing tea hills"
+    term.type(prompt + "\r")
+    term.expect(re.escape(prompt) + r"\n")
     term.expect(r"Turn")  # the first piece of the reply is on screen
     term.type("\x03")  # Ctrl-C
     stopped = term.expect(r"\[stopped\]\n> ")
