@@ -474,6 +474,10 @@ def test_plain_http_to_another_host_is_refused(tmp_path: Path, base_url: str) ->
     """The key never goes over plain http beyond loopback without an explicit opt-in."""
     with pytest.raises(ValueError, match="allow_insecure_http"):
         Session("app", api_key="sk-x", base_url=base_url, state_dir=tmp_path)
+    if "#" in base_url:  # opting in does not make a URL with a fragment usable
+        with pytest.raises(ValueError, match="query or fragment"):
+            Session("app", api_key="sk-x", base_url=base_url, allow_insecure_http=True)
+        return
     session = Session(
         "app", api_key="sk-x", base_url=base_url, state_dir=tmp_path, allow_insecure_http=True
     )

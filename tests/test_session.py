@@ -626,3 +626,51 @@ def test_timeouts_must_be_positive(tmp_path: Path, value: float) -> None:
     for option in ("connect_timeout", "read_timeout", "deadline"):
         with pytest.raises(ValueError, match=option):
             Session("app", api_key="sk-x", state_dir=tmp_path, **{option: value})
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/api/v1?x=1", "https://example.com/api/v1#top", "https://h/api/v1?"],
+    ids=["query", "fragment", "empty-query"],
+)
+def test_base_url_with_query_or_fragment_is_refused(tmp_path: Path, url: str) -> None:
+    """The completion path is appended to base_url, so a query or fragment is an error."""
+    with pytest.raises(ValueError, match="query or fragment"):
+        Session("app", api_key="sk-x", base_url=url, state_dir=tmp_path)
+
+
+async def test_json_answer_obeys_max_event_size(
+    make_session: SessionFactory, sim: BailianSimulator
+) -> None:
+    """A non-streaming answer is one event: larger than max_event_size, it is refused."""
+    sim.reply = lambda prompt, history: "长" * 4000
+    session = make_session(max_event_size=4096)
+    with pytest.raises(tyqw.EventTooLargeError) as info:
+        await session.send("hi", stream=False)
+    assert info.value.limit == 4096
+
+
+async def test_tls_failure_is_not_retried(state_dir: Path) -> None:
+    """A TLS handshake that fails fails again: no retries, one APIConnectionError."""
+    accepted = 0
+
+    async def plain_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")  # not TLS
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Session(
+            "app", api_key="sk-x", base_url=f"https://127.0.0.1:{port}/api/v1", state_dir=state_dir
+        ) as session:
+            with pytest.raises(tyqw.APIConnectionError) as info:
+                await session.send("hi")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(info.value.__cause__, aiohttp.ClientSSLError)
+    assert accepted == 1

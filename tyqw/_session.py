@@ -65,7 +65,6 @@ _RETRY_AFTER_CAP = 60.0
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
 _ERROR_BODY_LIMIT = 64 * 1024
-_JSON_BODY_LIMIT = 64 * 1024 * 1024
 
 Event = Literal["message", "error"]
 _EVENTS = ("message", "error")
@@ -847,11 +846,11 @@ class _Turn:
         return message
 
     async def _read_json(self, response: aiohttp.ClientResponse) -> Any:
-        body = await _read_body(response, _JSON_BODY_LIMIT + 1)
-        if len(body) > _JSON_BODY_LIMIT:
-            raise EventTooLargeError(
-                f"JSON answer larger than {_JSON_BODY_LIMIT} bytes", limit=_JSON_BODY_LIMIT
-            )
+        # A non-streaming answer is one event: the same cap applies.
+        limit = self.session.max_event_size
+        body = await _read_body(response, limit + 1)
+        if len(body) > limit:
+            raise EventTooLargeError(f"JSON answer larger than {limit} bytes", limit=limit)
         try:
             return json.loads(body.decode("utf-8", "replace"))
         except ValueError:
@@ -1015,12 +1014,12 @@ def _api_error(status: int, obj: dict[str, Any], request_id: str | None) -> APIS
 
 def _retryable_connection_error(exc: BaseException) -> bool:
     # A timeout after the request was sent may mean the service is already working
-    # on it: retrying would pay twice. Connect timeouts and refused or dropped
-    # connections are safe.
+    # on it: retrying would pay twice. A certificate or TLS failure will fail the same
+    # way again. Connect timeouts and refused or dropped connections are safe.
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return True
     return isinstance(exc, aiohttp.ClientConnectionError) and not isinstance(
-        exc, aiohttp.SocketTimeoutError
+        exc, (aiohttp.SocketTimeoutError, aiohttp.ClientSSLError)
     )
 
 
@@ -1068,6 +1067,9 @@ def _check_base_url(url: str, allow_insecure_http: bool) -> None:
             f"refusing to send the API key over plain http to {parts.hostname}; use https, "
             "or pass allow_insecure_http=True if you really mean it"
         )
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        # {base_url}/apps/{app_id}/completion is appended: it would land in the query.
+        raise ValueError(f"base_url must not have a query or fragment, got {url!r}")
 
 
 def _is_loopback(host: str) -> bool:
