@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,7 @@ class ConversationStore:
         self.name = name
         digest = hashlib.sha256(f"{app_id}\0{name}".encode()).hexdigest()[:32]
         self.path = directory / f"{digest}.json"
+        self._tmp_prefix = f".{digest}."
 
     def load(self) -> str | None:
         try:
@@ -150,17 +152,30 @@ class ConversationStore:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             # mkstemp creates the file with mode 0600 in the same folder, so the
             # rename below stays on one file system and is atomic.
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=self._tmp_prefix, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, self.path)
             tmp = None
+            self._remove_stale_temporaries()
         except OSError as exc:
             self._unusable("write", exc)
         finally:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove this conversation's temporary files that a killed writer left behind.
+
+        Only files older than a minute: a younger one may be another process's write
+        in progress.
+        """
+        cutoff = time.time() - 60
+        for leftover in self.directory.glob(f"{self._tmp_prefix}*.tmp"):
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
 
     def delete(self) -> None:
         try:
