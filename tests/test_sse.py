@@ -645,3 +645,64 @@ def decode_or_error(chunks: list[bytes], max_size: int) -> list[E] | EventTooLar
         return decode(*chunks, max_size=max_size)
     except EventTooLargeError as exc:
         return exc
+
+
+# Bailian-shaped blocks are read whole by a regular expression (SSEDecoder._whole_blocks).
+# Each case below is that framing with one line replaced by a near miss, which the line
+# rules must handle instead; all of them must decode exactly as the spec's algorithm says.
+_EXACT = ["id:7", "event:result", ":HTTP_STATUS/200", 'data:{"n":1}', ""]
+_NEAR_MISSES = [
+    ["id:8", "id: 7", "id:", "id:1\x002", "id:a:b", "retry:5", "foo:1", "data:x"],
+    ["event:error", "event: result", "event:", "event:a:b", "data:x", ""],
+    [": HTTP_STATUS/400", ":", "id:9", "event:error", "data:x", "retry:1"],
+    ["data: {}", "data:", "data:a:b", "data:  x", "id:3", "data:\u2028"],
+    ["data:more", ":late comment", "event:late", "id:4", "retry:2"],
+]
+_ALL_NEAR_MISSES = [line for lines in _NEAR_MISSES for line in lines]
+_CASES = [
+    pytest.param(line, position, id=f"line{position}-{line!r}")
+    for position, lines in enumerate(_NEAR_MISSES)
+    for line in lines
+]
+
+
+@pytest.mark.parametrize(("line", "position"), _CASES)
+@pytest.mark.parametrize("first", [True, False], ids=["first", "after-exact"])
+def test_bailian_framing_near_misses(line: str, position: int, first: bool) -> None:
+    """A Bailian block with one line off decodes as the spec says, alone or after others."""
+    near = [*_EXACT]
+    near[position] = line
+    exact = "\n".join(_EXACT) + "\n"
+    text = "\n".join(near) + "\n" + exact
+    stream = (text if first else exact + text).encode()
+    expected = reference(stream)
+    assert decode(stream) == expected
+    assert decode(*(stream[i : i + 1] for i in range(len(stream)))) == expected
+
+
+@quick
+@given(
+    blocks=st.lists(
+        st.lists(
+            st.sampled_from([line for lines in _NEAR_MISSES for line in lines]), max_size=3
+        ).map(lambda extra: "\n".join(_EXACT[:4] + extra + [""]) + "\n"),
+        max_size=8,
+    ),
+    data=st.data(),
+)
+def test_property_bailian_blocks_with_extra_lines(blocks: list[str], data: st.DataObject) -> None:
+    """Exact blocks followed by extra lines, cut anywhere, decode as the spec says."""
+    stream = "".join(blocks).encode()
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=6))
+    expected = reference(stream)
+    assert decode(stream) == expected
+    assert decode(*split_at(stream, cuts)) == expected
+
+
+def test_whole_blocks_keep_the_last_event_id() -> None:
+    """After blocks read whole, the last event ID and the next block's id are right."""
+    decoder = SSEDecoder()
+    events = decoder.feed(BAILIAN_EVENT + BAILIAN_EVENT.replace(b"id:17", b"id:18"))
+    assert [e.id for e in events] == ["17", "18"]
+    assert decoder.last_event_id == "18"
+    assert decoder.feed(b"data: x\n\n") == [E(data="x", id="18")]

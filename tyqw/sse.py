@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -30,6 +31,12 @@ from ._exceptions import EventTooLargeError
 __all__ = ["SSEDecoder", "ServerSentEvent"]
 
 _BOM = b"\xef\xbb\xbf"
+# One whole event as Bailian frames it (see SSEDecoder._whole_blocks): id without a NUL,
+# a non-empty event type and data, neither value starting with the space the spec would
+# strip, then the blank line that dispatches it.
+_BAILIAN_BLOCK = re.compile(
+    r"id:([^ \n\0][^\n\0]*)\nevent:([^ \n][^\n]*)\n:([^\n]*)\ndata:([^ \n][^\n]*)\n\n"
+)
 _CR = 0x0D
 _LF = 0x0A
 
@@ -201,10 +208,47 @@ class SSEDecoder:
             self._tail_size = size - end
         # LF never occurs inside a UTF-8 sequence, so decoding whole lines at once is the
         # same as decoding the stream as one (invalid bytes become U+FFFD either way).
+        text = complete.decode("utf-8", "replace")
+        events, start = self._whole_blocks(text)
+        if start == len(text):
+            return events
         # Not str.splitlines(): it also splits at \x0b, \x1c, \u2028 and others.
-        lines = complete.decode("utf-8", "replace").split("\n")
+        lines = text[start:].split("\n")
         lines.pop()  # the empty string after the last line end
+        if events:
+            events += self._interpret(lines)
+            return events
         return self._interpret(lines)
+
+    def _whole_blocks(self, text: str) -> tuple[list[ServerSentEvent], int]:
+        """Read the leading blocks of ``text`` that have Bailian's exact framing.
+
+        Bailian frames every event as ``id:<n>``, ``event:<type>``, ``:<comment>``,
+        ``data:<json>`` and a blank line, with no space after the colons. Starting where
+        no other block is in progress, such a block means exactly what the line rules of
+        ``_interpret`` make of it, and one regular expression reads it a good deal
+        faster than five lines handled one by one. Anything else (a space after a colon,
+        a NUL in the id, other fields or more data lines) stops the match there and goes
+        through the line rules. Returns the events and where the line rules take over.
+        """
+        event_type, data, _, retry, comment = self._block
+        if event_type or data is not None or retry is not None or comment is not None:
+            return [], 0
+        match = _BAILIAN_BLOCK.match(text)
+        if match is None:
+            return [], 0
+        events: list[ServerSentEvent] = []
+        while match is not None:
+            event = _new(_EventBuilder)
+            event.id, event.event, event.comment, event.data = match.groups()
+            event.retry = None
+            event.__class__ = ServerSentEvent  # type: ignore[assignment]
+            events.append(event)  # type: ignore[arg-type]
+            end = match.end()
+            match = _BAILIAN_BLOCK.match(text, end)
+        # The id field set the last event ID buffer, and the blank line the last event ID.
+        self._id_buffer = self.last_event_id = events[-1].id
+        return events, end
 
     def flush(self) -> list[ServerSentEvent]:
         """Dispatch the block being read now, as a blank line would, if it has data and
