@@ -233,3 +233,28 @@ async def test_every_split_gives_the_same_messages(
             for m in await raw_messages(server.base_url, state_dir)
         ]
         assert got == expected, f"split case {i}"
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [("  ", ""), ("", " "), ("\t", "\t"), ("", "\u3000")],
+    ids=["leading-spaces", "trailing-space", "tabs", "ideographic-space-after"],
+)
+async def test_whitespace_around_the_json_object(
+    raw_server: RawServerFactory, state_dir: Path, before: str, after: str
+) -> None:
+    """JSON with whitespace around it is still one message (json.loads accepts it)."""
+    event = bailian_event(1, {"session_id": "s", "finish_reason": "null", "text": "好"})
+    event = event.replace(b"data:{", f"data:{before}{{".encode()).replace(
+        b"}\n\n", f"}}{after}\n\n".encode()
+    )
+    stop = bailian_event(2, {"session_id": "s", "finish_reason": "stop", "text": ""})
+    server = await raw_server([event, stop])
+    async with raw_session(server.base_url, state_dir) as session:
+        errors: list[tyqw.TyqwError] = []
+        session.on("error", errors.append)
+        reply = await session.send("hi")
+    expect_ok = after != "\u3000"  # U+3000 is not JSON whitespace: a malformed event
+    assert (reply.text == "好") is expect_ok
+    assert (errors == []) is expect_ok
+    assert reply.finish_reason == "stop"
