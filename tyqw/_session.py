@@ -9,6 +9,7 @@ item to the pyee handlers, awaiting them in order.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ipaddress
 import json
 import logging
@@ -594,7 +595,6 @@ class _Turn:
                 elif self.stream_mode and "text/event-stream" in response.headers.get(
                     "Content-Type", ""
                 ):
-                    self.header_request_id = response.headers.get("x-request-id")
                     # The hot path: kept in this one generator, because every level of
                     # async generator costs each message another resumption.
                     decoder = SSEDecoder(max_size=session.max_event_size)
@@ -675,7 +675,6 @@ class _Turn:
     async def _single(self, response: aiohttp.ClientResponse, generation: int) -> Message:
         """A reply that is not an event stream: JSON (``stream=False``, or a relay that
         dropped ``X-DashScope-SSE``) or something tyqw cannot read."""
-        self.header_request_id = response.headers.get("x-request-id")
         content_type = response.headers.get("Content-Type", "")
         if "json" in content_type:
             return self._json_reply(await self._read_json(response), generation)
@@ -725,6 +724,7 @@ class _Turn:
             if response is not None:
                 self.response = response
                 if response.status < 400:
+                    self.header_request_id = response.headers.get("x-request-id")
                     return response
                 error = await self._status_error(response)
                 self.release()
@@ -841,10 +841,8 @@ class _Turn:
     def _json_reply(self, obj: Any, generation: int) -> Message:
         output = obj.get("output") if isinstance(obj, dict) else None
         if not isinstance(output, dict):
-            raise StreamError(
-                f"the JSON answer has no 'output' object: {excerpt(json.dumps(obj))}",
-                excerpt=excerpt(json.dumps(obj)),
-            )
+            shown = excerpt(json.dumps(obj))
+            raise StreamError(f"the JSON answer has no 'output' object: {shown}", excerpt=shown)
         self.incremental = True  # one answer holds the whole text
         message = self._message(obj, output, generation)
         if self.finish_reason is None:
@@ -1053,8 +1051,6 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
-        import datetime as dt
-
         if when.tzinfo is None:
             # RFC 5322 "-0000": UTC, with no claim about local time.
             when = when.replace(tzinfo=dt.timezone.utc)
@@ -1073,7 +1069,7 @@ def _check_base_url(url: str, allow_insecure_http: bool) -> None:
             f"refusing to send the API key over plain http to {parts.hostname}; use https, "
             "or pass allow_insecure_http=True if you really mean it"
         )
-    if parts.query or parts.fragment or "?" in url or "#" in url:
+    if "?" in url or "#" in url:
         # {base_url}/apps/{app_id}/completion is appended: it would land in the query.
         raise ValueError(f"base_url must not have a query or fragment, got {url!r}")
 
