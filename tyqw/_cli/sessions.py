@@ -1,0 +1,76 @@
+"""``tyqw sessions list|clear``: the conversation ids tyqw keeps between runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .._store import default_state_dir, stored_conversations
+from ._common import OK, BrokenPipe, UsageError, state_parent
+
+
+def add_parser(commands: Any) -> None:
+    sessions = commands.add_parser(
+        "sessions",
+        help="list or forget stored conversations",
+        description="The conversation ids tyqw keeps between runs.",
+    )
+    actions = sessions.add_subparsers(title="actions", metavar="ACTION", required=True)
+    listing = actions.add_parser(
+        "list", parents=[state_parent()], help="name, app id, session id and last use of each"
+    )
+    listing.set_defaults(run=list_)
+    clearing = actions.add_parser(
+        "clear",
+        parents=[state_parent()],
+        help="forget a conversation (its next turn starts anew)",
+        description="Forget the conversations called NAME (of every app, or of --app-id), "
+        "or all of them with --all.",
+    )
+    clearing.add_argument("name", nargs="?", metavar="NAME", help="the conversation's --name")
+    clearing.add_argument("--all", action="store_true", help="forget every stored conversation")
+    clearing.add_argument("--app-id", metavar="ID", help="only conversations with this app")
+    clearing.set_defaults(run=clear)
+
+
+def list_(args: argparse.Namespace) -> int:
+    conversations = stored_conversations(args.state_dir)
+    if not conversations:
+        where = args.state_dir or default_state_dir()
+        print(f"tyqw: no stored conversations in {where}", file=sys.stderr)
+        return OK
+    rows = [("NAME", "APP ID", "SESSION ID", "LAST USED")]
+    rows += [
+        (
+            c.name,
+            c.app_id,
+            c.session_id,
+            c.last_used.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        for c in conversations
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    try:
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)]
+            print("  ".join([*cells, row[3]]), flush=True)
+    except BrokenPipeError:
+        raise BrokenPipe from None
+    return OK
+
+
+def clear(args: argparse.Namespace) -> int:
+    if args.all == (args.name is not None):
+        raise UsageError("sessions clear needs a NAME or --all (not both)")
+    doomed = [
+        c
+        for c in stored_conversations(args.state_dir)
+        if (args.all or c.name == args.name) and args.app_id in (None, c.app_id)
+    ]
+    for conversation in doomed:
+        conversation.delete()
+    plural = "" if len(doomed) == 1 else "s"
+    named = "" if args.all else f" named {args.name!r}"
+    print(f"tyqw: forgot {len(doomed)} conversation{plural}{named}", file=sys.stderr)
+    return OK
