@@ -21,7 +21,7 @@ from tyqw import Message, Session
 from tyqw.sse import SSEDecoder
 from tyqw.testing import BailianSimulator, Fault
 
-from .conftest import (
+from .helpers import (
     RawServerFactory,
     SessionFactory,
     TcpServerFactory,

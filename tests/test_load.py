@@ -17,7 +17,7 @@ import tyqw
 from tyqw import Reply, Session
 from tyqw.testing import BailianSimulator
 
-from .conftest import SessionFactory, sim_session
+from .helpers import SessionFactory, sim_session
 
 SESSIONS = 300
 TURNS = 2000

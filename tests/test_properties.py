@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tyqw import Session
 from tyqw.testing import BailianSimulator, Fault
 
-from .conftest import RawServerFactory, bailian_stream, raw_session, sim_session
+from .helpers import RawServerFactory, bailian_stream, raw_session, sim_session
 
 socket_examples = settings(
     max_examples=20,

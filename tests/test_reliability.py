@@ -28,7 +28,7 @@ from tyqw import Message, Reply, Session
 from tyqw import _session as session_module
 from tyqw.testing import BailianSimulator, Fault
 
-from .conftest import (
+from .helpers import (
     RawServerFactory,
     Script,
     SessionFactory,

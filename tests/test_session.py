@@ -16,7 +16,7 @@ import tyqw
 from tyqw import Message, Reply, Session
 from tyqw.testing import BailianSimulator, Fault
 
-from .conftest import SessionFactory, raw_session, sim_session
+from .helpers import SessionFactory, raw_session, sim_session
 
 BOUND = 5.0
 

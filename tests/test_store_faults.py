@@ -24,7 +24,7 @@ import tyqw
 from tyqw import Session
 from tyqw.testing import BailianSimulator
 
-from .conftest import SessionFactory, sim_session
+from .helpers import SessionFactory, sim_session
 
 SUBPROCESS_BOUND = 60.0
 

@@ -9,7 +9,7 @@ import pytest
 
 import tyqw
 
-from .conftest import RawServerFactory, bailian_event, bailian_stream, raw_messages, raw_session
+from .helpers import RawServerFactory, bailian_event, bailian_stream, raw_messages, raw_session
 
 ERROR_FRAME = (
     b"id:1\nevent:error\n:HTTP_STATUS/400\n"
