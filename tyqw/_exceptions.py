@@ -6,6 +6,7 @@ The tree::
     ├── MissingAPIKeyError          no api_key and no DASHSCOPE_API_KEY
     ├── SessionClosedError          the Session was used after aclose()
     ├── HandlerError                a "message" handler raised (the original is __cause__)
+    ├── StoreError                  a shared conversation store failed (no request was sent)
     ├── APIStatusError              the service answered with an error
     │   ├── BadRequestError             400
     │   ├── AuthenticationError         401
@@ -46,6 +47,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "SessionClosedError",
+    "StoreError",
     "StreamError",
     "TyqwError",
     "UnexpectedContentTypeError",
@@ -93,6 +95,14 @@ class SessionClosedError(TyqwError, RuntimeError):
 
 class HandlerError(TyqwError):
     """A ``message`` handler raised; the handler's exception is ``__cause__``."""
+
+
+class StoreError(TyqwError):
+    """A conversation store could not be used: Redis unreachable, a lock not granted...
+
+    Raised before any request is sent, so the turn can simply be tried again. The
+    store's own exception is ``__cause__``.
+    """
 
 
 class APIStatusError(TyqwError):
