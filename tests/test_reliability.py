@@ -25,7 +25,7 @@ import pytest
 
 import tyqw
 from tyqw import Message, Reply, Session
-from tyqw import _session as session_module
+from tyqw import _retry
 from tyqw.testing import BailianSimulator, Fault
 
 from .helpers import (
@@ -171,7 +171,7 @@ def scripted(tcp_server: TcpServerFactory) -> Callable[[Script], Awaitable[Scrip
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Exponential backoff in milliseconds instead of half-seconds."""
-    monkeypatch.setattr(session_module, "_BACKOFF_BASE", 0.001)
+    monkeypatch.setattr(_retry, "BACKOFF_BASE", 0.001)
 
 
 def closed_port() -> int:
@@ -303,8 +303,9 @@ def test_timeout_defaults() -> None:
     """Defaults: connect 10 s, idle read 120 s, no overall deadline, no total limit."""
     session = Session("app", api_key="sk-x")
     assert (session.connect_timeout, session.read_timeout, session.deadline) == (10, 120, None)
-    timeout = session._timeout
-    assert timeout.total is None and timeout.connect is None
+    timeout = session._config.timeout
+    # connect bounds name resolution and the handshakes too; sock_read is the idle limit.
+    assert timeout.total is None and timeout.connect == 10
     assert (timeout.sock_connect, timeout.sock_read) == (10, 120)
 
 
@@ -584,14 +585,14 @@ async def test_retry_after_http_date_with_numeric_zone(
 )
 def test_retry_after_parsing(headers: dict[str, str], expected: float | None) -> None:
     """Retry-After (seconds or HTTP date) and retry-after-ms, capped at 60 s."""
-    assert session_module._retry_after(headers) == expected
+    assert _retry.retry_after(headers) == expected
 
 
 def test_backoff_is_exponential_with_full_jitter() -> None:
     """Without Retry-After the delay is uniform in [0, min(8, 0.5 * 2**attempt)]."""
     ceilings = [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (30, 8.0), (5000, 8.0)]
     for attempt, ceiling in ceilings:
-        delays = [session_module._backoff(attempt) for _ in range(300)]
+        delays = [_retry.backoff(attempt) for _ in range(300)]
         assert all(0 <= d <= ceiling for d in delays)
         # Full jitter: anywhere in the range, not bunched at the top (2**-300 odds).
         assert min(delays) < ceiling / 4 and max(delays) > ceiling * 3 / 4

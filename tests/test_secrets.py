@@ -18,7 +18,7 @@ import pytest
 
 import tyqw
 from tyqw import Session
-from tyqw import _session as session_module
+from tyqw import _retry
 from tyqw.testing import BailianSimulator, Fault
 
 SECRET = "sk-tyqw-secret-7f3a9c1e5b2d4680"
@@ -64,7 +64,7 @@ async def test_the_key_never_leaks(
     """repr of every object, every error raised or emitted (with its causes and
     traceback), every log record at DEBUG on every logger, every file tyqw wrote.
     """
-    monkeypatch.setattr(session_module, "_BACKOFF_BASE", 0.001)
+    monkeypatch.setattr(_retry, "BACKOFF_BASE", 0.001)
     caplog.set_level(logging.DEBUG)  # the root logger: tyqw, aiohttp and asyncio alike
     sim = secret_sim
     state_dir = tmp_path / "state"

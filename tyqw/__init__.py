@@ -13,12 +13,14 @@ Example::
     asyncio.run(main())
 """
 
+from ._config import RagOptions
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ConnectionLostError,
     EventTooLargeError,
     HandlerError,
     IncompleteStreamError,
@@ -33,11 +35,10 @@ from ._exceptions import (
     TyqwError,
     UnexpectedContentTypeError,
 )
-from ._models import Message, Reply
+from ._models import Citation, Message, Reply, Thought, TokenUsage, WorkflowEvent
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
 from ._store import StoredConversation, stored_conversations
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -46,6 +47,8 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "Citation",
+    "ConnectionLostError",
     "EventTooLargeError",
     "HandlerError",
     "IncompleteStreamError",
@@ -56,6 +59,7 @@ __all__ = [
     "NotFoundError",
     "Options",
     "PermissionDeniedError",
+    "RagOptions",
     "RateLimitError",
     "Reply",
     "Session",
@@ -63,8 +67,11 @@ __all__ = [
     "StoreError",
     "StoredConversation",
     "StreamError",
+    "Thought",
+    "TokenUsage",
     "TyqwError",
     "UnexpectedContentTypeError",
+    "WorkflowEvent",
     "__version__",
     "stored_conversations",
 ]

@@ -5,7 +5,7 @@ The tree::
     TyqwError
     ├── MissingAPIKeyError          no api_key and no DASHSCOPE_API_KEY
     ├── SessionClosedError          the Session was used after aclose()
-    ├── HandlerError                a "message" handler raised (the original is __cause__)
+    ├── HandlerError                a handler raised (the original is __cause__)
     ├── StoreError                  a shared conversation store failed (no request was sent)
     ├── APIStatusError              the service answered with an error
     │   ├── BadRequestError             400
@@ -14,15 +14,22 @@ The tree::
     │   ├── NotFoundError               404
     │   ├── RateLimitError              429
     │   └── InternalServerError         500 and above
-    ├── APIConnectionError          the network failed (aiohttp's error is __cause__)
-    │   └── APITimeoutError             connect, idle-read or overall deadline expired
+    ├── APIConnectionError          the network failed, at any phase of the turn
+    │   ├── APITimeoutError             a time limit expired (also a builtin TimeoutError)
+    │   └── ConnectionLostError         the connection broke mid-reply (also Incomplete...)
     └── StreamError                 the reply arrived in a shape tyqw cannot read
         ├── UnexpectedContentTypeError  not text/event-stream (an HTML page from a proxy)
         ├── EventTooLargeError          one line or event past the size cap
-        └── IncompleteStreamError       the stream ended before finish_reason "stop"
+        └── IncompleteStreamError       the stream ended before its final event
+
+The tree groups failures by what happened, not by when: ``except APIConnectionError``
+catches every network failure, before the answer or in the middle of it.
+``ConnectionLostError`` is both an ``APIConnectionError`` and an
+``IncompleteStreamError``, so code written for either keeps working.
 
 Errors that happen during a turn carry the partial reply as ``.reply``, so nothing
-received before the error is lost. No message ever contains the API key.
+received before the error is lost. No message, attribute or chained cause ever holds
+the API key.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "ConnectionLostError",
     "EventTooLargeError",
     "HandlerError",
     "IncompleteStreamError",
@@ -94,7 +102,7 @@ class SessionClosedError(TyqwError, RuntimeError):
 
 
 class HandlerError(TyqwError):
-    """A ``message`` handler raised; the handler's exception is ``__cause__``."""
+    """An event handler raised; the handler's exception is ``__cause__``."""
 
 
 class StoreError(TyqwError):
@@ -162,11 +170,14 @@ class InternalServerError(APIStatusError):
 
 
 class APIConnectionError(TyqwError):
-    """The network failed: the host could not be reached or the connection broke."""
+    """The network failed: the host could not be reached, the connection broke, or a
+    time limit expired, before the answer started or in the middle of it.
 
+    Example::
 
-class APITimeoutError(APIConnectionError):
-    """A time limit expired: connecting, waiting for bytes, or the overall deadline."""
+        except tyqw.APIConnectionError:      # any network failure: worth another try
+            reply = await session.send("你好")
+    """
 
 
 class StreamError(TyqwError):
@@ -198,10 +209,21 @@ class EventTooLargeError(StreamError):
 
 
 class IncompleteStreamError(StreamError):
-    """The stream ended before the event with ``finish_reason`` ``"stop"``.
+    """The stream ended before its final event (the one with ``finish_reason`` ``"stop"``).
 
     ``.reply`` holds everything received before the end.
     """
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """A time limit expired: connecting, sending, waiting for bytes, or the deadline.
+
+    Also a builtin ``TimeoutError``, so ``except TimeoutError`` catches it.
+    """
+
+
+class ConnectionLostError(APIConnectionError, IncompleteStreamError):
+    """The connection broke in the middle of the reply; ``.reply`` holds what arrived."""
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
@@ -213,7 +235,7 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
 }
 
 
-def status_error(
+def error_for_status(
     status_code: int, message: str, *, code: str | None, request_id: str | None
 ) -> APIStatusError:
     """The ``APIStatusError`` subclass for ``status_code``."""

@@ -1,14 +1,17 @@
-"""What a turn produces: one ``Message`` per streamed event, one ``Reply`` per turn."""
+"""What a turn produces: one ``Message`` per streamed event, one ``Reply`` per turn, and
+the turn-level items derived from them (``Thought``, ``Citation``, ``WorkflowEvent``,
+``TokenUsage``)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._exceptions import TyqwError
 
-__all__ = ["Message", "Reply"]
+__all__ = ["Citation", "Message", "Reply", "Thought", "TokenUsage", "WorkflowEvent"]
 
 
 class _Text:
@@ -154,18 +157,197 @@ def new_message(
 
 
 @dataclass(frozen=True, slots=True)
+class Thought:
+    """One step of the app's work (retrieval, a plugin call, memory, reasoning), as the
+    ``thought`` event and ``Reply.thoughts`` report it (``has_thoughts=True``).
+
+    ``text`` is the readable part: the thought, the reasoning response, the observation
+    or the tool input, whichever the step has. ``raw`` is the item as it arrived.
+
+    Example::
+
+        session.on("thought", lambda t: print(f"[{t.action_name}] {t.text}"))
+    """
+
+    action_type: str | None
+    action: str | None
+    action_name: str | None
+    text: str
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> Thought:
+        """A ``Thought`` from one item of ``output.thoughts``."""
+        text = next(
+            (
+                value
+                for key in (
+                    "thought",
+                    "response",
+                    "observation",
+                    "action_input_stream",
+                    "arguments",
+                )
+                if isinstance(value := raw.get(key), str) and value
+            ),
+            "",
+        )
+        return cls(
+            _opt_str(raw, "action_type"),
+            _opt_str(raw, "action"),
+            _opt_str(raw, "action_name"),
+            text,
+            raw,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A document the reply cites with a ``<ref>[n]</ref>`` marker.
+
+    ``marker`` is ``"[n]"``, ``index_id`` the ``n`` (the knowledge base's chunk number,
+    not a position), ``excerpt`` the cited text. ``raw`` is the ``doc_references`` item.
+
+    Example::
+
+        for citation in reply.citations:
+            print(citation.marker, citation.title, citation.doc_id)
+    """
+
+    marker: str
+    index_id: str
+    title: str | None
+    doc_id: str | None
+    doc_name: str | None
+    excerpt: str | None
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> Citation | None:
+        """A ``Citation`` from one ``doc_references`` item; ``None`` without an index id."""
+        index_id = raw.get("index_id")
+        if isinstance(index_id, int) and not isinstance(index_id, bool):
+            index_id = str(index_id)
+        if not isinstance(index_id, str) or not index_id:
+            return None
+        return cls(
+            f"[{index_id}]",
+            index_id,
+            _opt_str(raw, "title"),
+            _opt_str(raw, "doc_id"),
+            _opt_str(raw, "doc_name"),
+            _opt_str(raw, "text"),
+            raw,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowEvent:
+    """One workflow node event (``flow_stream_mode="message_format"`` and ``_plus``).
+
+    ``content`` is this event's piece of the node's output; ``completed`` is true on the
+    node's last event.
+
+    Example::
+
+        session.on("workflow", lambda w: print(w.node_name, w.node_status, w.content))
+    """
+
+    node_id: str | None
+    node_name: str | None
+    node_type: str | None
+    node_status: str | None
+    completed: bool
+    content: str
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> WorkflowEvent:
+        """A ``WorkflowEvent`` from an ``output.workflow_message`` object."""
+        message = raw.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        completed = raw.get("node_is_completed")
+        return cls(
+            _opt_str(raw, "node_id"),
+            _opt_str(raw, "node_name"),
+            _opt_str(raw, "node_type"),
+            _opt_str(raw, "node_status"),
+            completed is True or completed == "true",
+            content if isinstance(content, str) else "",
+            raw,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens one model read and wrote: per turn, or summed over a conversation.
+
+    Example::
+
+        for model, used in session.usage.items():
+            print(model, used.input_tokens, used.output_tokens)
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+        )
+
+
+def _opt_str(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    return value if isinstance(value, str) else None
+
+
+# A citation marker: "<ref>[4]</ref>", also "<ref>[2][4]</ref>".
+_REF = re.compile(r"<ref>((?:\s*\[[^\[\]<>]{1,32}\]\s*)+)</ref>")
+_REF_ID = re.compile(r"\[([^\[\]<>]{1,32})\]")
+
+
+def cite(
+    text: str, doc_references: list[dict[str, Any]] | None
+) -> tuple[str, tuple[Citation, ...]]:
+    """``text`` with each ``<ref>[n]</ref>`` marker as plain ``[n]``, and the cited
+    documents in the order the text first cites them."""
+    if "<ref>" not in text:
+        return text, ()
+    by_id: dict[str, Citation] = {}
+    for item in doc_references or ():
+        if isinstance(item, dict) and (citation := Citation.from_raw(item)) is not None:
+            by_id.setdefault(citation.index_id, citation)
+    cited: dict[str, Citation] = {}
+
+    def plain(match: re.Match[str]) -> str:
+        ids = _REF_ID.findall(match.group(1))
+        for index_id in ids:
+            citation = by_id.get(index_id.strip())
+            if citation is not None:
+                cited.setdefault(citation.index_id, citation)
+        return "".join(f"[{index_id.strip()}]" for index_id in ids)
+
+    return _REF.sub(plain, text), tuple(cited.values())
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """The result of one turn, returned by ``Session.send()``.
 
     ``error`` is ``None`` on success. When an ``error`` handler is listening, a failed
     turn returns a ``Reply`` whose ``error`` is set and whose ``text`` holds everything
-    received before the failure.
+    received before the failure. ``text`` is the reply as the service wrote it;
+    ``display_text`` has each ``<ref>[n]</ref>`` citation marker as a plain ``[n]``, and
+    ``citations`` lists the cited documents in the order the text first cites them.
 
     Example::
 
         reply = await session.send("你好")
         if reply.error is None:
-            print(reply.text, reply.usage)
+            print(reply.display_text, reply.usage)
+            for citation in reply.citations:
+                print(citation.marker, citation.title)
     """
 
     text: str
@@ -176,6 +358,14 @@ class Reply:
     thoughts: list[dict[str, Any]] | None = None
     doc_references: list[dict[str, Any]] | None = None
     error: TyqwError | None = field(default=None, compare=False)
+    display_text: str = field(default="", compare=False)
+    citations: tuple[Citation, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.display_text and self.text:
+            display_text, citations = cite(self.text, self.doc_references)
+            object.__setattr__(self, "display_text", display_text)
+            object.__setattr__(self, "citations", citations)
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,154 @@
+"""Events: the handler registry, the one loop that calls and awaits handlers, and the
+turn-level events derived from a turn's messages (each thought and each cited document
+once, each workflow node event).
+
+Registration, ``once`` and removal are pyee's (``AsyncIOEventEmitter``); tyqw calls the
+handlers itself, so that a coroutine handler is awaited before the next handler runs
+instead of being scheduled as a task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from inspect import isawaitable
+from typing import Any, Literal, get_args
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from ._exceptions import HandlerError, TyqwError
+from ._models import Citation, Message, Reply, Thought, WorkflowEvent
+
+__all__ = ["EVENTS", "Emitter", "Event", "TurnEvents", "check_event", "emit", "emit_error"]
+
+Event = Literal["message", "error", "thought", "reference", "workflow", "reply"]
+EVENTS: tuple[str, ...] = get_args(Event)
+_DERIVED = ("thought", "reference", "workflow")
+
+Handler = Callable[[Any], object]
+ReplyFor = Callable[[TyqwError], Reply]
+
+
+def check_event(event: str) -> str:
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}; tyqw emits {', '.join(map(repr, EVENTS))}")
+    return event
+
+
+class Emitter(AsyncIOEventEmitter):
+    """pyee's emitter, plus each event's current handler list, kept ready for the
+    per-message path (new lists on every change: a turn iterating the old one is not
+    disturbed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        events = self._events
+        self.handlers: dict[str, list[Handler]] = {
+            event: list(events.get(event, {}).values()) for event in EVENTS
+        }
+        self.message = self.handlers["message"]
+        self.errors = self.handlers["error"]
+        self.replies = self.handlers["reply"]
+        self.derived = any(self.handlers[event] for event in _DERIVED)
+
+    def _add_event_handler(self, event: str, k: Callable[..., Any], v: Callable[..., Any]) -> None:
+        super()._add_event_handler(event, k, v)
+        self._refresh()
+
+    def _remove_listener(self, event: str, f: Callable[..., Any]) -> None:
+        super()._remove_listener(event, f)
+        self._refresh()
+
+    def remove_all_listeners(self, event: str | None = None) -> None:
+        super().remove_all_listeners(event)
+        self._refresh()
+
+
+class TurnEvents:
+    """The turn-level events one turn has announced so far."""
+
+    __slots__ = ("references", "thoughts")
+
+    def __init__(self) -> None:
+        self.thoughts: list[dict[str, Any]] = []
+        self.references: set[str] = set()
+
+    def derive(
+        self, message: Message, handlers: dict[str, list[Handler]]
+    ) -> list[tuple[str, Any]]:
+        """The ``thought``, ``reference`` and ``workflow`` events in ``message``. The
+        service repeats every thought and every reference on each event: each is
+        announced once, when it first appears."""
+        found: list[tuple[str, Any]] = []
+        if handlers["thought"] and message.thoughts:
+            for raw in message.thoughts:
+                if isinstance(raw, dict) and raw not in self.thoughts:
+                    self.thoughts.append(raw)
+                    found.append(("thought", Thought.from_raw(raw)))
+        if handlers["reference"] and message.doc_references:
+            for raw in message.doc_references:
+                citation = Citation.from_raw(raw) if isinstance(raw, dict) else None
+                if citation is not None and citation.index_id not in self.references:
+                    self.references.add(citation.index_id)
+                    found.append(("reference", citation))
+        if handlers["workflow"] and message.workflow_message:
+            found.append(("workflow", WorkflowEvent.from_raw(message.workflow_message)))
+        return found
+
+
+def emit(
+    emitter: Emitter, event: str, handlers: list[Handler], value: object, reply: ReplyFor
+) -> Coroutine[Any, Any, None] | None:
+    """Call each handler with ``value``, in order; an awaitable result is awaited before
+    the next handler runs. A handler that raises is reported as a ``HandlerError`` to
+    the ``error`` handlers. Returns ``None`` when every handler has already finished
+    (the common case costs no coroutine), else what is left to await."""
+    for index, handler in enumerate(handlers):
+        try:
+            result = handler(value)
+        except Exception as exc:
+            return _rest(emitter, event, handlers, index, value, reply, exc)
+        if result is not None and isawaitable(result):
+            return _rest(emitter, event, handlers, index, value, reply, result)
+    return None
+
+
+async def _rest(
+    emitter: Emitter,
+    event: str,
+    handlers: list[Handler],
+    index: int,
+    value: object,
+    reply: ReplyFor,
+    started: object,
+) -> None:
+    """``emit()`` from handler ``index`` on, whose call raised or returned ``started``."""
+    for position in range(index, len(handlers)):
+        try:
+            if position == index:
+                if isinstance(started, Exception):
+                    raise started
+                await started  # type: ignore[misc]
+            else:
+                result = handlers[position](value)
+                if result is not None and isawaitable(result):
+                    await result
+        except Exception as exc:
+            error = HandlerError(f"a {event!r} handler raised {exc!r}")
+            error.__cause__ = exc
+            error.reply = reply(error)
+            await emit_error(emitter, error)
+
+
+async def emit_error(emitter: Emitter, error: TyqwError) -> None:
+    """Await each ``error`` handler in order; with none, raise ``error``. An ``error``
+    handler that raises ends the turn with its exception."""
+    handlers = emitter.errors
+    if not handlers:
+        raise error
+    for handler in handlers:
+        result = handler(error)
+        if result is not None and isawaitable(result):
+            await result

@@ -1,0 +1,98 @@
+"""The aiohttp boundary: reading bounded bodies, and turning aiohttp's failures into tyqw
+errors that carry nothing secret.
+
+aiohttp's ``ClientResponseError`` keeps the request's headers (``Authorization: Bearer
+sk-...``) in ``request_info``, in ``args`` and in ``history``; its traceback's frames hold
+them as local variables; a ``ConnectionKey`` holds a proxy's password. Error reporters
+serialize exactly those, so every aiohttp exception tyqw chains as a cause is scrubbed
+first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ._exceptions import APIConnectionError, APITimeoutError, ConnectionLostError, TyqwError
+
+__all__ = ["read_body", "redacted", "scrub", "wrap"]
+
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to ``limit`` bytes; what lies past the limit is never buffered."""
+    chunks = bytearray()
+    while len(chunks) < limit:
+        chunk = await response.content.read(limit - len(chunks))
+        if not chunk:
+            break
+        chunks += chunk
+    return bytes(chunks)
+
+
+def redacted(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` with every credential replaced by ``***``, for logs."""
+    return {
+        name: ("Bearer ***" if value.startswith("Bearer ") else "***")
+        if name.lower() in _SECRET_HEADERS
+        else value
+        for name, value in headers.items()
+    }
+
+
+def scrub(exc: BaseException) -> BaseException:
+    """Remove request headers, credentials and tracebacks from ``exc`` and every
+    exception chained to it; returns ``exc``."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, (TyqwError, asyncio.CancelledError)):
+            pass  # tyqw's own errors hold nothing secret; their causes are scrubbed below
+        else:
+            # aiohttp's frames hold the request headers as locals.
+            error.__traceback__ = None
+            error.args = tuple(_clean(arg) for arg in error.args)
+            for name, value in list(getattr(error, "__dict__", {}).items()):
+                cleaned = _clean(value)
+                if cleaned is not value:
+                    setattr(error, name, cleaned)
+        pending.extend(e for e in (error.__cause__, error.__context__) if e is not None)
+    return exc
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, aiohttp.RequestInfo):
+        headers = CIMultiDictProxy(CIMultiDict(redacted(value.headers)))
+        return aiohttp.RequestInfo(value.url, value.method, headers, value.real_url)
+    if isinstance(value, aiohttp.client_reqrep.ConnectionKey) and value.proxy_auth is not None:
+        return value._replace(proxy_auth=None)
+    if isinstance(value, tuple) and any(isinstance(v, aiohttp.ClientResponse) for v in value):
+        return ()  # a redirect history: each response keeps its request's headers
+    return value
+
+
+def wrap(exc: BaseException, *, answered: bool, received: int, what: str) -> TyqwError:
+    """The tyqw error for an aiohttp failure or timeout. ``answered``: the response had
+    started; ``received``: characters of reply text so far; ``what``: the limits, for
+    the message (e.g. ``"read_timeout 120s"``)."""
+    scrub(exc)
+    if isinstance(exc, asyncio.TimeoutError):
+        error: TyqwError = APITimeoutError(what)
+    elif answered:
+        error = ConnectionLostError(
+            f"the connection closed before the reply finished ({exc.__class__.__name__}); "
+            f"{received} characters received"
+        )
+    else:
+        error = APIConnectionError(f"network error while connecting: {exc}")
+    error.__cause__ = exc
+    return error

@@ -1,0 +1,515 @@
+"""One turn: the turn slot of its Session and the one hot generator from response bytes
+to ``Message`` objects.
+
+The slot runs a Session's turns one at a time, refuses a turn started from inside a
+turn of the same Session (it would wait for itself), and lets ``abort()``, the deadline
+and a send bound end the turn from outside. ``Turn.run()`` is the only code that reads
+a reply: ``Session.stream()`` hands it to the caller, ``Session.send()`` emits what it
+yields. Kept in one module because the interruption state is shared by every await of
+the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from typing import Any, Literal, Protocol
+
+import aiohttp
+
+from ._config import Config, TurnOptions
+from ._exceptions import (
+    APITimeoutError,
+    EventTooLargeError,
+    IncompleteStreamError,
+    SessionClosedError,
+    StreamError,
+    TyqwError,
+    UnexpectedContentTypeError,
+    excerpt,
+)
+from ._http import read_body, redacted, scrub, wrap
+from ._models import Message, Reply, TokenUsage
+from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
+from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
+from .sse import SSEDecoder
+
+__all__ = ["Conversation", "Slot", "Turn"]
+
+logger = logging.getLogger("tyqw")
+
+# Bytes read after the final event, to find the end of the response and reuse the
+# connection; past this the connection is closed instead.
+_DRAIN_SECONDS = 0.01
+_ERROR_BODY_LIMIT = 64 * 1024
+_decode_json = json.JSONDecoder().raw_decode
+
+Interruption = Literal["abort", "deadline", "send"]
+
+# The turns running in this context. A task started inside a handler copies the
+# context, so it sees its parent's turn and is refused instead of waiting for it.
+_ACTIVE: contextvars.ContextVar[tuple[Turn, ...]] = contextvars.ContextVar(
+    "tyqw_active_turns", default=()
+)
+
+
+class Conversation(Protocol):
+    """What a turn needs of its Session's conversation."""
+
+    async def begin(self) -> tuple[object, str | None]:
+        """Take the conversation (its store's lock); return a ticket and the id to send."""
+
+    def seen(self, ticket: object, session_id: str) -> None:
+        """The service sent this conversation id."""
+
+    def end(
+        self, ticket: object, session_id: str | None, usage: dict[str, TokenUsage]
+    ) -> Coroutine[Any, Any, None] | None:
+        """Record the turn's outcome and give the conversation back; a coroutine when
+        that needs I/O."""
+
+
+class Slot:
+    """A Session's turn slot: one turn at a time, and the turn in flight."""
+
+    __slots__ = ("_lock", "active", "closed")
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.active: Turn | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise SessionClosedError("this Session is closed; create a new one")
+
+
+class Turn:
+    """The state of one request and its reply."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: Callable[[], aiohttp.ClientSession],
+        slot: Slot,
+        conversation: Conversation,
+        options: TurnOptions,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.slot = slot
+        self.conversation = conversation
+        self.options = options
+        self.reader = ReplyReader(incremental=options.incremental, on_session_id=self._seen)
+        self.response: aiohttp.ClientResponse | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.interrupted: Interruption | None = None
+        self.waiting = False  # in an await that interrupt() may cancel
+        self.cancelled: Interruption | None = None  # why interrupt() cancelled the task
+        self.done = False
+        self.holding = False
+        self.ticket: object = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- the one code path -------------------------------------------------------------
+
+    async def run(self, *, yield_malformed: bool) -> AsyncGenerator[Message | StreamError, None]:
+        """Send the request and yield the reply's messages. A malformed event is
+        yielded as a ``StreamError`` when ``yield_malformed``, else raised."""
+        self._enter()
+        reader = self.reader
+        try:
+            try:
+                await self._acquire()
+                response = await self._open()
+                if response is None:
+                    pass  # aborted before an answer arrived
+                elif _media_type(response) == "text/event-stream":
+                    # The hot path: kept in this one generator, because every level of
+                    # async generator costs each message another resumption.
+                    decoder = SSEDecoder(max_size=self.config.max_event_size)
+                    read = response.content.readany
+                    message = reader.message
+                    decode = _decode_json
+                    while True:
+                        chunk = await read()
+                        if chunk:
+                            events = decoder.feed(chunk)
+                            events += decoder.flush()
+                        else:
+                            events = decoder.close(dispatch_incomplete=True)
+                        for sse in events:
+                            if self.interrupted:
+                                break
+                            if sse.event == "result":
+                                data = sse.data
+                                try:
+                                    # raw_decode is json.loads without its wrapping, which
+                                    # costs a third as much again as the parse; anything it
+                                    # does not read whole takes the slow path below.
+                                    obj, end = decode(data)
+                                    output = obj["output"] if end == len(data) else None
+                                except (ValueError, TypeError, KeyError, RecursionError):
+                                    output = None
+                                if output.__class__ is dict:
+                                    try:
+                                        item: Message | StreamError = message(obj, output)
+                                    except _Malformed as exc:
+                                        item = reader.malformed(sse, exc)
+                                        if not yield_malformed:
+                                            raise item from None
+                                    yield item
+                                    if reader.finish_reason is not None:
+                                        break
+                                    continue
+                            for item in reader.irregular(sse):
+                                if not yield_malformed and item.__class__ is not Message:
+                                    raise item  # type: ignore[misc]
+                                yield item
+                            if reader.finish_reason is not None:
+                                break
+                        if not chunk or self.interrupted or reader.finish_reason is not None:
+                            break
+                    if reader.finish_reason is not None and not self.interrupted:
+                        await self._drain(response)
+                else:
+                    yield await self._single(response)
+                if not self.interrupted and reader.finish_reason is None:
+                    raise IncompleteStreamError(
+                        "the reply ended before its final event (no finish_reason 'stop'); "
+                        f"{reader.text.length} characters received"
+                    )
+            except asyncio.CancelledError:
+                # Our own cancellation (abort(), the deadline or the send bound ended a
+                # wait) is undone; a caller's cancel(), even one at the same moment, goes on.
+                if self.cancelled is None or self._uncancel():
+                    raise
+                if self.cancelled == "send":
+                    raise APITimeoutError(
+                        f"no answer from {self.config.base_url} within "
+                        f"{self._send_bound():g}s of starting to send the request "
+                        "(connect_timeout + read_timeout)"
+                    ) from None
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                # After the final event the reply is whole: a connection that then breaks
+                # or goes quiet is closed, and that is all.
+                if not self.interrupted and reader.finish_reason is None:
+                    raise wrap(
+                        exc,
+                        answered=self.response is not None,
+                        received=reader.text.length,
+                        what=self._timeout_message(exc),
+                    ) from exc
+            except TyqwError:
+                raise
+            except Exception as exc:
+                # Whatever the bytes, the caller gets messages and TyqwErrors only.
+                logger.debug("tyqw: unexpected failure reading the reply", exc_info=True)
+                raise StreamError(
+                    f"could not read the reply: {exc.__class__.__name__}: {excerpt(str(exc))}"
+                ) from scrub(exc)
+            if self.interrupted == "deadline" and reader.finish_reason is None:
+                raise APITimeoutError(
+                    f"the turn took longer than its deadline of {self._deadline():g}s"
+                )
+        except TyqwError as exc:
+            if exc.reply is None:
+                exc.reply = reader.reply(exc)
+            raise
+        finally:
+            pending = self.finish()
+            if pending is not None:
+                await pending
+
+    def _enter(self) -> None:
+        self.slot.check_open()
+        active = _ACTIVE.get()
+        for turn in active:
+            if turn.slot is self.slot and not turn.done:
+                raise RuntimeError(
+                    "send()/stream() called while a turn of the same Session runs in this "
+                    "task or its parent (from a handler, a task a handler started, a stream "
+                    "loop, or a stream left early without closing it); it would wait for "
+                    "itself. Close an unfinished stream with 'async with session.stream(...)' "
+                    "or 'await stream.aclose()'"
+                )
+        _ACTIVE.set((*(turn for turn in active if not turn.done), self))
+
+    async def _acquire(self) -> None:
+        """Take the slot and the conversation, within the deadline."""
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        deadline = self._deadline()
+        if deadline is not None:
+            self.timer = self.loop.call_later(deadline, self.interrupt, "deadline")
+        self.waiting = True
+        try:
+            await self.slot.lock.acquire()
+            self.holding = True
+            self.slot.check_open()
+            self.slot.active = self
+            if self.options.session_id is None:
+                self.ticket, session_id = await self.conversation.begin()
+            else:
+                session_id = self.options.session_id  # this turn only: the store stays out
+            if session_id is not None:
+                self.options.body["input"].setdefault("session_id", session_id)
+                self.reader.session_id = session_id
+        finally:
+            self.waiting = False
+
+    def _deadline(self) -> float | None:
+        deadline = self.options.deadline
+        return self.config.deadline if deadline is False else deadline
+
+    def _send_bound(self) -> float:
+        return self.config.connect_timeout + (
+            self.options.read_timeout or self.config.read_timeout
+        )
+
+    def _timeout_message(self, exc: BaseException) -> str:
+        read_timeout = self.options.read_timeout or self.config.read_timeout
+        if self.response is not None:
+            return f"no data for {read_timeout:g}s while reading the reply (read_timeout)"
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return (
+                f"timed out connecting to {self.config.base_url} "
+                f"(connect_timeout {self.config.connect_timeout:g}s)"
+            )
+        return (
+            f"no answer from {self.config.base_url} within {read_timeout:g}s of sending "
+            "the request (read_timeout)"
+        )
+
+    def _seen(self, session_id: str) -> None:
+        if self.ticket is not None:
+            self.conversation.seen(self.ticket, session_id)
+
+    async def _single(self, response: aiohttp.ClientResponse) -> Message:
+        """A reply that is not an event stream: JSON (``stream=False``, or a relay that
+        dropped ``X-DashScope-SSE``) or something tyqw cannot read."""
+        media_type = _media_type(response)
+        if media_type == "application/json" or media_type.endswith("+json"):
+            # A non-streaming answer is one event: the same cap applies.
+            limit = self.config.max_event_size
+            body = await read_body(response, limit + 1)
+            if len(body) > limit:
+                raise EventTooLargeError(f"JSON answer larger than {limit} bytes", limit=limit)
+            obj = parse_json(body.decode("utf-8", "replace"))
+            if obj is _FAILED:
+                shown = excerpt(body)
+                raise StreamError(f"the answer is not valid JSON: {shown}", excerpt=shown)
+            return self.reader.json_answer(obj)
+        body = await read_body(response, 1024)
+        content_type = response.headers.get("Content-Type", "")
+        expected = "text/event-stream" if self.options.stream else "application/json"
+        raise UnexpectedContentTypeError(
+            f"expected {expected}, got {content_type[:100] or 'no content type'} "
+            f"with HTTP {response.status}: {excerpt(body)}",
+            status_code=response.status,
+            content_type=content_type[:200],
+            excerpt=excerpt(body),
+        )
+
+    async def _open(self) -> aiohttp.ClientResponse | None:
+        """Send the request, retrying before any event arrived; ``None`` if interrupted."""
+        config, options = self.config, self.options
+        http = self.client()
+        headers = config.headers(options.stream, options.headers)
+        timeout = (
+            config.timeout
+            if options.read_timeout is None
+            else config.client_timeout(options.read_timeout)
+        )
+        try:
+            data = json.dumps(options.body, ensure_ascii=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise TypeError(f"an option's value cannot be sent as JSON: {exc}") from None
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("POST %s headers=%s body=%s", config.url, redacted(headers), data[:2000])
+        attempt = 0
+        while True:
+            if self.interrupted:
+                return None
+            assert self.loop is not None
+            # aiohttp bounds connecting and reading, not sending the body: this bounds all.
+            bound = self.loop.call_later(self._send_bound(), self._cancel_wait, "send")
+            self.waiting = True
+            try:
+                response = await http.post(
+                    config.url,
+                    data=data,
+                    headers=headers,
+                    timeout=timeout,
+                    proxy=config.proxy,
+                    # Never re-send the prompt (and key) to wherever a redirect points.
+                    allow_redirects=False,
+                )
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                if not retryable_connection_error(exc) or attempt >= config.max_retries:
+                    raise
+                reason = f"connection failed: {exc.__class__.__name__}"
+                response = None
+            finally:
+                self.waiting = False
+                bound.cancel()
+            delay = None
+            if response is not None:
+                self.response = response
+                if response.status < 400:
+                    self.reader.header_request_id = response.headers.get("x-request-id")
+                    return response
+                self.waiting = True
+                try:
+                    body = await read_body(response, _ERROR_BODY_LIMIT)
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    body = b""
+                finally:
+                    self.waiting = False
+                error = error_from_body(response.status, response.reason, body, response.headers)
+                self.release()
+                if self.interrupted:
+                    # abort() or the deadline closed the response while its error body
+                    # was being read: the turn is over, neither an error nor a retry.
+                    return None
+                if response.status not in RETRY_STATUSES or attempt >= config.max_retries:
+                    raise error
+                reason = str(error)
+                delay = retry_after(response.headers)
+            if delay is None:
+                delay = backoff(attempt)
+            attempt += 1
+            logger.info(
+                "tyqw: retrying %s in %.2fs (retry %d of %d): %s",
+                config.url,
+                delay,
+                attempt,
+                config.max_retries,
+                reason,
+            )
+            self.waiting = True
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self.waiting = False
+
+    async def _drain(self, response: aiohttp.ClientResponse) -> None:
+        """Read what follows the final event for a moment, so that the connection can be
+        reused; a server that stays open longer gets its connection closed."""
+        content = response.content
+        if content.at_eof():
+            return
+        assert self.loop is not None
+        timer = self.loop.call_later(_DRAIN_SECONDS, response.close)
+        try:
+            while await content.readany():
+                pass
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass
+        finally:
+            timer.cancel()
+
+    # -- interruption ------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """``interrupt("abort")`` from any thread, at once."""
+        loop = self.loop
+        if loop is None or self.done:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.interrupt("abort")
+        elif not loop.is_closed():
+            # Wakes the loop's selector now, whatever it was waiting for.
+            loop.call_soon_threadsafe(self.interrupt, "abort")
+
+    def interrupt(self, reason: Literal["abort", "deadline"]) -> None:
+        if self.interrupted or self.done or self.task is None:
+            return
+        self.interrupted = reason
+        if self.response is not None:
+            self.response.close()
+        self._cancel_wait(reason)
+
+    def _cancel_wait(self, reason: Interruption) -> None:
+        if self.waiting and self.task is not None and self.cancelled is None:
+            # Waiting for the slot, the store, an answer or a backoff: nothing to close
+            # yet, so cancel the wait.
+            self.cancelled = reason
+            self.task.cancel()
+
+    def _uncancel(self) -> bool:
+        """Withdraw our cancel(); True if someone else cancelled the task too.
+
+        Python 3.10 has no cancellation count, so there a simultaneous cancel() is lost.
+        """
+        task = asyncio.current_task()
+        if task is None or not hasattr(task, "uncancel"):
+            return False
+        return bool(task.uncancel())
+
+    # -- the end -----------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Give the connection back (or close it, if the body was not read to its end)."""
+        response = self.response
+        if response is not None:
+            self.response = None
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()
+
+    def finish(self) -> Awaitable[None] | None:
+        """End the turn now: close the response, give the slot back. Idempotent and
+        synchronous, so that a stream left early frees the Session at once; returns what
+        is left to await when the conversation's store needs I/O."""
+        if self.done:
+            return None
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.release()
+        slot = self.slot
+        if slot.active is self:
+            slot.active = None
+        self.task = None
+        pending = None
+        if self.ticket is not None:
+            reader = self.reader
+            pending = self.conversation.end(self.ticket, reader.session_id, reader.token_usage())
+        if not self.holding:
+            return pending
+        self.holding = False
+        if pending is None:
+            slot.lock.release()
+            return None
+        return _then_release(pending, slot.lock)
+
+    def reply(self, error: TyqwError | None) -> Reply:
+        return self.reader.reply(error)
+
+
+async def _then_release(pending: Awaitable[None], lock: asyncio.Lock) -> None:
+    try:
+        await pending
+    finally:
+        lock.release()
+
+
+def _media_type(response: aiohttp.ClientResponse) -> str:
+    """The media type of the answer, lower case (media types are case-insensitive)."""
+    return response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
