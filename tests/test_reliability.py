@@ -24,8 +24,7 @@ import aiohttp
 import pytest
 
 import tyqw
-from tyqw import Message, Reply, Session
-from tyqw import _retry
+from tyqw import Message, Reply, Session, _retry
 from tyqw.testing import BailianSimulator, Fault
 
 from .helpers import (

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 import tyqw
-from tyqw import Session
-from tyqw import _retry
+from tyqw import Session, _retry
 from tyqw.testing import BailianSimulator, Fault
 
 SECRET = "sk-tyqw-secret-7f3a9c1e5b2d4680"
