@@ -13,7 +13,6 @@ Example::
     asyncio.run(main())
 """
 
-from ._config import RagOptions
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -36,6 +35,7 @@ from ._exceptions import (
     UnexpectedContentTypeError,
 )
 from ._models import Citation, Message, Reply, Thought, TokenUsage, WorkflowEvent
+from ._options import RagOptions
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
 from ._store import StoredConversation, stored_conversations
 from ._version import __version__

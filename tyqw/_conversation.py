@@ -15,9 +15,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from ._config import is_session_id
 from ._exceptions import StoreError
 from ._models import TokenUsage
+from ._options import is_session_id
 from .stores import LocalStore, Store, begin_turn, end_turn
 
 __all__ = ["Conversation"]

@@ -14,9 +14,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._config import is_session_id
 from ._exceptions import APIStatusError, StreamError, TyqwError, error_for_status, excerpt
 from ._models import Message, Reply, TokenUsage, _Text, new_message
+from ._options import is_session_id
 from .sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["ReplyReader", "error_from_body", "error_from_frame", "is_final", "parse_json"]

@@ -16,18 +16,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import aiohttp
 
-from ._config import (
-    DEFAULT_BASE_URL,
-    Config,
-    Options,
-    TurnOptions,
-    check_session_id,
-    setup_logging,
-)
+from ._config import DEFAULT_BASE_URL, Config, setup_logging
 from ._conversation import Conversation
 from ._events import Emitter, Event, TurnEvents, check_event, emit, emit_error
 from ._exceptions import StreamError, TyqwError
 from ._models import Citation, Message, Reply, Thought, TokenUsage, WorkflowEvent
+from ._options import Options, TurnOptions, check_session_id
 from ._store import default_state_dir
 from ._turn import Slot, Turn
 from .stores import FileStore, Store

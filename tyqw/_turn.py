@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 
-from ._config import Config, TurnOptions
+from ._config import Config
 from ._exceptions import (
     APITimeoutError,
     EventTooLargeError,
@@ -33,6 +33,7 @@ from ._exceptions import (
 )
 from ._http import read_body, redacted, scrub, wrap
 from ._models import Message, Reply, TokenUsage
+from ._options import TurnOptions
 from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
 from .sse import SSEDecoder
