@@ -6,10 +6,12 @@ Fixtures live in ``conftest.py``; everything here is an ordinary function or cla
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
+import types
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -210,3 +212,53 @@ class RedisProcess:
             self.process.kill()
             self.process.wait(10)
         self.process = None
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+_OPAQUE = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.FrameType,
+    types.TracebackType,
+    types.CodeType,
+)
+
+
+def reachable_strings(root: object, limit: int = 20_000) -> list[str]:
+    """Every ``str()`` and ``repr()`` reachable from ``root`` the way an error reporter
+    walks an error: exceptions with their args, attributes, causes and contexts;
+    mappings, sequences and objects' attributes. Not frames, tracebacks, modules,
+    classes, functions, or asyncio's loops and transports (which reach everything)."""
+    seen: set[int] = set()
+    found: list[str] = []
+    pending: list[object] = [root]
+    while pending and len(seen) < limit:
+        value = pending.pop()
+        if id(value) in seen or isinstance(value, _OPAQUE):
+            continue
+        seen.add(id(value))
+        module = type(value).__module__
+        if module.startswith(("asyncio", "socket", "ssl", "selectors", "concurrent")):
+            continue
+        if isinstance(value, (str, bytes)):
+            found.append(value if isinstance(value, str) else value.decode("latin-1"))
+            continue
+        with contextlib.suppress(Exception):  # a broken __repr__ of some third-party object
+            found += [str(value), repr(value)]
+        if isinstance(value, BaseException):
+            pending += [value.args, value.__cause__, value.__context__]
+        if isinstance(value, Mapping):
+            pending += [*value.keys(), *value.values()]
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            pending += list(value)
+        attributes = getattr(value, "__dict__", None)
+        if isinstance(attributes, dict):
+            pending += list(attributes.values())
+        for name in getattr(type(value), "__slots__", ()):
+            if isinstance(name, str) and hasattr(value, name):
+                pending.append(getattr(value, name))
+    return found

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import io
 import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
@@ -46,6 +47,7 @@ logger = logging.getLogger("tyqw")
 # connection; past this the connection is closed instead.
 _DRAIN_SECONDS = 0.01
 _ERROR_BODY_LIMIT = 64 * 1024
+_LARGE_BODY = 512 * 1024
 _decode_json = json.JSONDecoder().raw_decode
 
 Interruption = Literal["abort", "deadline", "send"]
@@ -338,6 +340,9 @@ class Turn:
             raise TypeError(f"an option's value cannot be sent as JSON: {exc}") from None
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("POST %s headers=%s body=%s", config.url, redacted(headers), data[:2000])
+        # aiohttp writes a large bytes body in one go (and warns); from a file-like
+        # object it writes in pieces, letting the loop run between them.
+        body: bytes | io.BytesIO = data
         attempt = 0
         while True:
             if self.interrupted:
@@ -346,10 +351,12 @@ class Turn:
             # aiohttp bounds connecting and reading, not sending the body: this bounds all.
             bound = self.loop.call_later(self._send_bound(), self._cancel_wait, "send")
             self.waiting = True
+            if len(data) > _LARGE_BODY:
+                body = io.BytesIO(data)
             try:
                 response = await http.post(
                     config.url,
-                    data=data,
+                    data=body,
                     headers=headers,
                     timeout=timeout,
                     proxy=config.proxy,
