@@ -1,0 +1,72 @@
+"""Documented usage, type-checked under ``mypy --strict`` (never run).
+
+Each ``assert_type`` fails the type check if tyqw's public types drift; each
+``type: ignore[...]`` line must stay an error (``warn_unused_ignores`` is on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from typing_extensions import assert_type
+
+import tyqw
+from tyqw import Citation, Message, Reply, Session, Thought, TokenUsage, WorkflowEvent
+
+
+async def streaming(session: Session) -> None:
+    async for message in session.stream("你好"):
+        assert_type(message, Message)
+        assert_type(message.delta, str)
+        assert_type(message.finish_reason, str | None)
+        print(message.no_such_attribute)  # type: ignore[attr-defined]
+    async with session.stream("你好", has_thoughts=True) as stream:
+        async for message in stream:
+            assert_type(message.text, str)
+    assert_type(stream.reply, Reply)
+
+
+async def sending(session: Session) -> None:
+    reply = await session.send(
+        "你好", enable_web_search=True, rag_options={"pipeline_ids": ["kb"]}
+    )
+    assert_type(reply, Reply)
+    assert_type(reply.citations, tuple[Citation, ...])
+    assert_type(session.usage, dict[str, TokenUsage])
+    await session.send("你好", enable_websearch=True)  # type: ignore[call-arg]
+    await session.send("你好", incremental_output="yes")  # type: ignore[arg-type]
+    await session.send("你好", flow_stream_mode="fast")  # type: ignore[arg-type]
+
+
+def handlers(session: Session) -> None:
+    def on_message(message: Message) -> None: ...
+
+    async def on_error(error: tyqw.TyqwError) -> None: ...
+    def on_thought(thought: Thought) -> None: ...
+    def on_reference(citation: Citation) -> None: ...
+    def on_workflow(event: WorkflowEvent) -> None: ...
+    def on_reply(reply: Reply) -> None: ...
+
+    registered: Callable[[Message], None] = session.on("message", on_message)
+    del registered
+    session.on("error", on_error)
+    session.on("thought", on_thought)
+    session.on("reference", on_reference)
+    session.on("workflow", on_workflow)
+    session.once("reply", on_reply)
+    session.on("message", lambda m: print(m.delta))
+    session.on("message", on_error)  # type: ignore[call-overload]
+    session.on("reply", on_message)  # type: ignore[call-overload]
+    session.on("thoughts", on_thought)  # type: ignore[call-overload]
+    session.off("message", on_message)
+
+
+def errors(error: Exception) -> None:
+    if isinstance(error, tyqw.APITimeoutError):
+        assert_type(error, tyqw.APITimeoutError)
+        timeout: TimeoutError = error
+        network: tyqw.APIConnectionError = error
+        del timeout, network
+    if isinstance(error, tyqw.ConnectionLostError):
+        incomplete: tyqw.IncompleteStreamError = error
+        del incomplete
