@@ -36,6 +36,7 @@ from ._exceptions import (
 from ._models import Message, Reply
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
 from ._store import StoredConversation, stored_conversations
+from ._sync import SyncSession
 
 __version__ = "0.1.0"
 
@@ -63,6 +64,7 @@ __all__ = [
     "StoreError",
     "StoredConversation",
     "StreamError",
+    "SyncSession",
     "TyqwError",
     "UnexpectedContentTypeError",
     "__version__",
