@@ -43,6 +43,7 @@ def test_every_example_is_tested() -> None:
         "many_users.py",
         "new_conversation.py",
         "quickstart.py",
+        "sync_chat.py",  # run by tests/test_sync.py
     ]
 
 

@@ -38,6 +38,7 @@ from ._models import Citation, Message, Reply, Thought, TokenUsage, WorkflowEven
 from ._options import RagOptions
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
 from ._store import StoredConversation, stored_conversations
+from ._sync import SyncSession
 from ._version import __version__
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "StoreError",
     "StoredConversation",
     "StreamError",
+    "SyncSession",
     "Thought",
     "TokenUsage",
     "TyqwError",

@@ -11,14 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from inspect import isawaitable
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args, overload
 
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ._exceptions import HandlerError, TyqwError
 from ._models import Citation, Message, Reply, Thought, WorkflowEvent
 
-__all__ = ["EVENTS", "Emitter", "Event", "TurnEvents", "check_event", "emit", "emit_error"]
+__all__ = [
+    "EVENTS",
+    "Emitter",
+    "Event",
+    "Subscriptions",
+    "TurnEvents",
+    "check_event",
+    "emit",
+    "emit_error",
+]
 
 Event = Literal["message", "error", "thought", "reference", "workflow", "reply"]
 EVENTS: tuple[str, ...] = get_args(Event)
@@ -26,6 +35,85 @@ _DERIVED = ("thought", "reference", "workflow")
 
 Handler = Callable[[Any], object]
 ReplyFor = Callable[[TyqwError], Reply]
+
+
+_MessageHandler = TypeVar("_MessageHandler", bound=Callable[[Message], object])
+_ErrorHandler = TypeVar("_ErrorHandler", bound=Callable[[TyqwError], object])
+_ThoughtHandler = TypeVar("_ThoughtHandler", bound=Callable[[Thought], object])
+_ReferenceHandler = TypeVar("_ReferenceHandler", bound=Callable[[Citation], object])
+_WorkflowHandler = TypeVar("_WorkflowHandler", bound=Callable[[WorkflowEvent], object])
+_ReplyHandler = TypeVar("_ReplyHandler", bound=Callable[[Reply], object])
+_Handler = TypeVar("_Handler", bound=Callable[..., object])
+
+
+class Subscriptions:
+    """``on()``, ``once()`` and ``off()``, typed per event: a ``message`` handler takes a
+    ``Message``, an ``error`` handler a ``TyqwError``, and so on. ``Session`` and
+    ``SyncSession`` share them; each says in ``_subscribe`` where handlers go."""
+
+    def _subscribe(self, how: str, event: str, handler: Callable[..., object]) -> None:
+        raise NotImplementedError
+
+    @overload
+    def on(self, event: Literal["message"], handler: _MessageHandler) -> _MessageHandler: ...
+    @overload
+    def on(self, event: Literal["error"], handler: _ErrorHandler) -> _ErrorHandler: ...
+    @overload
+    def on(self, event: Literal["thought"], handler: _ThoughtHandler) -> _ThoughtHandler: ...
+    @overload
+    def on(self, event: Literal["reference"], handler: _ReferenceHandler) -> _ReferenceHandler: ...
+    @overload
+    def on(self, event: Literal["workflow"], handler: _WorkflowHandler) -> _WorkflowHandler: ...
+    @overload
+    def on(self, event: Literal["reply"], handler: _ReplyHandler) -> _ReplyHandler: ...
+    def on(self, event: Event, handler: _Handler) -> _Handler:
+        """Call ``handler`` for every ``event``; coroutine functions are awaited, in order.
+
+        ``"message"`` gets each ``Message``, ``"error"`` each ``TyqwError``,
+        ``"thought"`` each new ``Thought``, ``"reference"`` each newly cited
+        ``Citation``, ``"workflow"`` each ``WorkflowEvent`` and ``"reply"`` the turn's
+        ``Reply`` when it ends, success or failure.
+
+        Example::
+
+            session.on("message", lambda m: print(m.delta, end=""))
+            session.on("error", lambda e: print("error:", e))
+        """
+        self._subscribe("on", check_event(event), handler)
+        return handler
+
+    @overload
+    def once(self, event: Literal["message"], handler: _MessageHandler) -> _MessageHandler: ...
+    @overload
+    def once(self, event: Literal["error"], handler: _ErrorHandler) -> _ErrorHandler: ...
+    @overload
+    def once(self, event: Literal["thought"], handler: _ThoughtHandler) -> _ThoughtHandler: ...
+    @overload
+    def once(
+        self, event: Literal["reference"], handler: _ReferenceHandler
+    ) -> _ReferenceHandler: ...
+    @overload
+    def once(self, event: Literal["workflow"], handler: _WorkflowHandler) -> _WorkflowHandler: ...
+    @overload
+    def once(self, event: Literal["reply"], handler: _ReplyHandler) -> _ReplyHandler: ...
+    def once(self, event: Event, handler: _Handler) -> _Handler:
+        """Like ``on()``, for the next event only.
+
+        Example::
+
+            session.once("message", lambda m: print("first piece:", m.delta))
+        """
+        self._subscribe("once", check_event(event), handler)
+        return handler
+
+    def off(self, event: Event, handler: Callable[..., object]) -> None:
+        """Stop calling ``handler`` for ``event``.
+
+        Example::
+
+            session.off("message", printer)
+        """
+        self._subscribe("off", check_event(event), handler)
 
 
 def check_event(event: str) -> str:

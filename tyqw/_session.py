@@ -12,15 +12,15 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from ._config import DEFAULT_BASE_URL, Config, setup_logging
 from ._conversation import Conversation
-from ._events import Emitter, Event, TurnEvents, check_event, emit, emit_error
+from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emit, emit_error
 from ._exceptions import StreamError, TyqwError
-from ._models import Citation, Message, Reply, Thought, TokenUsage, WorkflowEvent
+from ._models import Message, Reply, TokenUsage
 from ._options import Options, TurnOptions, check_session_id
 from ._store import default_state_dir
 from ._turn import Slot, Turn
@@ -33,16 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_BASE_URL", "MessageStream", "Options", "Session"]
 
-_MessageHandler = TypeVar("_MessageHandler", bound=Callable[[Message], object])
-_ErrorHandler = TypeVar("_ErrorHandler", bound=Callable[[TyqwError], object])
-_ThoughtHandler = TypeVar("_ThoughtHandler", bound=Callable[[Thought], object])
-_ReferenceHandler = TypeVar("_ReferenceHandler", bound=Callable[[Citation], object])
-_WorkflowHandler = TypeVar("_WorkflowHandler", bound=Callable[[WorkflowEvent], object])
-_ReplyHandler = TypeVar("_ReplyHandler", bound=Callable[[Reply], object])
-_Handler = TypeVar("_Handler", bound=Callable[..., object])
 
-
-class Session:
+class Session(Subscriptions):
     """One conversation with a Bailian application.
 
     The conversation id is kept in a store per ``(app_id, name)`` (by default a small
@@ -215,66 +207,13 @@ class Session:
 
     # -- events ------------------------------------------------------------------------
 
-    @overload
-    def on(self, event: Literal["message"], handler: _MessageHandler) -> _MessageHandler: ...
-    @overload
-    def on(self, event: Literal["error"], handler: _ErrorHandler) -> _ErrorHandler: ...
-    @overload
-    def on(self, event: Literal["thought"], handler: _ThoughtHandler) -> _ThoughtHandler: ...
-    @overload
-    def on(self, event: Literal["reference"], handler: _ReferenceHandler) -> _ReferenceHandler: ...
-    @overload
-    def on(self, event: Literal["workflow"], handler: _WorkflowHandler) -> _WorkflowHandler: ...
-    @overload
-    def on(self, event: Literal["reply"], handler: _ReplyHandler) -> _ReplyHandler: ...
-    def on(self, event: Event, handler: _Handler) -> _Handler:
-        """Call ``handler`` for every ``event``; coroutine functions are awaited, in order.
-
-        ``"message"`` gets each ``Message``, ``"error"`` each ``TyqwError``,
-        ``"thought"`` each new ``Thought``, ``"reference"`` each newly cited
-        ``Citation``, ``"workflow"`` each ``WorkflowEvent`` and ``"reply"`` the turn's
-        ``Reply`` when it ends, success or failure.
-
-        Example::
-
-            session.on("message", lambda m: print(m.delta, end=""))
-            session.on("error", lambda e: print("error:", e))
-        """
-        self._emitter.on(check_event(event), handler)
-        return handler
-
-    @overload
-    def once(self, event: Literal["message"], handler: _MessageHandler) -> _MessageHandler: ...
-    @overload
-    def once(self, event: Literal["error"], handler: _ErrorHandler) -> _ErrorHandler: ...
-    @overload
-    def once(self, event: Literal["thought"], handler: _ThoughtHandler) -> _ThoughtHandler: ...
-    @overload
-    def once(
-        self, event: Literal["reference"], handler: _ReferenceHandler
-    ) -> _ReferenceHandler: ...
-    @overload
-    def once(self, event: Literal["workflow"], handler: _WorkflowHandler) -> _WorkflowHandler: ...
-    @overload
-    def once(self, event: Literal["reply"], handler: _ReplyHandler) -> _ReplyHandler: ...
-    def once(self, event: Event, handler: _Handler) -> _Handler:
-        """Like ``on()``, for the next event only.
-
-        Example::
-
-            session.once("message", lambda m: print("first piece:", m.delta))
-        """
-        self._emitter.once(check_event(event), handler)
-        return handler
-
-    def off(self, event: Event, handler: Callable[..., object]) -> None:
-        """Stop calling ``handler`` for ``event``.
-
-        Example::
-
-            session.off("message", printer)
-        """
-        self._emitter.remove_listener(check_event(event), handler)
+    def _subscribe(self, how: str, event: str, handler: Callable[..., object]) -> None:
+        if how == "on":
+            self._emitter.on(event, handler)
+        elif how == "once":
+            self._emitter.once(event, handler)
+        else:
+            self._emitter.remove_listener(event, handler)
 
     def listeners(self, event: Event) -> list[Callable[..., Any]]:
         """The handlers subscribed to ``event``."""

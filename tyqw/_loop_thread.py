@@ -1,0 +1,84 @@
+"""The one private event loop thread that every ``SyncSession`` of the process shares.
+
+Started by the first user, stopped (and joined) when the last one releases it; a daemon
+thread, so it never holds up interpreter exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+__all__ = ["LoopThread", "loop_thread"]
+
+# How long a stopping loop lets the tasks still running (a session closing) finish
+# before it cancels them.
+_DRAIN_TIMEOUT = 5.0
+
+
+class LoopThread:
+    """An event loop on a daemon thread named ``tyqw-sync``, counted by its users."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._users = 0
+
+    def acquire(self) -> tuple[asyncio.AbstractEventLoop, int]:
+        """The running loop and its thread's ident, starting them for the first user."""
+        with self._lock:
+            if self._loop is None or self._thread is None:
+                loop = asyncio.new_event_loop()
+                started = threading.Event()
+                thread = threading.Thread(
+                    target=_serve, args=(loop, started), name="tyqw-sync", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+                started.wait()
+            self._users += 1
+            assert self._thread.ident is not None
+            return self._loop, self._thread.ident
+
+    def release(self, closing: asyncio.Task[None] | None = None) -> None:
+        """One user fewer; the last one stops the loop (once ``closing`` is done)."""
+        with self._lock:
+            self._users -= 1
+            if self._users or self._loop is None or self._thread is None:
+                return
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if threading.current_thread() is thread:  # from a handler: the thread cannot join itself
+            if closing is None:
+                loop.stop()
+            else:
+                closing.add_done_callback(lambda _: loop.stop())
+        else:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+
+
+def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(started.set)
+    try:
+        loop.run_forever()
+        loop.run_until_complete(_drain())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+async def _drain() -> None:
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=_DRAIN_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+loop_thread = LoopThread()

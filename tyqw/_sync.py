@@ -1,0 +1,443 @@
+"""``SyncSession``: the async ``Session`` driven from plain, blocking code.
+
+Every ``SyncSession`` of the process shares one private event loop on a daemon thread
+(``_loop_thread``), started by the first one and stopped when the last one is closed or
+the interpreter exits. The turn itself is ``Session.send()`` / ``Session.stream()``
+running there: ``send()`` waits for one future, ``stream()`` hands the messages over
+through a queue (``_sync_stream``), so a turn costs one thread hop, not one per event.
+
+Calls (``send()`` or a started ``stream()``) of one SyncSession run one at a time, in
+the order they were made (``_calls``, on the loop thread); ``abort()`` and Ctrl-C stop
+the first of them, which is the one running or the one about to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import queue
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._events import Subscriptions
+from ._exceptions import SessionClosedError, TyqwError
+from ._loop_thread import loop_thread
+from ._models import Message, Reply, TokenUsage
+from ._session import MessageStream, Options, Session
+from ._sync_stream import HIGH_WATER, Call, End, SyncMessageStream, resolve
+from .stores import Store
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import TracebackType
+
+    from typing_extensions import Self, Unpack
+
+__all__ = ["SyncSession"]
+
+_T = TypeVar("_T")
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def _close(session: Session, loop: asyncio.AbstractEventLoop, loop_ident: int) -> None:
+    """Close ``session`` on the loop, then release the loop: ``close()``, GC or exit."""
+    if threading.get_ident() == loop_ident:
+        loop_thread.release(loop.create_task(session.aclose()))
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(session.aclose(), loop).result()
+    finally:
+        loop_thread.release()
+
+
+class SyncSession(Subscriptions):
+    """One conversation with a Bailian application, for code without asyncio.
+
+    The same arguments as ``Session`` (except ``http_session``: an aiohttp session
+    belongs to the event loop that made it, and a SyncSession runs on its own). Methods
+    block until done; handlers run on tyqw's event loop thread (see ``on()``).
+
+    Example::
+
+        with SyncSession("YOUR_APP_ID") as session:        # key from DASHSCOPE_API_KEY
+            session.on("message", lambda m: print(m.delta, end="", flush=True))
+            session.send("你好，我叫小明")
+            for message in session.stream("我叫什么名字？"):  # same conversation
+                print(message.delta, end="", flush=True)
+    """
+
+    def __init__(
+        self,
+        app_id: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        workspace: str | None = None,
+        name: str = "default",
+        state_dir: str | os.PathLike[str] | None = None,
+        store: Store | None = None,
+        max_retries: int = 2,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        deadline: float | None = None,
+        max_event_size: int = 16 * 1024 * 1024,
+        allow_insecure_http: bool = False,
+        trust_env: bool = True,
+        proxy: str | None = None,
+    ) -> None:
+        self._session = Session(
+            app_id,
+            api_key=api_key,
+            base_url=base_url,
+            workspace=workspace,
+            name=name,
+            state_dir=state_dir,
+            store=store,
+            max_retries=max_retries,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            deadline=deadline,
+            max_event_size=max_event_size,
+            allow_insecure_http=allow_insecure_http,
+            trust_env=trust_env,
+            proxy=proxy,
+        )
+        self._loop, self._loop_ident = loop_thread.acquire()
+        self._lock = threading.Lock()  # makes "closed?" and "submit" one step
+        self._closed = False
+        self._calls: deque[Call] = deque()  # in the order they run; the first runs now
+        self._open_streams: dict[Call, int] = {}  # started, unfinished: starting thread
+        self._last_reply: Reply | None = None
+        # Runs on close(), when the SyncSession is garbage, or at interpreter exit.
+        self._finalizer = weakref.finalize(
+            self, _close, self._session, self._loop, self._loop_ident
+        )
+
+    # -- conversation ------------------------------------------------------------
+
+    @property
+    def app_id(self) -> str:
+        """The Bailian application id."""
+        return self._session.app_id
+
+    @property
+    def name(self) -> str:
+        """Which stored conversation of the app this is (``"default"`` unless given)."""
+        return self._session.name
+
+    @property
+    def store_path(self) -> Path | None:
+        """The file that holds this conversation (``None`` unless the store is a
+        ``FileStore``)."""
+        return self._session.store_path
+
+    @property
+    def usage(self) -> dict[str, TokenUsage]:
+        """Tokens used per model since the conversation started (see ``Session.usage``).
+
+        Example::
+
+            for model, used in session.usage.items():
+                print(model, used.input_tokens, used.output_tokens)
+        """
+        return self._session.usage
+
+    def flush(self) -> None:
+        """Write a ``session_id`` assignment or ``clear()`` to a shared store now; raises
+        ``StoreError`` if it fails (see ``Session.flush()``).
+
+        Example::
+
+            session.clear()
+            session.flush()
+        """
+        self._check_caller()
+        asyncio.run_coroutine_threadsafe(self._session.flush(), self._loop).result()
+
+    @property
+    def session_id(self) -> str | None:
+        """The id of the conversation, or ``None`` before the first turn.
+
+        Assigning stores it before the assignment returns; ``None`` is ``clear()``.
+
+        Example::
+
+            session.session_id = "5b1f8d2a..."   # continue a conversation from elsewhere
+        """
+        return self._session.session_id
+
+    @session_id.setter
+    def session_id(self, value: str | None) -> None:
+        self._on_loop(lambda: setattr(self._session, "session_id", value))
+
+    def clear(self) -> None:
+        """Forget the conversation: the next turn starts a new one.
+
+        Example::
+
+            session.clear()
+            session.send("你好")       # a fresh conversation, a new session_id
+        """
+        self._on_loop(self._session.clear)
+
+    @property
+    def last_reply(self) -> Reply | None:
+        """The ``Reply`` of the last turn that ran: finished, failed, aborted, left early
+        or stopped by Ctrl-C (then it holds the text received until then).
+
+        Example::
+
+            try:
+                session.send("讲个长故事")
+            except KeyboardInterrupt:
+                print("stopped after:", session.last_reply and session.last_reply.text)
+        """
+        return self._last_reply
+
+    # -- events ------------------------------------------------------------------
+
+    def _subscribe(self, how: str, event: str, handler: Callable[..., object]) -> None:
+        # Handlers run on tyqw's event loop thread, which every SyncSession of the
+        # process shares: keep them short. In a handler, abort(), clear(), session_id,
+        # on() / off() and close() (which then does not wait) work; send() and
+        # iterating a stream() raise RuntimeError instead of waiting for themselves.
+        self._on_loop(lambda: self._session._subscribe(how, event, handler))
+
+    # -- turns -------------------------------------------------------------------
+
+    def send(self, prompt: str, **options: Unpack[Options]) -> Reply:
+        """Run one turn: stream the reply to the handlers, return the ``Reply``.
+
+        ``Session.send()`` semantics: handlers have finished when it returns; an error
+        goes to ``error`` handlers, or is raised if there are none. Ctrl-C stops the turn
+        at once and raises ``KeyboardInterrupt``; the partial reply is ``last_reply``.
+
+        Example::
+
+            reply = session.send("你好", has_thoughts=True)
+            print(reply.text, reply.session_id)
+        """
+        call = Call()
+        future = self._submit(call, lambda: self._send(call, prompt, options))
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            self._stop_soon(call)
+            concurrent.futures.wait([future])
+            raise
+
+    def stream(self, prompt: str, **options: Unpack[Options]) -> SyncMessageStream:
+        """Run one turn as an iterator of ``Message``; errors are raised, not emitted.
+
+        Leaving the loop early (``break``, an exception, Ctrl-C) closes the HTTP response
+        at once. Keep the stream in a ``with`` block when you hold it in a variable.
+
+        Example::
+
+            for message in session.stream("讲个笑话"):
+                print(message.delta, end="", flush=True)
+        """
+        self._check_caller()
+        return SyncMessageStream(self, self._session.stream(prompt, **options))
+
+    def abort(self) -> None:
+        """End the turn in flight, from any thread or a handler; returns at once.
+
+        ``send()`` then returns the partial ``Reply`` without an error and a ``stream()``
+        loop simply ends. A turn asked for but not yet begun is dropped. Does nothing
+        when no turn runs.
+
+        Example::
+
+            threading.Timer(5, session.abort).start()   # a five-second limit
+            reply = session.send("讲个长故事")
+        """
+        if self._closed:
+            return
+        if threading.get_ident() == self._loop_ident:
+            self._abort_first()
+        else:
+            self._loop.call_soon_threadsafe(self._abort_first)
+
+    def close(self) -> None:
+        """Abort the turn in flight and close the connection; idempotent. The shared
+        loop thread ends when the last SyncSession is closed.
+
+        Example::
+
+            session = SyncSession("YOUR_APP_ID")
+            try:
+                session.send("你好")
+            finally:
+                session.close()
+        """
+        with self._lock:
+            self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> Self:
+        if self._closed:
+            raise SessionClosedError("this SyncSession is closed; create a new one")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<tyqw.SyncSession app_id={self.app_id!r} name={self.name!r} "
+            f"session_id={self.session_id!r} {'closed' if self._closed else 'open'}>"
+        )
+
+    # -- the caller's side -------------------------------------------------------
+
+    def _check_caller(self) -> None:
+        if self._closed:
+            raise SessionClosedError("this SyncSession is closed; create a new one")
+        if threading.get_ident() == self._loop_ident:
+            raise RuntimeError(
+                "a blocking SyncSession method was called on tyqw's event loop thread (from "
+                "a handler): it would wait for itself. Use abort() there, or hand the work "
+                "to another thread"
+            )
+        me = threading.get_ident()
+        if me in self._open_streams.values():
+            raise RuntimeError(
+                "this thread left a stream of this SyncSession unfinished, and its turn "
+                "holds the session; close it with 'with session.stream(...) as stream:' "
+                "or stream.close()"
+            )
+
+    def _submit(
+        self, call: Call, coro: Callable[[], Coroutine[Any, Any, _T]]
+    ) -> concurrent.futures.Future[_T]:
+        self._check_caller()
+        with self._lock:
+            if self._closed:
+                raise SessionClosedError("this SyncSession is closed; create a new one")
+            self._calls.append(call)
+            return asyncio.run_coroutine_threadsafe(coro(), self._loop)
+
+    def _on_loop(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on the loop thread and return its result (directly when closed)."""
+        if threading.get_ident() == self._loop_ident:
+            return fn()
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        with self._lock:
+            if self._closed:
+                return fn()  # nothing runs on the loop for this session any more
+            self._loop.call_soon_threadsafe(run)
+        return future.result()
+
+    def _stop_soon(self, call: Call) -> None:
+        if threading.get_ident() == self._loop_ident:
+            self._stop(call)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: so is the turn
+                self._loop.call_soon_threadsafe(self._stop, call)
+
+    # -- the loop's side ---------------------------------------------------------
+
+    async def _begin(self, call: Call) -> bool:
+        """Wait until ``call`` is first in line; False if it was stopped before."""
+        if self._calls[0] is not call and not call.stopped:
+            call.go = asyncio.get_running_loop().create_future()
+            await call.go
+        if call.stopped:
+            return False
+        call.running = True
+        return True
+
+    def _end(self, call: Call) -> None:
+        calls = self._calls
+        first = calls[0] is call
+        calls.remove(call)
+        call.running = False
+        if first and calls:
+            resolve(calls[0].go)
+
+    def _stop(self, call: Call) -> None:
+        if call.stopped:
+            return
+        call.stopped = call.attention = True
+        if call.running:
+            self._session.abort()
+            resolve(call.paused)
+        else:
+            resolve(call.go)
+
+    def _abort_first(self) -> None:
+        # The turn in flight; or, once every turn is over, a stream still being read.
+        first = self._calls[0] if self._calls else next(iter(list(self._open_streams)), None)
+        if first is not None:
+            self._stop(first)
+
+    async def _send(self, call: Call, prompt: str, options: Options) -> Reply:
+        try:
+            if not await self._begin(call):
+                return Reply("", self._session.session_id, None, None)
+            try:
+                reply = await self._session.send(prompt, **options)
+            except TyqwError as exc:
+                self._last_reply = exc.reply
+                raise
+            self._last_reply = reply
+            return reply
+        finally:
+            self._end(call)
+
+    async def _pump(self, call: Call, inner: MessageStream) -> None:
+        """Run a stream's turn, putting each message on ``call.queue``, ``End`` last."""
+        q = call.queue
+        assert q is not None
+        put, size = q.put, q.qsize
+        # Holding the last messages here makes this thread, where they were built and are
+        # still in cache, drop their last reference rather than the reader's thread: freeing
+        # them (and their raw JSON) on another core cost a fifth of the time of an event.
+        # The reader is at most HIGH_WATER behind, so it has let go of what falls out.
+        hold = deque[Message](maxlen=HIGH_WATER).append
+        error: BaseException | None = None
+        try:
+            if await self._begin(call):
+                try:
+                    async for message in inner:
+                        put(message)
+                        hold(message)
+                        if size() >= HIGH_WATER:
+                            await self._pause(call, q)
+                except Exception as exc:
+                    error = exc
+                finally:
+                    await inner.aclose()
+                    reply = error.reply if isinstance(error, TyqwError) else None
+                    self._last_reply = reply or inner.reply
+        finally:
+            self._end(call)
+            put(End(error))
+
+    async def _pause(self, call: Call, q: queue.SimpleQueue[Any]) -> None:
+        call.resume_asked = False
+        call.paused = asyncio.get_running_loop().create_future()
+        call.attention = True
+        # The reader may have emptied the queue before it could see the pause.
+        if q.qsize() >= HIGH_WATER and not call.stopped:
+            await call.paused
+        call.paused = None
+        call.attention = call.stopped
