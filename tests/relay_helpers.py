@@ -8,6 +8,7 @@ and the relay on a loop of their own, for tests whose client blocks (Selenium).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import threading
 from collections.abc import Coroutine
@@ -131,7 +132,9 @@ async def post(
     headers: dict[str, str] | None = None,
 ) -> Answer:
     """POST and read the whole answer; ``payload`` bytes are sent as they are."""
-    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    data: Any = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    if len(data) > 512 * 1024:
+        data = io.BytesIO(data)  # aiohttp warns of large bodies given as bytes
     async with http.post(
         url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
     ) as response:
