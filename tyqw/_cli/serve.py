@@ -162,12 +162,12 @@ def _serve(
     root = relay
     if prefix:
         root = web.Application()
-        root.add_subapp(prefix, relay)
 
         async def to_page(request: web.Request) -> web.StreamResponse:
             raise web.HTTPFound(f"{prefix}/")
 
-        root.router.add_get(prefix, to_page)
+        root.router.add_get(prefix, to_page)  # before the sub-app, which would match it
+        root.add_subapp(prefix, relay)
     # handler_cancellation: a browser that goes away ends its turn at once.
     runner = web.AppRunner(root, handler_cancellation=True, access_log=None)
     loop.run_until_complete(runner.setup())
