@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import MessageStream, TyqwError
+from .. import MessageStream, Options, TyqwError
 from ._auth import (
     ANONYMOUS,
     Authenticate,
@@ -82,6 +82,7 @@ def create_app(
     workspace: str | None = None,
     max_prompt: int = 8000,
     biz_params: Iterable[str] = (),
+    turn_options: Mapping[str, Any] | None = None,
     page: bool = True,
     session_options: Mapping[str, Any] | None = None,
 ) -> web.Application:
@@ -101,7 +102,10 @@ def create_app(
       or ``redis://...`` (then the rate limit is shared by every relay worker on it).
     - ``cors``: the origins other sites' pages may call it from; ``rate``: turns per
       user per minute (``None``: no limit); ``max_prompt``: characters per prompt;
-      ``biz_params``: the ``input.biz_params`` keys clients may send.
+      ``biz_params``: the ``input.biz_params`` keys clients may send;
+      ``turn_options``: ``Session.stream()`` options added to every turn
+      (``rag_options``, ``memory_id``...); what a client may send goes on top, its
+      ``biz_params`` keys merged into these.
     - The upstream: ``api_key`` (default ``DASHSCOPE_API_KEY``; never taken from a
       request), ``base_url``, ``workspace``, and ``session_options`` for each user's
       ``Session`` (``read_timeout``, ``deadline``, ``max_retries``...).
@@ -138,6 +142,10 @@ def create_app(
     unknown = sorted(set(extra) - _SESSION_OPTIONS)
     if unknown:
         raise ValueError(f"session_options does not take {unknown[0]!r}")
+    fixed = dict(turn_options or {})
+    unknown = sorted(set(fixed) - (set(Options.__annotations__) - {"stream"}))
+    if unknown:
+        raise ValueError(f"turn_options does not take {unknown[0]!r}")
     options = {"api_key": api_key, "base_url": base_url, "workspace": workspace, **extra}
 
     conversations = Conversations(choice, options)
@@ -151,6 +159,7 @@ def create_app(
         conversations=conversations,
         max_prompt=max_prompt,
         biz_params=frozenset(biz_params),
+        turn_options=fixed,
     )
     app = web.Application()
     app.cleanup_ctx.append(relay.lifetime)
@@ -174,6 +183,7 @@ class _Relay:
         conversations: Conversations,
         max_prompt: int,
         biz_params: frozenset[str],
+        turn_options: dict[str, Any],
     ) -> None:
         self.app_ids = app_ids
         self.authenticate = authenticate
@@ -182,6 +192,7 @@ class _Relay:
         self.conversations = conversations
         self.max_prompt = max_prompt
         self.biz_params = biz_params
+        self.turn_options = turn_options
         # A prompt of max_prompt characters, each up to 4 UTF-8 bytes or a 6-byte JSON
         # escape, plus room for biz_params and the rest of the body.
         self.body_limit = max_prompt * 6 + 64 * 1024
@@ -228,7 +239,7 @@ class _Relay:
                     "session_id to start a new one"
                 )
                 return refusal(not_yours, request_id, sse, cors)
-            stream = session.stream(turn.prompt, **_options(turn, sse))
+            stream = session.stream(turn.prompt, **self._options(turn, sse))
             if sse:
                 work = self._sse(request, stream, cors, request_id)
             else:
@@ -328,6 +339,20 @@ class _Relay:
         raw = messages[-1].raw
         return json_response(200, raw, cors, messages[-1].request_id or request_id)
 
+    def _options(self, turn: TurnRequest, sse: bool) -> dict[str, Any]:
+        options = {**self.turn_options, **turn.options}
+        if "biz_params" in self.turn_options and "biz_params" in turn.options:
+            options["biz_params"] = {
+                **self.turn_options["biz_params"],
+                **turn.options["biz_params"],
+            }
+        # Bailian's default is cumulative text; a client that did not ask for increments
+        # gets what the service would have sent it.
+        options.setdefault("incremental_output", False)
+        if not sse:
+            options["stream"] = False
+        return options
+
     # -- the page ----------------------------------------------------------------
 
     async def page(self, request: web.Request) -> web.Response:
@@ -378,16 +403,6 @@ async def _unless_gone(
             await asyncio.wait((task,))
         if not task.cancelled():
             task.exception()  # retrieved: a write that failed after the client left
-
-
-def _options(turn: TurnRequest, sse: bool) -> dict[str, Any]:
-    options = dict(turn.options)
-    # Bailian's default is cumulative text; a client that did not ask for increments
-    # gets what the service would have sent it.
-    options.setdefault("incremental_output", False)
-    if not sse:
-        options["stream"] = False
-    return options
 
 
 def _app_ids(app_ids: str | Iterable[str] | None) -> tuple[str, ...]:
