@@ -42,11 +42,13 @@ __all__ = [
 logger = logging.getLogger("tyqw.relay")
 
 SSE_CONTENT_TYPE = "text/event-stream;charset=UTF-8"
+# One encoder for every event: json.dumps() with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def dumps(obj: Any) -> str:
     """Compact, single-line JSON, UTF-8 as on the wire (json escapes any newline)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(obj)
 
 
 def frame(event_id: int, event: str, status: int, data: str) -> bytes:
