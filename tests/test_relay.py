@@ -323,7 +323,7 @@ async def test_the_first_event_reaches_the_client_while_upstream_is_still_sendin
 ) -> None:
     """No buffering: the client reads the first event while the upstream reply is still
     in progress (the simulator has not finished the request)."""
-    sim.delay = 0.2
+    sim.delay = 5.0  # the second event leaves upstream only seconds after the first
     async with (
         Relay(sim) as relay,
         http.post(
@@ -333,8 +333,8 @@ async def test_the_first_event_reaches_the_client_while_upstream_is_still_sendin
         first = await asyncio.wait_for(response.content.readuntil(b"\n\n"), BOUND)
         assert first.startswith(b"id:1\nevent:result\n")
         assert not sim.requests[-1].done.is_set()
-        await response.read()
-    assert sim.requests[-1].done.is_set()
+        response.close()
+        await asyncio.wait_for(sim.requests[-1].done.wait(), BOUND)
 
 
 @pytest.mark.parametrize("handler_cancellation", [False, True], ids=["mounted-default", "serve"])

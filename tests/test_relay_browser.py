@@ -286,6 +286,7 @@ def test_usable_at_phone_width(browser: Any, served: RelayThread) -> None:
     screen; a long unbroken word in a reply wraps."""
     assert served.sim is not None
     served.sim.reply = lambda prompt, history: "x" * 300
+    served.sim.chunk_size = 100
     prompt = open_page(browser, served, size=(390, 844))
     prompt.send_keys("hello\n")
     last_reply_is(browser, "done")
