@@ -306,14 +306,40 @@ async def test_the_page_is_served_with_a_policy_that_allows_only_its_own_code(
     )
 
 
+def test_the_relay_module_exports_a_documented_api() -> None:
+    """tyqw.relay.__all__ is exactly its public names; create_app and load_tokens have
+    docstrings with an example."""
+    import inspect
+
+    import tyqw.relay
+
+    public = {
+        name
+        for name, value in vars(tyqw.relay).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert (
+        set(tyqw.relay.__all__)
+        == public
+        == {
+            "ANONYMOUS",
+            "Authenticate",
+            "create_app",
+            "load_tokens",
+        }
+    )
+    for function in (tyqw.relay.create_app, tyqw.relay.load_tokens):
+        assert "Example" in (inspect.getdoc(function) or ""), function
+
+
 async def test_settings_tell_the_page_the_apps_and_that_a_token_is_needed(
     relay: Relay, http: aiohttp.ClientSession
 ) -> None:
-    """relay.json lists the served app ids and whether the relay wants a token."""
+    """relay.json lists the served app ids and how the relay knows its users."""
     async with http.get(f"{relay.root}/relay.json") as response:
         assert await response.json() == {
             "app_ids": relay.app_ids,
-            "auth": True,
+            "auth": "token",
             "max_prompt": 8000,
         }
 

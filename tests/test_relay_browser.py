@@ -225,6 +225,34 @@ def test_a_refused_token_asks_for_one(browser: Any, served: RelayThread) -> None
     last_reply_is(browser, "done")
 
 
+def test_a_custom_hook_can_know_users_by_a_cookie_of_the_site(browser: Any) -> None:
+    """With authenticate= reading the site's own login cookie, the page sends without
+    asking for a token, and the hook's user is the one whose conversation it is."""
+    from selenium.webdriver.common.by import By
+
+    users: list[str] = []
+
+    def authenticate(request: Any) -> str | None:
+        user = {"cookie-of-carol": "carol"}.get(request.cookies.get("login", ""))
+        users.extend([user] if user else [])
+        return user
+
+    served = RelayThread(delay=0.0).start(authenticate=authenticate)
+    try:
+        assert served.relay is not None
+        browser.get(f"{served.relay.root}/relay.json")
+        browser.add_cookie({"name": "login", "value": "cookie-of-carol", "path": "/"})
+        browser.get(f"{served.relay.root}/")
+        until(browser, "document.body.dataset.ready === 'true'")
+        assert not browser.find_element(By.ID, "auth").is_displayed()
+        browser.find_element(By.ID, "prompt").send_keys("hello there\n")
+        last_reply_is(browser, "done")
+        assert reply_texts(browser) == [default_reply("hello there", [])]
+        assert users == ["carol"]
+    finally:
+        served.stop()
+
+
 def test_a_reply_holding_html_is_shown_as_text(browser: Any, served: RelayThread) -> None:
     """A reply with <img onerror> and <script> shows those characters; no element is
     made from it and no script of it runs."""

@@ -187,7 +187,7 @@ async def test_serve_with_tokens_a_store_folder_and_a_prefix(
     assert served.root.endswith("/tyqw")
     async with http.get(f"{served.root}/relay.json") as settings:
         info = await settings.json()
-    assert info["auth"] is True
+    assert info["auth"] == "token"
     url = f"{served.root}/api/v1/apps/{info['app_ids'][0]}/completion"
     assert (await post(http, url, body("hi"))).status == 401
     answer = await post(http, url, body("hello there"), auth())

@@ -284,6 +284,8 @@ async def test_an_anonymous_relay_answers_only_to_loopback_host_names(
             f"{relay.root}/relay.json", headers={"Host": "evil.example"}
         ) as settings:
             assert settings.status == 403
+        async with http.get(f"{relay.root}/relay.json") as settings:
+            assert (await settings.json())["auth"] == "none"
     assert local.status == 200
     assert rebound.status == 403 and rebound.json["code"] == "AccessDenied"
     assert len(sim.requests) == 1
@@ -299,6 +301,8 @@ async def test_the_authenticate_hook_names_the_user(
         return {"Bearer let-me-in": "carol"}.get(request.headers.get("Authorization", ""))
 
     async with Relay(sim, authenticate=authenticate) as relay:
+        async with http.get(f"{relay.root}/relay.json") as settings:
+            assert (await settings.json())["auth"] == "custom"
         ok = await post(
             http, relay.url(), body("my name is Carol"), {"Authorization": "Bearer let-me-in"}
         )

@@ -125,6 +125,7 @@ def create_app(
     if tokens is not None:
         table = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
         authenticate = TokenTable(table)
+    auth_kind = "token" if tokens is not None else "custom"
     if authenticate is None and not allow_anonymous:
         raise ValueError(
             "no authentication: pass tokens= or authenticate=, or allow_anonymous=True "
@@ -160,6 +161,7 @@ def create_app(
         max_prompt=max_prompt,
         biz_params=frozenset(biz_params),
         turn_options=fixed,
+        auth_kind=auth_kind,
     )
     app = web.Application()
     app.cleanup_ctx.append(relay.lifetime)
@@ -184,6 +186,7 @@ class _Relay:
         max_prompt: int,
         biz_params: frozenset[str],
         turn_options: dict[str, Any],
+        auth_kind: str,
     ) -> None:
         self.app_ids = app_ids
         self.authenticate = authenticate
@@ -193,6 +196,7 @@ class _Relay:
         self.max_prompt = max_prompt
         self.biz_params = biz_params
         self.turn_options = turn_options
+        self.auth_kind = auth_kind
         # A prompt of max_prompt characters, each up to 4 UTF-8 bytes or a 6-byte JSON
         # escape, plus room for biz_params and the rest of the body.
         self.body_limit = max_prompt * 6 + 64 * 1024
@@ -367,7 +371,9 @@ class _Relay:
                 return refusal(refused, str(uuid.uuid4()), False, {})
         settings = {
             "app_ids": list(self.app_ids),
-            "auth": self.authenticate is not None,
+            # "token": the page asks for one; "custom": your hook decides (a cookie of
+            # your site, say), so the page sends without one and asks only on a 401.
+            "auth": "none" if self.authenticate is None else self.auth_kind,
             "max_prompt": self.max_prompt,
         }
         return web.json_response(settings, headers={"Cache-Control": "no-store"})
