@@ -20,6 +20,7 @@ from aiohttp import web
 
 import tyqw
 from tyqw import Session
+from tyqw.relay import create_app
 from tyqw.testing import BailianSimulator, Fault, default_reply
 
 from .relay_helpers import (
@@ -448,3 +449,27 @@ async def test_mounted_relay_app_keeps_the_parent_routes(
         assert answer.status == 200
     finally:
         await runner.cleanup()
+
+
+async def test_a_user_whose_session_was_dropped_continues_the_conversation(
+    sim: BailianSimulator, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the cap of Sessions kept in memory the idle ones are dropped; the store still
+    holds their conversation, so such a user's next turn continues it."""
+    import tyqw.relay._conversations as conversations
+
+    monkeypatch.setattr(conversations, "MAX_SESSIONS", 1)
+    async with Relay(sim) as relay:
+        alice = await post(http, relay.url(), body("my name is Alice"), auth(ALICE))
+        await post(http, relay.url(), body("my name is Bob"), auth(BOB))  # drops Alice's
+        alice_id = alice.json["output"]["session_id"]
+        again = await post(http, relay.url(), body("what's my name?", alice_id), auth(ALICE))
+    assert again.status == 200
+    assert "Alice" in again.json["output"]["text"]
+
+
+def test_a_relay_without_an_upstream_key_fails_when_built() -> None:
+    """No api_key and no DASHSCOPE_API_KEY: create_app() raises MissingAPIKeyError at
+    once, naming the variable, instead of failing every turn later."""
+    with pytest.raises(tyqw.MissingAPIKeyError, match="DASHSCOPE_API_KEY"):
+        create_app(["app"], allow_anonymous=True)
