@@ -1,9 +1,9 @@
 """What streaming through the relay costs: the same turns made through ``tyqw serve``'s
 relay and directly with ``Session``, measured in one run.
 
-    python3 benchmarks/bench_relay.py            # about a minute on 2 cores
-    python3 benchmarks/bench_relay.py --quick    # a few seconds: proves the harness works
-    python3 benchmarks/bench_relay.py --json results.json
+    .venv/bin/python benchmarks/bench_relay.py            # about a minute on 2 cores
+    .venv/bin/python benchmarks/bench_relay.py --quick    # a few seconds: proves the harness works
+    .venv/bin/python benchmarks/bench_relay.py --json results.json
 
 Three processes: a fast upstream (precomputed Bailian frames, no checks), the relay
 (``create_app()`` behind aiohttp, as ``tyqw serve`` runs it), and the client, a tyqw
