@@ -1,4 +1,4 @@
-"""The ``tyqw`` command: ``chat``, ``ask``, ``sessions`` and ``simulate``.
+"""The ``tyqw`` command: ``chat``, ``ask``, ``sessions``, ``simulate`` and ``serve``.
 
 A thin layer over the public API, one module per command: ``Session`` does the talking,
 ``stored_conversations`` the listing, the simulator the offline mode. With no
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import ask, chat, sessions, simulate
+from . import ask, chat, serve, sessions, simulate
 from ._common import BROKEN_PIPE, INTERRUPTED, USAGE, BrokenPipe, UsageError, fail, silence_stdout
 
 __all__ = ["main"]
@@ -58,6 +58,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tyqw {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for command in (chat, ask, sessions, simulate):
+    for command in (chat, ask, sessions, simulate, serve):
         command.add_parser(commands)
     return parser

@@ -1,0 +1,184 @@
+"""Helpers for the relay tests: a relay in front of a simulator on real sockets.
+
+``Relay`` runs ``tyqw.relay.create_app`` on 127.0.0.1 in the test's own event loop (for
+aiohttp, node and the official SDK run in a thread); ``RelayThread`` runs the simulator
+and the relay on a loop of their own, for tests whose client blocks (Selenium).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from tyqw.relay import create_app
+from tyqw.sse import ServerSentEvent, SSEDecoder
+from tyqw.testing import BailianSimulator
+
+T = TypeVar("T")
+
+ALICE = "alice-token-5f3c9a1e7b2d"
+BOB = "bob-token-8e6d4c2a0f1b9"
+TOKENS = {ALICE: "alice", BOB: "bob"}
+SSE_HEADERS = {"X-DashScope-SSE": "enable"}
+BOUND = 10.0  # seconds: never reached when things work
+
+
+class Relay:
+    """``create_app(...)`` served on 127.0.0.1:<free port>; ``async with Relay(sim)``.
+
+    Defaults: the simulator's app id, key and base URL, ``TOKENS``, no rate limit.
+    """
+
+    def __init__(
+        self,
+        sim: BailianSimulator | None,
+        *,
+        handler_cancellation: bool = False,
+        mount: str = "",
+        **options: Any,
+    ) -> None:
+        if sim is not None:
+            options.setdefault("api_key", sim.api_key)
+            options.setdefault("base_url", sim.base_url)
+            options.setdefault("app_ids", [sim.app_id])
+        if "authenticate" not in options and "allow_anonymous" not in options:
+            options.setdefault("tokens", TOKENS)
+        options.setdefault("rate", None)
+        self.app_ids: list[str] = list(options["app_ids"])
+        self.relay_app = create_app(options.pop("app_ids"), **options)
+        self.mount = mount
+        self.handler_cancellation = handler_cancellation
+        self.runner: web.AppRunner | None = None
+        self.root = ""
+
+    async def __aenter__(self) -> Relay:
+        app = self.relay_app
+        if self.mount:
+            app = web.Application()
+            app.add_subapp(self.mount, self.relay_app)
+        self.runner = web.AppRunner(app, handler_cancellation=self.handler_cancellation)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        self.root = f"http://127.0.0.1:{port}{self.mount}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        """What an SDK takes as its base URL: ``.../api/v1``."""
+        return f"{self.root}/api/v1"
+
+    def url(self, app_id: str | None = None) -> str:
+        return f"{self.base_url}/apps/{app_id or self.app_ids[0]}/completion"
+
+
+def auth(token: str = ALICE, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **headers}
+
+
+def body(prompt: str, session_id: str | None = None, **parameters: Any) -> dict[str, Any]:
+    inp: dict[str, Any] = {"prompt": prompt}
+    if session_id is not None:
+        inp["session_id"] = session_id
+    return {"input": inp, "parameters": parameters}
+
+
+def events(raw: bytes) -> list[ServerSentEvent]:
+    """Every event of an SSE body, the last one even without its blank line."""
+    decoder = SSEDecoder()
+    return decoder.feed(raw) + decoder.close(dispatch_incomplete=True)
+
+
+def text_of(sse: list[ServerSentEvent]) -> str:
+    """The reply an incremental stream spells out."""
+    return "".join(
+        json.loads(e.data)["output"].get("text", "") for e in sse if e.event == "result"
+    )
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: CIMultiDict[str]
+    raw: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.raw)
+
+    @property
+    def events(self) -> list[ServerSentEvent]:
+        return events(self.raw)
+
+
+async def post(
+    http: aiohttp.ClientSession,
+    url: str,
+    payload: Any,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """POST and read the whole answer; ``payload`` bytes are sent as they are."""
+    data: Any = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    if len(data) > 512 * 1024:
+        data = io.BytesIO(data)  # aiohttp warns of large bodies given as bytes
+    async with http.post(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    ) as response:
+        raw = await asyncio.wait_for(response.read(), BOUND)
+        return Answer(response.status, CIMultiDict(response.headers), raw)
+
+
+class RelayThread:
+    """A simulator and a relay on an event loop in a thread of their own.
+
+    ``call(coro)`` runs a coroutine on that loop and returns its result: the way a
+    blocking client (Selenium) reaches the simulator's records and faults.
+    """
+
+    def __init__(self, **sim_options: Any) -> None:
+        self.sim_options = sim_options
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.sim: BailianSimulator | None = None
+        self.relay: Relay | None = None
+
+    def start(self, **relay_options: Any) -> RelayThread:
+        self.thread.start()
+
+        async def up() -> None:
+            self.sim = await BailianSimulator(**self.sim_options).start()
+            self.relay = await Relay(self.sim, **relay_options).__aenter__()
+
+        self.call(up())
+        return self
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = BOUND) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        async def down() -> None:
+            if self.relay is not None:
+                await self.relay.__aexit__(None, None, None)
+            if self.sim is not None:
+                await self.sim.aclose()
+
+        try:
+            self.call(down())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(BOUND)
+            self.loop.close()

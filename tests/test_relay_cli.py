@@ -1,0 +1,227 @@
+"""``tyqw serve``, run as a subprocess: offline on a fresh machine, with tokens, with a
+key, and refusing to start where it would be unsafe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+import tyqw
+from tyqw.testing import BailianSimulator, default_reply
+
+from .relay_helpers import ALICE, BOUND, auth, body, post
+
+NO_KEY_NOTICE = (
+    "tyqw: no DASHSCOPE_API_KEY set, so the relay answers with the built-in offline "
+    "simulator (canned replies). Set DASHSCOPE_API_KEY and DASHSCOPE_APP_ID to relay to "
+    "your Bailian app."
+)
+CANARY = "sk-canary-serve-2b8e4d6f0a1c"
+OPEN = re.compile(r"tyqw relay: open (http://\S+)/ in a browser")
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASHSCOPE_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
+    env.pop("PYTHONWARNINGS", None)
+    env.update(extra)
+    return env
+
+
+def serve_command(*args: str) -> list[str]:
+    return [sys.executable, "-W", "error", "-m", "tyqw", "serve", *args]
+
+
+class Served:
+    """A running ``tyqw serve``: its root URL, then its exit status and stderr."""
+
+    def __init__(self, process: asyncio.subprocess.Process, root: str, first_lines: list[str]):
+        self.process = process
+        self.root = root
+        self.stdout_lines = first_lines
+        self.stderr = ""
+        self.returncode: int | None = None
+
+    async def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        stdout, stderr = await asyncio.wait_for(self.process.communicate(), BOUND)
+        self.stdout_lines += stdout.decode().splitlines()
+        self.stderr = stderr.decode()
+        self.returncode = self.process.returncode
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[object]:
+    started: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str, env: dict[str, str] | None = None) -> Served:
+        process = await asyncio.create_subprocess_exec(
+            *serve_command("--port", "0", *args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env or clean_env(tmp_path),
+        )
+        started.append(process)
+        assert process.stdout is not None
+        lines: list[str] = []
+        while True:
+            line = (await asyncio.wait_for(process.stdout.readline(), BOUND)).decode()
+            assert line, f"tyqw serve exited: {(await process.communicate())[1].decode()}"
+            lines.append(line.rstrip("\n"))
+            if match := OPEN.match(line):
+                return Served(process, match.group(1), lines)
+
+    yield start
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_serve_works_offline_on_a_fresh_machine(
+    serve: object, http: aiohttp.ClientSession
+) -> None:
+    """No key, no flags: one stderr line says the simulator answers; the page and the
+    endpoint work on loopback without a token; Ctrl-C stops it with status 0."""
+    served: Served = await serve()  # type: ignore[operator]
+    async with http.get(f"{served.root}/") as page:
+        assert page.status == 200 and "tyqw chat" in await page.text()
+    async with http.get(f"{served.root}/relay.json") as settings:
+        [app_id] = (await settings.json())["app_ids"]
+    url = f"{served.root}/api/v1/apps/{app_id}/completion"
+    first = await post(http, url, body("my name is Ada"))
+    second = await post(http, url, body("what's my name?", first.json["output"]["session_id"]))
+    assert "Ada" in second.json["output"]["text"]
+    await served.stop()
+    assert served.returncode == 0
+    assert served.stderr.splitlines() == [NO_KEY_NOTICE, "tyqw: relay stopped"]
+
+
+def test_serve_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
+    """--host 0.0.0.0 without --tokens: exit status 2 and one line saying why."""
+    result = subprocess.run(
+        serve_command("--host", "0.0.0.0", "--port", "0"),
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path),
+        timeout=BOUND,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "tyqw: error: refusing to listen on 0.0.0.0 without authentication: pass "
+        "--tokens FILE, or --host 127.0.0.1"
+    ]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--tokens", "missing.txt"], "cannot read missing.txt", id="no-tokens-file"),
+        pytest.param(["--tokens", "short.txt"], "at least 16 characters", id="short-token"),
+        pytest.param(["--cors", "*"], "cors origin '*'", id="cors-star"),
+        pytest.param(["--prefix", "tyqw"], "--prefix must start with '/'", id="prefix"),
+    ],
+)
+def test_serve_reports_a_bad_configuration_in_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """A bad tokens file, origin or prefix is exit status 2 and one stderr line (after
+    the offline notice), before anything listens."""
+    (tmp_path / "short.txt").write_text("short alice\n")
+    result = subprocess.run(
+        serve_command("--port", "0", *args),
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+        timeout=BOUND,
+        check=False,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line != NO_KEY_NOTICE]
+    assert len(errors) == 1 and errors[0].startswith("tyqw: error: ") and message in errors[0]
+
+
+def test_serve_rate_takes_turns_per_minute(tmp_path: Path) -> None:
+    """--rate wants N/MIN (or N); anything else is a usage error."""
+    result = subprocess.run(
+        serve_command("--rate", "fast"),
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path),
+        timeout=BOUND,
+        check=False,
+    )
+    assert result.returncode == 2 and "expected turns per minute like 30/min" in result.stderr
+
+
+async def test_serve_with_tokens_a_store_folder_and_a_prefix(
+    serve: object, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """--tokens makes a token necessary, --prefix moves everything under /tyqw (the
+    original class's path), and --store DIR keeps each user's conversation id there."""
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(f"{ALICE} alice\n")
+    store = tmp_path / "conversations"
+    served: Served = await serve(  # type: ignore[operator]
+        "--tokens", str(tokens), "--store", str(store), "--prefix", "/tyqw", "--rate", "10/min"
+    )
+    assert served.root.endswith("/tyqw")
+    async with http.get(f"{served.root}/relay.json") as settings:
+        info = await settings.json()
+    assert info["auth"] == "token"
+    url = f"{served.root}/api/v1/apps/{info['app_ids'][0]}/completion"
+    assert (await post(http, url, body("hi"))).status == 401
+    answer = await post(http, url, body("hello there"), auth())
+    assert answer.json["output"]["text"] == default_reply("hello there", [])
+    [stored] = tyqw.stored_conversations(store)
+    assert (stored.name, stored.session_id) == ("alice", answer.json["output"]["session_id"])
+    async with http.get(served.root, allow_redirects=False) as bare:
+        assert bare.status == 302 and bare.headers["Location"] == "/tyqw/"
+    await served.stop()
+    assert served.returncode == 0
+
+
+async def test_serve_relays_to_the_service_named_by_the_environment_and_never_shows_the_key(
+    serve: object, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """With DASHSCOPE_API_KEY the upstream is the configured service (no offline notice);
+    the key is sent there and appears in no output of the command and no answer."""
+    async with BailianSimulator(api_key=CANARY) as sim:
+        env = clean_env(
+            tmp_path,
+            DASHSCOPE_API_KEY=CANARY,
+            DASHSCOPE_BASE_URL=sim.base_url,
+            DASHSCOPE_APP_ID=sim.app_id,
+        )
+        served: Served = await serve(env=env)  # type: ignore[operator]
+        url = f"{served.root}/api/v1/apps/{sim.app_id}/completion"
+        answer = await post(http, url, body("hello there"))
+        missing = await post(http, f"{served.root}/api/v1/apps/other/completion", body("hi"))
+        await served.stop()
+    assert answer.json["output"]["text"] == default_reply("hello there", [])
+    assert sim.requests[-1].headers["authorization"] == f"Bearer {CANARY}"
+    assert missing.status == 404
+    assert served.returncode == 0
+    assert served.stderr.splitlines() == ["tyqw: relay stopped"]
+    everything = "\n".join(served.stdout_lines) + served.stderr + answer.raw.decode()
+    everything += json.dumps(dict(answer.headers)) + missing.raw.decode()
+    assert CANARY not in everything

@@ -1,0 +1,218 @@
+"""``tyqw serve``: the relay and its chat page, in the foreground.
+
+Without ``DASHSCOPE_API_KEY`` the upstream is the built-in simulator, started in this
+process, so the page works on a fresh machine. Listening anywhere but loopback needs
+``--tokens``: a relay open to the network would let anyone spend the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .. import TyqwError
+from ._common import ERROR, OFFLINE_DELAY, OK, UsageError, event_loop, fail
+
+NO_KEY_NOTICE = (
+    "tyqw: no DASHSCOPE_API_KEY set, so the relay answers with the built-in offline "
+    "simulator (canned replies). Set DASHSCOPE_API_KEY and DASHSCOPE_APP_ID to relay to "
+    "your Bailian app."
+)
+_RATE = re.compile(r"(\d+)(?:/min)?", re.IGNORECASE)
+
+
+def add_parser(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="a relay and chat page for browsers; the key stays on the server",
+        description="Serve a Bailian-compatible endpoint, POST "
+        "{prefix}/api/v1/apps/{app_id}/completion, and a chat page at {prefix}/. "
+        "Browsers and SDKs use it with the relay's own tokens; the DashScope key comes "
+        "only from DASHSCOPE_API_KEY in this server's environment and never leaves it. "
+        "Without the key the upstream is the built-in offline simulator.",
+        epilog="Environment: DASHSCOPE_API_KEY, DASHSCOPE_APP_ID, DASHSCOPE_BASE_URL, "
+        "DASHSCOPE_WORKSPACE. Tokens file: one 'TOKEN USER' per line, '#' comments.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    serve.add_argument(
+        "--port", type=int, default=8000, help="default: %(default)s; 0 picks a free port"
+    )
+    serve.add_argument(
+        "--app-id",
+        dest="app_ids",
+        metavar="ID",
+        nargs="+",
+        action="extend",
+        help="the Bailian app ids to serve (default: DASHSCOPE_APP_ID)",
+    )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="where each user's conversation id lives: a folder, or redis://... (which "
+        "also shares the rate limit between relay workers); default: memory",
+    )
+    serve.add_argument(
+        "--tokens",
+        type=Path,
+        metavar="FILE",
+        help="user tokens, one 'TOKEN USER' per line; required unless --host is loopback",
+    )
+    serve.add_argument(
+        "--cors",
+        metavar="ORIGIN",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="origins whose pages may call the relay, like https://example.com",
+    )
+    serve.add_argument(
+        "--rate",
+        type=rate,
+        default=30,
+        metavar="N/MIN",
+        help="turns per user per minute (default: 30/min)",
+    )
+    serve.add_argument(
+        "--prefix",
+        default="",
+        metavar="PATH",
+        help="serve under this path, like /tyqw (default: the root)",
+    )
+    serve.add_argument(
+        "--delay",
+        type=float,
+        default=OFFLINE_DELAY,
+        metavar="SECONDS",
+        help="offline only: seconds between the simulator's events (default: %(default)s)",
+    )
+    serve.set_defaults(run=run)
+
+
+def rate(value: str) -> int:
+    match = _RATE.fullmatch(value.strip())
+    if not match or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(f"expected turns per minute like 30/min, got {value!r}")
+    return int(match.group(1))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..relay import create_app
+    from ..relay._auth import is_loopback
+
+    prefix = args.prefix.rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        raise UsageError("--prefix must start with '/', like /tyqw")
+    if args.tokens is None and not is_loopback(args.host):
+        raise UsageError(
+            f"refusing to listen on {args.host or 'every address'} without authentication: "
+            "pass --tokens FILE, or --host 127.0.0.1"
+        )
+    with event_loop() as loop:
+        simulator = None
+        upstream: dict[str, Any] = {}
+        from_env = os.environ.get("DASHSCOPE_APP_ID")
+        app_ids: list[str] = args.app_ids or ([from_env] if from_env else [])
+        if not os.environ.get("DASHSCOPE_API_KEY"):
+            from ..testing import BailianSimulator
+
+            simulator = loop.run_until_complete(BailianSimulator(delay=args.delay).start())
+            print(NO_KEY_NOTICE, file=sys.stderr, flush=True)
+            app_ids = args.app_ids or [simulator.app_id]
+            upstream = {"api_key": simulator.api_key, "base_url": simulator.base_url}
+        elif not app_ids:
+            raise UsageError("no app id: pass --app-id or set DASHSCOPE_APP_ID")
+        try:
+            relay = create_app(
+                app_ids,
+                tokens=args.tokens,
+                allow_anonymous=args.tokens is None,
+                store=args.store,
+                cors=args.cors,
+                rate=args.rate,
+                **upstream,
+            )
+        except (ValueError, ImportError, TyqwError) as exc:
+            _stop(loop, simulator)
+            raise UsageError(str(exc)) from None
+        except OSError as exc:
+            _stop(loop, simulator)
+            raise UsageError(f"cannot read {args.tokens}: {exc.strerror or exc}") from None
+        try:
+            return _serve(loop, relay, args, prefix, app_ids)
+        finally:
+            _stop(loop, simulator)
+
+
+def _serve(
+    loop: asyncio.AbstractEventLoop,
+    relay: web.Application,
+    args: argparse.Namespace,
+    prefix: str,
+    app_ids: list[str],
+) -> int:
+    root = relay
+    if prefix:
+        root = web.Application()
+
+        async def to_page(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound(f"{prefix}/")
+
+        root.router.add_get(prefix, to_page)  # before the sub-app, which would match it
+        root.add_subapp(prefix, relay)
+    # handler_cancellation: a browser that goes away ends its turn at once.
+    runner = web.AppRunner(root, handler_cancellation=True, access_log=None)
+    loop.run_until_complete(runner.setup())
+    try:
+        site = web.TCPSite(runner, args.host, args.port)
+        try:
+            loop.run_until_complete(site.start())
+        except OSError as exc:
+            fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+            return ERROR
+        host, port = _address(runner, args.host)
+        base = f"http://{host}:{port}{prefix}"
+        print(f"tyqw relay: open {base}/ in a browser")
+        print(f"  API: POST {base}/api/v1/apps/{{app_id}}/completion")
+        print(f"  apps: {', '.join(app_ids)}")
+        if args.tokens is None:
+            print("  no --tokens: only this machine can use it. Ctrl-C stops it.", flush=True)
+        else:
+            print("  clients send Authorization: Bearer <token>. Ctrl-C stops it.", flush=True)
+        stopped = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, AttributeError):
+                loop.add_signal_handler(signum, stopped.set)
+        try:
+            loop.run_until_complete(stopped.wait())
+        except KeyboardInterrupt:  # where signal handlers are not available
+            pass
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, AttributeError):
+                    loop.remove_signal_handler(signum)
+    finally:
+        loop.run_until_complete(runner.cleanup())
+    print("tyqw: relay stopped", file=sys.stderr)
+    return OK
+
+
+def _address(runner: web.AppRunner, host: str) -> tuple[str, int]:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+            return (shown if host not in ("", "0.0.0.0", "::") else "127.0.0.1"), address[1]
+    return host, 0
+
+
+def _stop(loop: asyncio.AbstractEventLoop, simulator: Any) -> None:
+    if simulator is not None:
+        loop.run_until_complete(simulator.aclose())

@@ -1,0 +1,420 @@
+"""``create_app()``: the relay as an aiohttp application, and its request handlers.
+
+A completion request goes: origin check, user, app id, rate limit, body, the user's
+``session_id``; then one ``Session.stream()`` turn whose messages are written out as
+they arrive, one Bailian frame per message. The turn runs in a child task that is
+cancelled the moment the client's connection closes (aiohttp tells a handler of a
+disconnect only when it writes, and a turn may wait a long time between events), and
+cancelling it closes the upstream response at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import math
+import os
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from .. import MessageStream, Options, TyqwError
+from ._auth import (
+    ANONYMOUS,
+    Authenticate,
+    TokenTable,
+    identify,
+    load_tokens,
+    only_loopback,
+    parse_origins,
+    same_origin,
+)
+from ._conversations import Conversations, StoreChoice
+from ._page import Page
+from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
+from ._request import Refused, TurnRequest, invalid, parse_turn, read_body
+from ._wire import (
+    dumps,
+    error_body,
+    frame,
+    json_response,
+    refusal,
+    start_sse,
+    upstream_error,
+    wants_sse,
+)
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("tyqw.relay")
+
+_DISCONNECT_POLL = 0.25  # seconds: how soon a vanished client's upstream turn is closed
+_CORS_HEADERS = (
+    "Authorization, Content-Type, Accept, Cache-Control, Last-Event-ID, "
+    "X-DashScope-SSE, X-Accel-Buffering, X-DashScope-WorkSpace"
+)
+_SESSION_OPTIONS = frozenset(
+    {
+        "max_retries",
+        "connect_timeout",
+        "read_timeout",
+        "deadline",
+        "max_event_size",
+        "allow_insecure_http",
+    }
+)
+
+
+def create_app(
+    app_ids: str | Iterable[str] | None = None,
+    *,
+    tokens: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    authenticate: Authenticate | None = None,
+    allow_anonymous: bool = False,
+    store: str | os.PathLike[str] | None = None,
+    cors: Iterable[str] = (),
+    rate: int | None = 30,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    workspace: str | None = None,
+    max_prompt: int = 8000,
+    biz_params: Iterable[str] = (),
+    turn_options: Mapping[str, Any] | None = None,
+    page: bool = True,
+    session_options: Mapping[str, Any] | None = None,
+) -> web.Application:
+    """A relay that lets browsers and SDKs chat with Bailian apps without the key.
+
+    It serves ``POST /api/v1/apps/{app_id}/completion`` with the service's own request
+    body and wire answer (SSE when the client sends ``X-DashScope-SSE: enable`` or
+    ``Accept: text/event-stream``, else one JSON answer), and the chat page at ``/``.
+    Mount it under a prefix with ``parent.add_subapp("/tyqw", create_app(...))``.
+
+    - ``app_ids``: the only apps served (default ``DASHSCOPE_APP_ID``).
+    - Users: ``tokens`` (``{token: user}`` or a tokens file, see ``load_tokens``) or
+      ``authenticate(request) -> user | None`` (may be async). With neither, pass
+      ``allow_anonymous=True``: everyone is the one user ``"local"`` and only requests
+      to a loopback host name are answered.
+    - ``store``: where each user's conversation id lives: ``None`` (memory), a folder,
+      or ``redis://...`` (then the rate limit is shared by every relay worker on it).
+    - ``cors``: the origins other sites' pages may call it from; ``rate``: turns per
+      user per minute (``None``: no limit); ``max_prompt``: characters per prompt;
+      ``biz_params``: the ``input.biz_params`` keys clients may send;
+      ``turn_options``: ``Session.stream()`` options added to every turn
+      (``rag_options``, ``memory_id``...); what a client may send goes on top, its
+      ``biz_params`` keys merged into these.
+    - The upstream: ``api_key`` (default ``DASHSCOPE_API_KEY``; never taken from a
+      request), ``base_url``, ``workspace``, and ``session_options`` for each user's
+      ``Session`` (``read_timeout``, ``deadline``, ``max_retries``...).
+
+    Example::
+
+        from aiohttp import web
+        from tyqw.relay import create_app
+
+        app = web.Application()
+        app.add_subapp("/tyqw", create_app(["YOUR_APP_ID"], tokens="tokens.txt"))
+        web.run_app(app, port=8000, handler_cancellation=True)
+    """
+    ids = _app_ids(app_ids)
+    if authenticate is not None and tokens is not None:
+        raise ValueError("pass tokens or authenticate, not both")
+    if tokens is not None:
+        table = tokens if isinstance(tokens, Mapping) else load_tokens(tokens)
+        authenticate = TokenTable(table)
+    auth_kind = "token" if tokens is not None else "custom"
+    if authenticate is None and not allow_anonymous:
+        raise ValueError(
+            "no authentication: pass tokens= or authenticate=, or allow_anonymous=True "
+            "for a relay that only answers on loopback"
+        )
+    origins = parse_origins(cors)
+    if rate is not None and (not isinstance(rate, int) or rate < 1):
+        raise ValueError("rate must be a whole number of turns per minute >= 1, or None")
+    if not isinstance(max_prompt, int) or max_prompt < 1:
+        raise ValueError("max_prompt must be a number of characters >= 1")
+    choice = StoreChoice.parse(store)
+    if choice.kind == "redis" and importlib.util.find_spec("redis") is None:
+        raise ImportError("a redis:// store needs redis-py: pip install 'redis>=5'")
+    extra = dict(session_options or {})
+    unknown = sorted(set(extra) - _SESSION_OPTIONS)
+    if unknown:
+        raise ValueError(f"session_options does not take {unknown[0]!r}")
+    fixed = dict(turn_options or {})
+    unknown = sorted(set(fixed) - (set(Options.__annotations__) - {"stream"}))
+    if unknown:
+        raise ValueError(f"turn_options does not take {unknown[0]!r}")
+    options = {"api_key": api_key, "base_url": base_url, "workspace": workspace, **extra}
+
+    conversations = Conversations(choice, options)
+    for app_id in ids:
+        conversations.check(app_id)  # a bad id, key or base_url fails here, not per turn
+    relay = _Relay(
+        app_ids=ids,
+        authenticate=authenticate,
+        cors=origins,
+        rate=rate,
+        conversations=conversations,
+        max_prompt=max_prompt,
+        biz_params=frozenset(biz_params),
+        turn_options=fixed,
+        auth_kind=auth_kind,
+    )
+    app = web.Application()
+    app.cleanup_ctx.append(relay.lifetime)
+    completion = "/api/v1/apps/{app_id}/completion"
+    app.router.add_post(completion, relay.completion)
+    app.router.add_route("OPTIONS", completion, relay.preflight)
+    if page:
+        app.router.add_get("/", relay.page)
+    app.router.add_get("/relay.json", relay.settings)
+    return app
+
+
+class _Relay:
+    def __init__(
+        self,
+        *,
+        app_ids: tuple[str, ...],
+        authenticate: Authenticate | None,
+        cors: frozenset[str],
+        rate: int | None,
+        conversations: Conversations,
+        max_prompt: int,
+        biz_params: frozenset[str],
+        turn_options: dict[str, Any],
+        auth_kind: str,
+    ) -> None:
+        self.app_ids = app_ids
+        self.authenticate = authenticate
+        self.cors = cors
+        self.rate = rate
+        self.conversations = conversations
+        self.max_prompt = max_prompt
+        self.biz_params = biz_params
+        self.turn_options = turn_options
+        self.auth_kind = auth_kind
+        # A prompt of max_prompt characters, each up to 4 UTF-8 bytes or a 6-byte JSON
+        # escape, plus room for biz_params and the rest of the body.
+        self.body_limit = max_prompt * 6 + 64 * 1024
+        self.limit: RateLimit | None = None
+        self.chat_page = Page.load()
+
+    async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
+        await self.conversations.start()
+        if self.rate is not None:
+            choice = self.conversations.choice
+            if choice.kind == "redis":
+                self.limit = RedisRateLimit(choice.location, self.rate)
+            else:
+                self.limit = MemoryRateLimit(self.rate)
+        try:
+            yield
+        finally:
+            await self.conversations.aclose()
+            if self.limit is not None:
+                await self.limit.aclose()
+
+    # -- the endpoint ------------------------------------------------------------
+
+    async def completion(self, request: web.Request) -> web.StreamResponse:
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        sse = wants_sse(request)
+        try:
+            user = await self._user(request)
+            app_id = request.match_info["app_id"]
+            if app_id not in self.app_ids:
+                raise Refused(404, "NotFound", "This relay does not serve that app id.")
+            await self._spend(user)
+            raw = await read_body(request.content, self.body_limit)
+            turn = parse_turn(raw, max_prompt=self.max_prompt, biz_params=self.biz_params)
+        except Refused as refused:
+            return refusal(refused, request_id, sse, cors)
+        async with self.conversations.use(app_id, user) as session:
+            if turn.session_id is None:
+                session.clear()  # no session_id: a new conversation, as on the service
+            elif turn.session_id != session.session_id:
+                not_yours = invalid(
+                    "input.session_id is not your current conversation; send no "
+                    "session_id to start a new one"
+                )
+                return refusal(not_yours, request_id, sse, cors)
+            stream = session.stream(turn.prompt, **self._options(turn, sse))
+            if sse:
+                work = self._sse(request, stream, cors, request_id)
+            else:
+                work = self._json(stream, cors, request_id)
+            return await _unless_gone(request, work)
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        origin = request.headers.get("Origin", "")
+        if origin not in self.cors:
+            return web.Response(status=403, text="origin not allowed\n")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": _CORS_HEADERS,
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+
+    async def _user(self, request: web.Request) -> str:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self.cors and not same_origin(origin, request):
+            raise Refused(
+                403, "AccessDenied", "This relay does not accept requests from that origin."
+            )
+        if self.authenticate is None:
+            only_loopback(request)
+            return ANONYMOUS
+        user = await identify(self.authenticate, request)
+        if user is None:
+            raise Refused(
+                401,
+                "InvalidApiKey",
+                "No valid relay token: send Authorization: Bearer <your token for this relay>.",
+                headers={"WWW-Authenticate": 'Bearer realm="tyqw"'},
+            )
+        return user
+
+    async def _spend(self, user: str) -> None:
+        if self.limit is None:
+            return
+        try:
+            wait = await self.limit.hit(user)
+        except LimitUnavailable as exc:
+            logger.warning("tyqw.relay: %s", exc)
+            raise Refused(
+                503, "ServiceUnavailable", "The relay's rate limit store is unavailable."
+            ) from None
+        if wait is not None:
+            raise Refused(
+                429,
+                "Throttling",
+                "Requests throttling triggered.",
+                headers={
+                    "Retry-After": str(max(1, math.ceil(wait))),
+                    "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+                },
+            )
+
+    async def _sse(
+        self, request: web.Request, stream: MessageStream, cors: dict[str, str], request_id: str
+    ) -> web.StreamResponse:
+        response: web.StreamResponse | None = None
+        event_id = 0
+        async with stream:
+            try:
+                async for message in stream:
+                    if response is None:
+                        response = await start_sse(request, cors, message.request_id or request_id)
+                    event_id += 1
+                    await response.write(frame(event_id, "result", 200, dumps(message.raw)))
+            except TyqwError as exc:
+                status, body = upstream_error(exc, request_id)
+                if response is None:
+                    response = await start_sse(request, cors, body["request_id"])
+                event_id += 1
+                await response.write(frame(event_id, "error", status, dumps(body)))
+        if response is None:  # the relay is stopping: the turn ended before any event
+            response = await start_sse(request, cors, request_id)
+        await response.write_eof()
+        return response
+
+    async def _json(
+        self, stream: MessageStream, cors: dict[str, str], request_id: str
+    ) -> web.Response:
+        async with stream:
+            try:
+                messages = [message async for message in stream]
+            except TyqwError as exc:
+                status, body = upstream_error(exc, request_id)
+                return json_response(status, body, cors, body["request_id"])
+        if not messages:
+            body = error_body("ServiceUnavailable", "The relay is stopping.", request_id)
+            return json_response(503, body, cors, request_id)
+        raw = messages[-1].raw
+        return json_response(200, raw, cors, messages[-1].request_id or request_id)
+
+    def _options(self, turn: TurnRequest, sse: bool) -> dict[str, Any]:
+        options = {**self.turn_options, **turn.options}
+        if "biz_params" in self.turn_options and "biz_params" in turn.options:
+            options["biz_params"] = {
+                **self.turn_options["biz_params"],
+                **turn.options["biz_params"],
+            }
+        # Bailian's default is cumulative text; a client that did not ask for increments
+        # gets what the service would have sent it.
+        options.setdefault("incremental_output", False)
+        if not sse:
+            options["stream"] = False
+        return options
+
+    # -- the page ----------------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.Response:
+        return self.chat_page.response()
+
+    async def settings(self, request: web.Request) -> web.Response:
+        """What the page needs to know: the apps, and whether it needs a token."""
+        if self.authenticate is None:
+            try:
+                only_loopback(request)
+            except Refused as refused:
+                return refusal(refused, str(uuid.uuid4()), False, {})
+        settings = {
+            "app_ids": list(self.app_ids),
+            # "token": the page asks for one; "custom": your hook decides (a cookie of
+            # your site, say), so the page sends without one and asks only on a 401.
+            "auth": "none" if self.authenticate is None else self.auth_kind,
+            "max_prompt": self.max_prompt,
+        }
+        return web.json_response(settings, headers={"Cache-Control": "no-store"})
+
+    def _cors(self, request: web.Request) -> dict[str, str]:
+        origin = request.headers.get("Origin")
+        if origin is None or origin not in self.cors:
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Expose-Headers": "x-request-id, Retry-After",
+            "Vary": "Origin",
+        }
+
+
+async def _unless_gone(
+    request: web.Request, work: Coroutine[Any, Any, web.StreamResponse]
+) -> web.StreamResponse:
+    """Run ``work`` until it is done or the client's connection has closed."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=_DISCONNECT_POLL)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                # aiohttp ignores a ConnectionError from a handler whose client left.
+                raise ConnectionResetError("the client went away during the turn")
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))
+        if not task.cancelled():
+            task.exception()  # retrieved: a write that failed after the client left
+
+
+def _app_ids(app_ids: str | Iterable[str] | None) -> tuple[str, ...]:
+    if app_ids is None:
+        app_ids = os.environ.get("DASHSCOPE_APP_ID") or ()
+    ids = (app_ids,) if isinstance(app_ids, str) else tuple(app_ids)
+    if not ids:
+        raise ValueError("no app ids: pass the Bailian app ids to serve (or set DASHSCOPE_APP_ID)")
+    return tuple(dict.fromkeys(ids))

@@ -1,0 +1,162 @@
+"""Who is asking, and from where: user tokens, the ``authenticate`` hook, origins, loopback.
+
+The client's ``Authorization: Bearer <token>`` names a user of the relay; it is never
+the DashScope key and is never forwarded. Tokens are kept only as SHA-256 digests, so a
+lookup compares digests (nothing about a token can be learned from its timing) and a
+memory dump holds no usable token. A browser request from a page of another origin is
+refused unless that origin is listed (``--cors``), so another site cannot spend the key
+through a visitor's browser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from inspect import isawaitable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ._request import Refused
+
+__all__ = ["ANONYMOUS", "Authenticate", "is_loopback", "load_tokens"]
+
+Authenticate = Callable[[web.Request], str | Awaitable[str | None] | None]
+"""``authenticate(request) -> user name | None`` (or a coroutine function returning it)."""
+
+ANONYMOUS = "local"
+"""The one user of a relay without authentication (allowed on loopback only)."""
+
+MIN_TOKEN_LENGTH = 16
+
+
+def load_tokens(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read a tokens file: one ``TOKEN USER`` pair per line, ``#`` starts a comment.
+
+    Example file::
+
+        # tokens for tyqw serve
+        3b9f0c5e7a2d4f18b6c1e0a9d8f7e6c5  alice
+        f1e2d3c4b5a697887766554433221100  bob
+
+    Raises ``ValueError`` naming the line for a malformed entry, a token shorter than
+    16 characters or a token listed twice; ``OSError`` if the file cannot be read.
+    """
+    tokens: dict[str, str] = {}
+    text = Path(path).read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) != 2:
+            raise ValueError(f"{path}, line {number}: expected 'TOKEN USER'")
+        token, user = words
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"{path}, line {number}: a token must be at least {MIN_TOKEN_LENGTH} "
+                "characters (try: python3 -c 'import secrets; print(secrets.token_hex(16))')"
+            )
+        if token in tokens:
+            raise ValueError(f"{path}, line {number}: this token is already listed")
+        tokens[token] = user
+    if not tokens:
+        raise ValueError(f"{path}: no tokens in the file")
+    return tokens
+
+
+class TokenTable:
+    """Bearer tokens to user names, held as digests."""
+
+    __slots__ = ("_users",)
+
+    def __init__(self, tokens: Mapping[str, str]) -> None:
+        for token, user in tokens.items():
+            if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
+                raise ValueError(
+                    f"a token must be a string of at least {MIN_TOKEN_LENGTH} characters"
+                )
+            if not isinstance(user, str) or not user:
+                raise ValueError("a user name must be a non-empty string")
+        self._users = {_digest(token): user for token, user in tokens.items()}
+
+    def __call__(self, request: web.Request) -> str | None:
+        token = bearer(request)
+        return None if token is None else self._users.get(_digest(token))
+
+
+def bearer(request: web.Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+async def identify(authenticate: Authenticate, request: web.Request) -> str | None:
+    """Run the hook, awaiting it if it is a coroutine; an empty name means nobody."""
+    user = authenticate(request)
+    if isawaitable(user):
+        user = await user
+    if user is not None and not isinstance(user, str):
+        raise TypeError(f"authenticate() returned {type(user).__name__}, not str or None")
+    return user or None
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(host_header: str) -> str:
+    """The host of a ``Host`` header value, without the port (``[::1]:80`` -> ``::1``)."""
+    if host_header.startswith("["):
+        return host_header[1 : host_header.find("]")] if "]" in host_header else host_header
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def same_origin(origin: str, request: web.Request) -> bool:
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:
+        return False
+    return bool(netloc) and netloc.lower() == request.host.lower()
+
+
+def only_loopback(request: web.Request) -> None:
+    # Without authentication the relay is for this machine only. Checking the Host
+    # header also stops DNS rebinding: a page of evil.example whose name now points at
+    # 127.0.0.1 still sends "Host: evil.example".
+    if not is_loopback(host_name(request.host)):
+        raise Refused(
+            403,
+            "AccessDenied",
+            "This relay has no authentication and answers only on localhost.",
+        )
+
+
+def parse_origins(cors: Iterable[str]) -> frozenset[str]:
+    origins = (cors,) if isinstance(cors, str) else tuple(cors)
+    for origin in origins:
+        parts = urlsplit(origin)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.path
+            or origin == "*"
+        ):
+            raise ValueError(
+                f"cors origin {origin!r} must be scheme://host[:port], like https://example.com"
+            )
+    return frozenset(origins)

@@ -1,0 +1,135 @@
+"""What a client may ask the relay for: the request body, checked field by field.
+
+The relay spends the server's key, so a request may carry only what a chat needs: the
+prompt (with a size cap), ``session_id``, ``has_thoughts``, ``incremental_output`` and the
+``biz_params`` keys the operator allows. Everything else is refused with a message that
+names the field, rather than dropped: a client that sends ``messages`` or ``rag_options``
+must learn that they did not reach the app.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Refused", "TurnRequest", "parse_turn", "read_body"]
+
+_TOP_LEVEL = frozenset({"input", "parameters", "model", "debug"})
+_INPUT = ("prompt", "session_id", "biz_params")
+_PARAMETERS = ("has_thoughts", "incremental_output")
+_ACCEPTED = ", ".join([*(f"input.{k}" for k in _INPUT), *(f"parameters.{k}" for k in _PARAMETERS)])
+
+
+class Refused(Exception):
+    """A request the relay answers itself, with a DashScope error body.
+
+    ``inband`` errors are answered on streaming requests the way the service answers a
+    bad request there: HTTP 200 and one ``event:error`` frame. The others (no or wrong
+    token, an app the relay does not serve, the rate limit) are plain HTTP errors, as
+    a gateway answers them.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        inband: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.inband = inband
+        self.headers = headers or {}
+
+
+def invalid(message: str) -> Refused:
+    return Refused(400, "InvalidParameter", message, inband=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """One turn as the client asked for it, in ``Session.stream()`` terms."""
+
+    prompt: str
+    session_id: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+async def read_body(content: Any, limit: int) -> bytes:
+    """The request body, refused past ``limit`` bytes without buffering the rest."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk: bytes = await content.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise invalid(f"the request body is larger than {limit} bytes")
+
+
+def parse_turn(raw: bytes, *, max_prompt: int, biz_params: Collection[str]) -> TurnRequest:
+    """Check a completion request body and say what turn it asks for."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise invalid("Required body invalid, please check the request body format.") from None
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    _only(body, _TOP_LEVEL, "")
+    if not isinstance(body.get("model", ""), str):
+        raise invalid("model must be a string (the relay ignores it)")
+    if body.get("debug", {}) != {}:
+        raise invalid("debug must be empty")
+    inp = body.get("input")
+    if not isinstance(inp, dict):
+        raise invalid("input must be an object with a prompt")
+    params = body.get("parameters")
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise invalid("parameters must be an object")
+    _only(inp, _INPUT, "input.")
+    _only(params, _PARAMETERS, "parameters.")
+
+    prompt = inp.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise invalid(
+            "Required parameter(prompt) missing or invalid, please check the request parameters."
+        )
+    if len(prompt) > max_prompt:
+        raise invalid(f"input.prompt is {len(prompt)} characters; the limit is {max_prompt}")
+    session_id = inp.get("session_id")
+    if session_id is not None and (not isinstance(session_id, str) or not session_id):
+        raise invalid("input.session_id must be a non-empty string")
+
+    options: dict[str, Any] = {}
+    for key in _PARAMETERS:
+        if key in params:
+            if not isinstance(params[key], bool):
+                raise invalid(f"parameters.{key} must be true or false")
+            options[key] = params[key]
+    if "biz_params" in inp:
+        biz = inp["biz_params"]
+        if not isinstance(biz, dict):
+            raise invalid("input.biz_params must be an object")
+        unknown = sorted(set(biz) - set(biz_params))
+        if unknown:
+            allowed = ", ".join(sorted(biz_params)) or "none"
+            raise invalid(
+                f"input.biz_params.{unknown[0]} is not allowed by this relay (allowed: {allowed})"
+            )
+        options["biz_params"] = biz
+    return TurnRequest(prompt, session_id, options)
+
+
+def _only(obj: dict[str, Any], allowed: Collection[str], where: str) -> None:
+    unknown = [key for key in obj if key not in allowed]
+    if unknown:
+        raise invalid(f"unknown field {where}{unknown[0]}: this relay accepts only {_ACCEPTED}")

@@ -1,0 +1,152 @@
+"""What the relay writes: Bailian's SSE frames and DashScope error bodies, byte for byte.
+
+A frame is ``id:<n>``, ``event:result`` (or ``error``), ``:HTTP_STATUS/<status>``,
+``data:<one-line JSON>`` and a blank line, with no space after the colons: the framing
+the service uses, which the official SDKs, ``@microsoft/fetch-event-source`` and tyqw
+all read. Unlike the service, the relay ends an error frame with the blank line too:
+spec-following clients (fetch-event-source among them) only dispatch an event at a
+blank line, and would otherwise never see the last error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from .. import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    StoreError,
+    StreamError,
+    TyqwError,
+)
+from ._request import Refused
+
+__all__ = [
+    "SSE_CONTENT_TYPE",
+    "dumps",
+    "error_body",
+    "frame",
+    "json_response",
+    "refusal",
+    "start_sse",
+    "upstream_error",
+    "wants_sse",
+]
+
+logger = logging.getLogger("tyqw.relay")
+
+SSE_CONTENT_TYPE = "text/event-stream;charset=UTF-8"
+# One encoder for every event: json.dumps() with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps(obj: Any) -> str:
+    """Compact, single-line JSON, UTF-8 as on the wire (json escapes any newline)."""
+    return _ENCODER.encode(obj)
+
+
+def frame(event_id: int, event: str, status: int, data: str) -> bytes:
+    """One SSE event exactly as Bailian frames it, closed by a blank line."""
+    return f"id:{event_id}\nevent:{event}\n:HTTP_STATUS/{status}\ndata:{data}\n\n".encode()
+
+
+def error_body(code: str, message: str, request_id: str) -> dict[str, str]:
+    """DashScope's flat error object, in-band (an ``event:error`` frame) or as JSON."""
+    return {"code": code, "message": message, "request_id": request_id}
+
+
+def upstream_error(exc: TyqwError, request_id: str) -> tuple[int, dict[str, str]]:
+    """The status and error body a client gets for a turn that failed upstream.
+
+    An error the service answered is passed on as the service worded it. Anything else
+    (the network, a reply tyqw could not read, a store) gets a fixed message: the
+    details name internal hosts, so they go to the ``tyqw.relay`` log and not to the
+    client.
+    """
+    if isinstance(exc, APIStatusError):
+        body = error_body(exc.code or "InternalError", exc.message, exc.request_id or request_id)
+        return exc.status_code, body
+    logger.warning("tyqw.relay: turn %s failed upstream: %s", request_id, exc)
+    if isinstance(exc, APITimeoutError):
+        status, code, message = (
+            504,
+            "RequestTimeOut",
+            "The Bailian service did not answer in time.",
+        )
+    elif isinstance(exc, APIConnectionError):
+        status, code, message = 502, "ServiceUnavailable", "The Bailian service cannot be reached."
+    elif isinstance(exc, StreamError):
+        status, code, message = (
+            502,
+            "InternalError",
+            "The Bailian service sent a reply the relay cannot read.",
+        )
+    elif isinstance(exc, StoreError):
+        status, code, message = 503, "ServiceUnavailable", "The conversation store is unavailable."
+    else:
+        status, code, message = 500, "InternalError", "The relay failed to run this turn."
+    return status, error_body(code, message, request_id)
+
+
+async def start_sse(
+    request: web.Request, cors: dict[str, str], request_id: str
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": SSE_CONTENT_TYPE,
+            # Proxies must pass each event on as it comes: no caching, no transforming
+            # (compressing) and, for nginx, no buffering.
+            "Cache-Control": "no-cache, no-transform",
+            "X-Accel-Buffering": "no",
+            "x-request-id": request_id,
+            **cors,
+        },
+    )
+    await response.prepare(request)
+    return response
+
+
+def refusal(refused: Refused, request_id: str, sse: bool, cors: dict[str, str]) -> web.Response:
+    body = error_body(refused.code, refused.message, request_id)
+    if sse and refused.inband:
+        # As the service answers a bad request on a stream: HTTP 200, one error frame.
+        return web.Response(
+            status=200,
+            body=frame(1, "error", refused.status, dumps(body)),
+            headers={
+                "Content-Type": SSE_CONTENT_TYPE,
+                "Cache-Control": "no-cache, no-transform",
+                "x-request-id": request_id,
+                **cors,
+                **refused.headers,
+            },
+        )
+    return json_response(refused.status, body, {**cors, **refused.headers}, request_id)
+
+
+def json_response(
+    status: int, body: Mapping[str, Any], headers: dict[str, str], request_id: str
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Cache-Control": "no-store",
+            "x-request-id": request_id,
+            **headers,
+        },
+    )
+
+
+def wants_sse(request: web.Request) -> bool:
+    if request.headers.get("X-DashScope-SSE", "").strip().lower() == "enable":
+        return True
+    return "text/event-stream" in request.headers.get("Accept", "").lower()
