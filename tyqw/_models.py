@@ -22,34 +22,43 @@ class _Text:
     building "the text so far" eagerly would copy the whole reply on every event.
     Every 256 pieces are merged into one, so a long reply does not keep a string object
     per event alive.
+
+    The text only grows, and a reader may run on another thread than the writer (a
+    ``SyncSession`` reads ``message.text`` in the caller's thread): a join that a merge
+    interrupted is done again, and the cache is one string whose length is its own.
     """
 
-    __slots__ = ("_joined", "_joined_length", "chunks", "length", "recent")
+    __slots__ = ("_joined", "chunks", "length", "merges", "recent")
 
     def __init__(self) -> None:
         self.chunks: list[str] = []
         self.recent: list[str] = []
         self.length = 0
+        self.merges = 0
         self._joined = ""
-        self._joined_length = 0
 
     def append(self, piece: str) -> None:
         recent = self.recent
         recent.append(piece)
         self.length += len(piece)
         if len(recent) == 256:
+            # A sequence lock: odd while the pieces move, so a reader retries.
+            self.merges += 1
             self.chunks.append("".join(recent))
-            recent.clear()
+            self.recent = []
+            self.merges += 1
 
     def upto(self, length: int) -> str:
         """The first ``length`` characters of the text."""
-        if length != self._joined_length:
-            if self._joined_length != self.length:
-                self._joined = "".join(self.chunks) + "".join(self.recent)
-                self._joined_length = self.length
-            if length != self.length:
-                return self._joined[:length]
-        return self._joined
+        joined = self._joined
+        if len(joined) < length:
+            while True:
+                merges = self.merges
+                joined = "".join(self.chunks) + "".join(self.recent)
+                if merges == self.merges and not merges & 1:
+                    break
+            self._joined = joined
+        return joined if len(joined) == length else joined[:length]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
