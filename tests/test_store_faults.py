@@ -22,6 +22,7 @@ import pytest
 
 import tyqw
 from tyqw import Session
+from tyqw.stores import FileStore
 from tyqw.testing import BailianSimulator
 
 from .helpers import SessionFactory, sim_session
@@ -193,7 +194,11 @@ async def test_files_stay_owner_only(make_session: SessionFactory, state_dir: Pa
         session.clear()
         await session.send("hi again")
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-        names = os.listdir(state_dir)
-        assert all(stat.S_IMODE(os.stat(state_dir / n).st_mode) == 0o600 for n in names)
+        async with FileStore(state_dir).lock(session.app_id, session.name):  # a lock file
+            pass
+        for folder, _, files in os.walk(state_dir):
+            assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+            for name in files:
+                assert stat.S_IMODE(os.stat(Path(folder, name)).st_mode) == 0o600, name
     finally:
         os.umask(old_umask)

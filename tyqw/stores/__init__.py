@@ -1,0 +1,56 @@
+"""Where conversations live: the ``Store`` interface and the stores tyqw ships.
+
+- ``FileStore(state_dir)``: a file per conversation on this machine (the default);
+  locked across the processes of one machine.
+- ``MemoryStore()``: this process's memory; for tests and single-process bots.
+- ``RedisStore(client)`` / ``RedisStore.from_url(url)``: shared by every worker on
+  every machine (``pip install 'tyqw[redis]'``; redis-py is imported only when
+  ``RedisStore`` is first used).
+
+Example::
+
+    from tyqw.stores import RedisStore
+
+    store = RedisStore.from_url("redis://localhost:6379/0")
+    async with Session(app_id, name=user_id, store=store) as session:
+        await session.send("你好")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import StoreError
+from ._base import LocalStore, Store, TurnLock, TurnStore, begin_turn, end_turn
+from ._file import FileStore
+from ._memory import MemoryStore
+
+if TYPE_CHECKING:
+    from ._redis import RedisStore
+
+__all__ = [
+    "FileStore",
+    "LocalStore",
+    "MemoryStore",
+    "RedisStore",
+    "Store",
+    "StoreError",
+    "TurnLock",
+    "TurnStore",
+    "begin_turn",
+    "end_turn",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisStore":
+        try:
+            from ._redis import RedisStore
+        except ImportError as exc:
+            if exc.name is None or not exc.name.startswith("redis"):
+                raise
+            raise ImportError(
+                "RedisStore needs redis-py: pip install 'tyqw[redis]'", name=exc.name
+            ) from exc
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
