@@ -19,7 +19,7 @@ import logging
 import secrets
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
 
@@ -133,7 +133,8 @@ class RedisStore:
         self.key_prefix = key_prefix
         self.ttl = ttl
         self.lease = lease
-        self._client: Any = client
+        # Any: redis-py's own annotations differ between the versions tyqw supports.
+        self._client: Any = cast(Any, client)
         self._owns_client = False
         self._closed = False
         self._lease_ms = max(1, round(lease * 1000))
@@ -166,7 +167,7 @@ class RedisStore:
         client_options.setdefault("socket_connect_timeout", 5.0)
         problem = None
         try:
-            client = aioredis.from_url(url, **client_options)
+            client = cast(Any, aioredis).from_url(url, **client_options)
         except Exception as exc:  # the message may quote the URL: keep it out of the chain
             problem = type(exc).__name__
         if problem is not None:
