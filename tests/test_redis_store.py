@@ -315,3 +315,18 @@ def test_bad_settings_are_refused(client: aioredis.Redis) -> None:
         RedisStore(client, ttl=0)
     with pytest.raises(ValueError, match="lease"):
         RedisStore(client, lease=0)
+
+
+async def test_a_burst_of_turns_waits_for_connections(redis_url: str) -> None:
+    """300 conversations taking a turn at once on one from_url store all succeed."""
+    store = RedisStore.from_url(redis_url, max_connections=8)
+
+    async def turn(u: int) -> None:
+        held, _ = await begin_turn(store, APP, f"user-{u}")
+        await end_turn(store, held, APP, f"user-{u}", record(f"id-{u}"))
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(turn(u) for u in range(300))), 60)
+        assert len([c async for c in store.conversations(APP)]) == 300
+    finally:
+        await store.aclose()

@@ -386,3 +386,18 @@ async def test_an_unusable_folder_keeps_conversations_in_memory(
     assert store.get_now(APP, "alice") is None
     assert len(caplog.records) == 1 and "memory" in caplog.records[0].getMessage()
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_folder_in_place_of_the_file_is_named_and_kept_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write blocked by a folder in the file's place warns about that file only."""
+    store = FileStore(tmp_path / "state")
+    plant(store.path(APP, "alice"), "directory")
+    caplog.set_level(logging.WARNING, logger="tyqw")
+    store.set_now(APP, "alice", {"session_id": "kept"})
+    assert store.get_now(APP, "alice") == {"session_id": "kept"}
+    store.set_now(APP, "bob", {"session_id": "on-disk"})
+    assert json.loads(store.path(APP, "bob").read_text())["session_id"] == "on-disk"
+    [warning] = caplog.records
+    assert str(store.path(APP, "alice")) in warning.getMessage()

@@ -142,6 +142,14 @@ class FileStore:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
+        except IsADirectoryError:  # damage in place of this one file, not the folder
+            logger.warning(
+                "tyqw: cannot replace %s (a folder is in its place); the conversation is "
+                "kept in memory for this process only",
+                path,
+            )
+            self._keep_in_memory(memory_key, record)
+            return
         except OSError as exc:
             self._unusable("write", exc)
             self._keep_in_memory(memory_key, record)

@@ -156,8 +156,12 @@ class RedisStore:
         **client_options: Any,
     ) -> RedisStore:
         """A store with its own client: ``redis://[[user]:password@]host[:port][/db]``,
-        ``rediss://`` for TLS, ``unix://``; other keywords go to redis-py's
-        ``from_url`` (``ssl_ca_certs=``...). ``aclose()`` closes that client.
+        ``rediss://`` for TLS, ``unix://``; other keywords go to redis-py's connection
+        pool (``ssl_ca_certs=``, ``max_connections=``...). ``aclose()`` closes it.
+
+        The pool is a ``BlockingConnectionPool`` (50 connections unless
+        ``max_connections=`` says otherwise): under a burst of turns a request waits for
+        a free connection (up to ``timeout=``, 20 s) instead of failing.
 
         Example::
 
@@ -167,7 +171,8 @@ class RedisStore:
         client_options.setdefault("socket_connect_timeout", 5.0)
         problem = None
         try:
-            client = cast(Any, aioredis).from_url(url, **client_options)
+            pool = cast(Any, aioredis.BlockingConnectionPool).from_url(url, **client_options)
+            client = aioredis.Redis(connection_pool=pool)
         except Exception as exc:  # the message may quote the URL: keep it out of the chain
             problem = type(exc).__name__
         if problem is not None:
@@ -404,3 +409,4 @@ class RedisStore:
         if self._owns_client:
             close = getattr(self._client, "aclose", None) or self._client.close
             await close()
+            await self._client.connection_pool.disconnect()
