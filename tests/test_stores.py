@@ -435,3 +435,21 @@ def test_records_are_plain_json() -> None:
     data = encode("app", "名字", record("\ud800"))
     assert data.isascii()
     assert json.loads(data) == {"app_id": "app", "name": "名字", "session_id": "\ud800"}
+
+
+def test_the_stores_module_exports_exactly_its_documented_names() -> None:
+    """tyqw.stores.__all__ is its public surface; each name has a docstring."""
+    import inspect
+
+    import tyqw.stores
+
+    public = {
+        name
+        for name, value in vars(tyqw.stores).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert public | {"RedisStore"} == set(tyqw.stores.__all__)
+    for name in tyqw.stores.__all__:
+        assert inspect.getdoc(getattr(tyqw.stores, name)), name
+    for cls in (Store, LocalStore, FileStore, MemoryStore, tyqw.stores.RedisStore):
+        assert "Example" in (inspect.getdoc(cls) or ""), cls

@@ -16,16 +16,14 @@ Example::
         await session.send("你好")
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from .._exceptions import StoreError
 from ._base import LocalStore, Store, TurnLock, TurnStore, begin_turn, end_turn
 from ._file import FileStore
 from ._memory import MemoryStore
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._redis import RedisStore
 
 __all__ = [
@@ -42,7 +40,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name == "RedisStore":
         try:
             from ._redis import RedisStore
