@@ -667,19 +667,3 @@ async def test_tls_failure_is_not_retried(state_dir: Path) -> None:
         await server.wait_closed()
     assert isinstance(info.value.__cause__, aiohttp.ClientSSLError)
     assert accepted == 1
-
-
-async def test_stale_temporary_files_are_cleaned_up(make_session: SessionFactory) -> None:
-    """A temporary file left by a killed writer goes at the next save; a fresh one stays."""
-    session = make_session()
-    await session.send("hi")
-    prefix = "." + session.store_path.stem + "."
-    stale = session.store_path.with_name(prefix + "killed.tmp")
-    fresh = session.store_path.with_name(prefix + "writing.tmp")
-    for path in (stale, fresh):
-        path.write_text("{")
-    os.utime(stale, (1, 1))
-    session.session_id = "f" * 32
-    assert not stale.exists()
-    assert fresh.exists()
-    assert [c.session_id for c in tyqw.stored_conversations(session.state_dir)] == ["f" * 32]

@@ -8,6 +8,9 @@ process) that forks the writers, so a process really dies at a random instant in
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +25,7 @@ import pytest
 
 import tyqw
 from tyqw import Session
+from tyqw.stores import FileStore, begin_turn, end_turn
 from tyqw.testing import BailianSimulator
 
 from .helpers import SessionFactory, sim_session
@@ -193,7 +197,207 @@ async def test_files_stay_owner_only(make_session: SessionFactory, state_dir: Pa
         session.clear()
         await session.send("hi again")
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-        names = os.listdir(state_dir)
-        assert all(stat.S_IMODE(os.stat(state_dir / n).st_mode) == 0o600 for n in names)
+        async with FileStore(state_dir).lock(session.app_id, session.name):  # a lock file
+            pass
+        for folder, _, files in os.walk(state_dir):
+            assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+            for name in files:
+                assert stat.S_IMODE(os.stat(Path(folder, name)).st_mode) == 0o600, name
     finally:
         os.umask(old_umask)
+
+
+# -- hostile files: anything but a small regular file of the right shape -----------------
+
+APP = "app"
+GOOD = {"app_id": APP, "name": "alice", "session_id": "s" * 32}
+
+
+def plant(path: Path, kind: str) -> None:
+    """Put something hostile where the conversation's file belongs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "huge-sparse":
+        with path.open("wb") as f:
+            f.truncate(1 << 30)
+    elif kind == "symlink":  # to a record that would be right: still refused
+        elsewhere = path.parent.parent / "elsewhere.json"
+        elsewhere.write_text(json.dumps(GOOD))
+        path.symlink_to(elsewhere)
+    elif kind == "symlink-to-device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_bytes(HOSTILE_BYTES[kind])
+
+
+HOSTILE_BYTES = {
+    "deep-list": b"[" * 60_000,
+    "deep-in-record": b'{"app_id":"app","name":"alice","session_id":"x","usage":' + b"{" * 30_000,
+    "over-the-cap": json.dumps({**GOOD, "pad": "x" * 70_000}).encode(),
+    "invalid-utf8": b'{"app_id":"app","name":"alice","session_id":"\xff\xfe"}',
+    "nul-bytes": b"\0" * 100,
+    "empty": b"",
+    "a-list": json.dumps([GOOD]).encode(),
+    "id-a-number": json.dumps({**GOOD, "session_id": 5}).encode(),
+    "id-empty": json.dumps({**GOOD, "session_id": ""}).encode(),
+    "app-id-a-list": json.dumps({**GOOD, "app_id": [APP]}).encode(),
+    "usage-a-string": json.dumps({**GOOD, "usage": "lots"}).encode(),
+    "usage-count-a-string": json.dumps({**GOOD, "usage": {"m": {"input_tokens": "1"}}}).encode(),
+    "updated-at-a-string": json.dumps({**GOOD, "updated_at": "yesterday"}).encode(),
+    "huge-integer": b'{"app_id":"app","name":"alice","session_id":"x","n":1' + b"0" * 9000 + b"}",
+    "another-conversation": json.dumps({**GOOD, "name": "bob"}).encode(),
+}
+HOSTILE = [
+    "fifo",
+    "directory",
+    "huge-sparse",
+    "symlink",
+    "symlink-to-device",
+    *(k for k in HOSTILE_BYTES if k != "huge-integer"),
+]
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+async def test_a_hostile_file_means_no_conversation_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """FileStore, Session() and the listings: None with one warning, never a hang."""
+    store = FileStore(tmp_path / "state")
+    path = store.path(APP, "alice")
+    plant(path, kind)
+    caplog.set_level(logging.WARNING, logger="tyqw")
+    try:
+        found = await asyncio.wait_for(asyncio.to_thread(store.get_now, APP, "alice"), 5)
+        assert found is None
+        assert len(caplog.records) == 1 and str(path) in caplog.records[0].getMessage()
+        caplog.clear()
+        session = await asyncio.wait_for(
+            asyncio.to_thread(
+                Session, APP, name="alice", api_key="sk-x", state_dir=store.directory
+            ),
+            5,
+        )
+        assert session.session_id is None and len(caplog.records) == 1
+        caplog.clear()
+        assert (
+            await asyncio.wait_for(
+                asyncio.to_thread(tyqw.stored_conversations, store.directory), 5
+            )
+            == []
+        )
+        assert [c async for c in store.conversations()] == []
+        assert len(caplog.records) == 2
+    finally:
+        if kind == "fifo":  # had a read blocked on the FIFO, let its thread go
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_huge_integer_is_damage_or_a_number_never_a_crash(tmp_path: Path) -> None:
+    """A 9,000-digit number in the file: read or refused, as the Python allows, no error."""
+    store = FileStore(tmp_path / "state")
+    plant(store.path(APP, "alice"), "huge-integer")
+    found = store.get_now(APP, "alice")
+    assert found is None or found["session_id"] == "x"
+
+
+async def test_a_turn_replaces_a_damaged_file(tmp_path: Path) -> None:
+    """After a damaged file, the next write stores a whole record in its place."""
+    store = FileStore(tmp_path / "state")
+    plant(store.path(APP, "alice"), "deep-list")
+    store.set_now(APP, "alice", {"session_id": "fresh"})
+    assert store.get_now(APP, "alice") == {"session_id": "fresh"}
+
+
+# -- tyqw 0.1's files, and the layout ------------------------------------------------------
+
+
+def read_like_0_1(path: Path) -> str | None:
+    """tyqw 0.1's reader, as it shipped: what an old process sees in a new file."""
+    record = json.loads(path.read_bytes())
+    if not isinstance(record, dict) or not all(
+        isinstance(record.get(key), str) and record[key]
+        for key in ("app_id", "name", "session_id")
+    ):
+        return None
+    return str(record["session_id"])
+
+
+def test_files_are_read_by_and_from_tyqw_0_1(tmp_path: Path) -> None:
+    """0.1's file (its name, its JSON) is read; 0.1 reads the session_id we write."""
+    directory = tmp_path / "state"
+    directory.mkdir()
+    name = "小明"
+    digest = hashlib.sha256(f"{APP}\0{name}".encode()).hexdigest()[:32]
+    old = directory / f"{digest}.json"
+    old.write_bytes(
+        json.dumps(
+            {"app_id": APP, "name": name, "session_id": "old-id"}, ensure_ascii=False
+        ).encode()
+    )
+    store = FileStore(directory)
+    assert store.path(APP, name) == old
+    assert store.get_now(APP, name) == {"session_id": "old-id"}
+    [listed] = tyqw.stored_conversations(directory)
+    assert (listed.app_id, listed.name, listed.session_id) == (APP, name, "old-id")
+    usage = {"qwen-max": {"input_tokens": 3, "output_tokens": 4}}
+    store.set_now(APP, name, {"session_id": "new-id", "usage": usage, "updated_at": 5.0})
+    assert read_like_0_1(old) == "new-id"
+
+
+def test_stale_temporaries_go_and_fresh_ones_stay(tmp_path: Path) -> None:
+    """A temporary file a killed writer left goes at the next save; a younger one stays."""
+    store = FileStore(tmp_path / "state")
+    store.set_now(APP, "alice", {"session_id": "first"})
+    temporaries = store.directory / ".tmp"
+    stale, fresh = temporaries / "killed.tmp", temporaries / "writing.tmp"
+    for path in (stale, fresh):
+        path.write_text("{")
+    os.utime(stale, (1, 1))
+    store.set_now(APP, "bob", {"session_id": "f" * 32})
+    assert not stale.exists() and fresh.exists()
+    assert sorted(p.name for p in store.directory.glob("*.json")) == sorted(
+        [store.path(APP, "alice").name, store.path(APP, "bob").name]
+    )
+    assert {c.session_id for c in tyqw.stored_conversations(store.directory)} == {
+        "first",
+        "f" * 32,
+    }
+
+
+async def test_an_unusable_folder_keeps_conversations_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writes, reads, locks and turns go on in memory, with one warning and no error."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    store = FileStore(blocker / "state")
+    caplog.set_level(logging.WARNING, logger="tyqw")
+    store.set_now(APP, "alice", {"session_id": "kept"})
+    assert store.get_now(APP, "alice") == {"session_id": "kept"}
+    held, found = await asyncio.wait_for(begin_turn(store, APP, "alice"), 5)
+    assert found == {"session_id": "kept"}
+    await end_turn(store, held, APP, "alice", {"session_id": "next"})
+    assert FileStore(blocker / "state").get_now(APP, "alice") == {"session_id": "next"}
+    store.delete_now(APP, "alice")
+    assert store.get_now(APP, "alice") is None
+    assert len(caplog.records) == 1 and "memory" in caplog.records[0].getMessage()
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_folder_in_place_of_the_file_is_named_and_kept_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write blocked by a folder in the file's place warns about that file only."""
+    store = FileStore(tmp_path / "state")
+    plant(store.path(APP, "alice"), "directory")
+    caplog.set_level(logging.WARNING, logger="tyqw")
+    store.set_now(APP, "alice", {"session_id": "kept"})
+    assert store.get_now(APP, "alice") == {"session_id": "kept"}
+    store.set_now(APP, "bob", {"session_id": "on-disk"})
+    assert json.loads(store.path(APP, "bob").read_text())["session_id"] == "on-disk"
+    [warning] = caplog.records
+    assert str(store.path(APP, "alice")) in warning.getMessage()

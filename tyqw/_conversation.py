@@ -6,6 +6,14 @@ Session is made, and ``session_id = ...`` / ``clear()`` reach the store before t
 return. With a shared store (``RedisStore``, your own) those changes are written before
 the Session's next turn starts, at ``aclose()``, or at once with ``await flush()``; a
 write that fails is raised from there, never dropped.
+
+Every turn takes the store's lock and reads the record (another worker may have changed
+it). A shared store is written at the end of every turn (which also renews its TTL). A
+local store is written when the id changes; the token totals, which change every turn,
+at most every ``USAGE_WRITE_INTERVAL`` seconds and at ``aclose()`` / ``flush()``, because
+an atomic file write costs more than a whole turn on a busy disk. The totals are kept
+as this process's increments on top of what the store holds, and merged under the
+lock, so several processes sharing a folder never lose each other's tokens.
 """
 
 from __future__ import annotations
@@ -15,24 +23,27 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from ._exceptions import StoreError
 from ._models import TokenUsage
 from ._options import is_session_id
-from .stores import LocalStore, Store, begin_turn, end_turn
-
-__all__ = ["Conversation"]
+from .stores import LocalStore, Store, TurnLock, begin_turn, end_turn
+from .stores._base import KEEP
+from .stores._record import record_problem
 
 logger = logging.getLogger("tyqw")
+
+__all__ = ["USAGE_WRITE_INTERVAL", "Conversation"]
+
+USAGE_WRITE_INTERVAL = 10.0
 
 
 class _Ticket:
     """One turn's hold on the conversation."""
 
-    __slots__ = ("generation", "lease", "sent")
+    __slots__ = ("generation", "lock", "sent")
 
-    def __init__(self, generation: int, lease: object, sent: str | None) -> None:
+    def __init__(self, generation: int, lock: TurnLock, sent: str | None) -> None:
         self.generation = generation
-        self.lease = lease
+        self.lock = lock
         self.sent = sent
 
 
@@ -45,13 +56,19 @@ class Conversation:
         self.name = name
         self.local = isinstance(store, LocalStore)
         self.session_id: str | None = None
-        self.usage: dict[str, TokenUsage] = {}
+        self.stored: dict[str, TokenUsage] = {}  # the totals the store holds
+        self.added: dict[str, TokenUsage] = {}  # this process's, not yet written
+        self.written_at = time.monotonic()
         # Bumped by every change the caller makes, so that a turn that started before
         # the change does not write over it.
         self.generation = 0
         self.dirty = False  # a caller's change not yet written to a shared store
-        if self.local:
-            self._load(self.store.get_now(app_id, name))  # type: ignore[attr-defined]
+        if isinstance(store, LocalStore):
+            self._load(store.get_now(app_id, name))
+
+    @property
+    def usage(self) -> dict[str, TokenUsage]:
+        return _sum(self.stored, self.added)
 
     # -- the caller's changes --------------------------------------------------------------
 
@@ -59,43 +76,38 @@ class Conversation:
         """Continue ``session_id`` from now on, or (``None``) start anew."""
         self.generation += 1
         self.session_id = session_id
-        self.usage = {}
-        if self.local:
+        self.stored, self.added = {}, {}
+        store = self.store
+        if isinstance(store, LocalStore):
             record = self._record()
             if record is None:
-                self.store.delete_now(self.app_id, self.name)  # type: ignore[attr-defined]
+                store.delete_now(self.app_id, self.name)
             else:
-                self.store.set_now(self.app_id, self.name, record)  # type: ignore[attr-defined]
+                store.set_now(self.app_id, self.name, record)
+            self.written_at = time.monotonic()
         else:
             self.dirty = True
 
     async def flush(self) -> None:
-        """Write a change the caller made to a shared store now."""
-        if not self.dirty:
+        """Write what the store lacks (a caller's change, tokens not yet written) now."""
+        if not self.dirty and not self.added:
             return
-        record = self._record()
-        try:
-            async with self.store.lock(self.app_id, self.name):
-                if record is None:
-                    await self.store.delete(self.app_id, self.name)
-                else:
-                    await self.store.set(self.app_id, self.name, record)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"could not write the conversation to the store: {exc!r}") from exc
+        lock, record = await begin_turn(self.store, self.app_id, self.name)
+        if not self.dirty:
+            self._merge(record)
         self.dirty = False
+        await self._write(lock, self._record())
 
     # -- turns -----------------------------------------------------------------------------
 
     async def begin(self) -> tuple[object, str | None]:
-        lease, record = await begin_turn(self.store, self.app_id, self.name)
+        lock, record = await begin_turn(self.store, self.app_id, self.name)
         if self.dirty:
             # The caller's change is newer than what the store holds: it wins.
             self.dirty = False
         else:
-            self._load(record)
-        return _Ticket(self.generation, lease, self.session_id), self.session_id
+            self._merge(record)
+        return _Ticket(self.generation, lock, self.session_id), self.session_id
 
     def seen(self, ticket: object, session_id: str) -> None:
         assert isinstance(ticket, _Ticket)
@@ -106,15 +118,31 @@ class Conversation:
         self, ticket: object, session_id: str | None, usage: dict[str, TokenUsage]
     ) -> Coroutine[Any, Any, None]:
         assert isinstance(ticket, _Ticket)
+        changed = False
         if ticket.generation == self.generation and session_id is not None:
             if session_id != ticket.sent:
-                self.usage = {}  # the service started a new conversation
+                # The service started a new conversation: its tokens start at zero.
+                self.stored, self.added, changed = {}, {}, True
             self.session_id = session_id
-            for model, used in usage.items():
-                self.usage[model] = self.usage.get(model, TokenUsage()) + used
-        return end_turn(self.store, ticket.lease, self.app_id, self.name, self._record())
+            self.added = _sum(self.added, usage)
+        elif ticket.generation != self.generation:
+            changed = True  # the caller changed the conversation during the turn
+        if (
+            self.local
+            and not changed
+            and time.monotonic() - self.written_at < USAGE_WRITE_INTERVAL
+        ):
+            return end_turn(self.store, ticket.lock, self.app_id, self.name, KEEP)
+        return self._write(ticket.lock, self._record())
 
     # -- records ---------------------------------------------------------------------------
+
+    async def _write(self, lock: TurnLock, record: dict[str, Any] | None) -> None:
+        added = self.added
+        await end_turn(self.store, lock, self.app_id, self.name, record)
+        self.written_at = time.monotonic()
+        if record is not None and self.added is added:
+            self.stored, self.added = _sum(self.stored, added), {}
 
     def _record(self) -> dict[str, Any] | None:
         if self.session_id is None:
@@ -128,27 +156,37 @@ class Conversation:
             "updated_at": time.time(),
         }
 
-    def _load(self, record: object) -> None:
+    def _merge(self, record: object) -> None:
+        """Take what the store holds; keep this process's unwritten tokens only if the
+        store still holds the same conversation."""
         session_id = record.get("session_id") if isinstance(record, dict) else None
-        if record is not None and not is_session_id(session_id):
-            logger.warning(
-                "tyqw: the stored record of %r has no usable session_id; starting anew",
-                self.name,
-            )
-        if not is_session_id(session_id):
-            self.session_id, self.usage = None, {}
+        if session_id != self.session_id:
+            self.added = {}
+        self._load(record)
+
+    def _load(self, record: object) -> None:
+        # tyqw's stores check a record's shape before they hand it out; a store written
+        # by a user may not, and an id that cannot go on the wire is no conversation.
+        problem = None if record is None else record_problem(record)
+        if problem is None and record is not None and not is_session_id(record["session_id"]):  # type: ignore[index]
+            problem = "session_id is not an id tyqw can send"
+        if problem is not None:
+            logger.warning("tyqw: ignoring the stored conversation %r: %s", self.name, problem)
+        if record is None or problem is not None:
+            self.session_id, self.stored = None, {}
             return
-        assert isinstance(record, dict) and isinstance(session_id, str)
-        self.session_id = session_id
-        self.usage = {}
-        usage = record.get("usage")
-        for model, used in usage.items() if isinstance(usage, dict) else ():
-            if not isinstance(model, str) or not isinstance(used, dict):
-                continue
-            read, wrote = used.get("input_tokens"), used.get("output_tokens")
-            if _count(read) and _count(wrote):
-                self.usage[model] = TokenUsage(read, wrote)  # type: ignore[arg-type]
+        assert isinstance(record, dict)
+        self.session_id = record["session_id"]
+        self.stored = {
+            model: TokenUsage(used["input_tokens"], used["output_tokens"])
+            for model, used in record.get("usage", {}).items()
+        }
 
 
-def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+def _sum(a: dict[str, TokenUsage], b: dict[str, TokenUsage]) -> dict[str, TokenUsage]:
+    if not b:
+        return dict(a)
+    total = dict(a)
+    for model, used in b.items():
+        total[model] = total.get(model, TokenUsage()) + used
+    return total

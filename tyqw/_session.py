@@ -95,7 +95,7 @@ class Session(Subscriptions):
         if store is None:
             store = FileStore(Path(state_dir) if state_dir is not None else default_state_dir())
         self.store: Store = store
-        self.state_dir: Path | None = store.state_dir if isinstance(store, FileStore) else None
+        self.state_dir: Path | None = store.directory if isinstance(store, FileStore) else None
         self._conversation = Conversation(self.store, self._config.app_id, name)
         self._emitter = Emitter()
         self._slot = Slot()

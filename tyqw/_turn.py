@@ -342,7 +342,7 @@ class Turn:
             logger.debug("POST %s headers=%s body=%s", config.url, redacted(headers), data[:2000])
         # aiohttp writes a large bytes body in one go (and warns); from a file-like
         # object it writes in pieces, letting the loop run between them.
-        body: bytes | io.BytesIO = data
+        payload: bytes | io.BytesIO = data
         attempt = 0
         while True:
             if self.interrupted:
@@ -352,11 +352,11 @@ class Turn:
             bound = self.loop.call_later(self._send_bound(), self._cancel_wait, "send")
             self.waiting = True
             if len(data) > _LARGE_BODY:
-                body = io.BytesIO(data)
+                payload = io.BytesIO(data)
             try:
                 response = await http.post(
                     config.url,
-                    data=body,
+                    data=payload,
                     headers=headers,
                     timeout=timeout,
                     proxy=config.proxy,
@@ -379,12 +379,12 @@ class Turn:
                     return response
                 self.waiting = True
                 try:
-                    body = await read_body(response, _ERROR_BODY_LIMIT)
+                    answer = await read_body(response, _ERROR_BODY_LIMIT)
                 except (aiohttp.ClientError, asyncio.TimeoutError):
-                    body = b""
+                    answer = b""
                 finally:
                     self.waiting = False
-                error = error_from_body(response.status, response.reason, body, response.headers)
+                error = error_from_body(response.status, response.reason, answer, response.headers)
                 self.release()
                 if self.interrupted:
                     # abort() or the deadline closed the response while its error body

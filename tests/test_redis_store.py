@@ -1,0 +1,332 @@
+"""RedisStore against a real redis-server: keys, TTL, leases, outages and secrets.
+
+The contract every store keeps is in ``test_stores.py``; this file is what only a
+shared store has to get right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import traceback
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tyqw.stores import StoreError, begin_turn, end_turn
+
+from .helpers import RedisProcess
+
+try:
+    import redis.asyncio as aioredis
+except ImportError:  # pragma: no cover - the dev extra installs it
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("RedisStore needs redis-py: pip install 'tyqw[redis]'", allow_module_level=True)
+
+from tyqw.stores import RedisStore
+
+BOUND = 10.0
+APP = "app-1"
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A redis-py client of the test's own, to look at what the store wrote."""
+    made = aioredis.from_url(redis_url)
+    yield made
+    await made.aclose()
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    made = RedisStore.from_url(redis_url)
+    yield made
+    await made.aclose()
+
+
+def record(session_id: str = "s" * 32, **more: Any) -> dict[str, Any]:
+    return {"session_id": session_id, **more}
+
+
+async def all_keys(client: aioredis.Redis) -> list[str]:
+    return sorted([k.decode() async for k in client.scan_iter()])
+
+
+# -- keys and TTL -------------------------------------------------------------------------
+
+
+async def test_a_conversations_keys_share_one_hash_tag(client: aioredis.Redis) -> None:
+    """The record and the lock of one conversation live in one Cluster slot."""
+    store = RedisStore(client, key_prefix="bot7:")
+    held, _ = await begin_turn(store, APP, "alice")
+    await store.set(APP, "alice", record())
+    await store.set(APP, "bob", record())
+    keys = await all_keys(client)
+    assert len(keys) == 3 and all(k.startswith("bot7:{") for k in keys)
+    tags = {k[k.index("{") : k.index("}") + 1] for k in keys}
+    assert len(tags) == 2  # alice's record and lock share one; bob's record another
+    await end_turn(store, held, APP, "alice", None)
+    assert len(await all_keys(client)) == 1  # lock released, alice's record deleted
+
+
+def test_key_prefix_cannot_break_the_hash_tag(client: aioredis.Redis) -> None:
+    """A key_prefix with braces is refused: it would move the hash tag."""
+    with pytest.raises(ValueError, match="key_prefix"):
+        RedisStore(client, key_prefix="tyqw:{shard}:")
+
+
+async def test_ttl_is_set_and_refreshed_on_every_write(client: aioredis.Redis) -> None:
+    """A record expires ttl after its last write; each turn's write restarts the clock."""
+    store = RedisStore(client, ttl=100.0)
+    await store.set(APP, "alice", record())
+    [key] = await all_keys(client)
+    assert 95_000 < await client.pttl(key) <= 100_000
+    await client.pexpire(key, 5_000)  # as if 95 s had passed
+    held, _ = await begin_turn(store, APP, "alice")
+    await end_turn(store, held, APP, "alice", record("next"))
+    assert await client.pttl(key) > 95_000
+    forever = RedisStore(client, ttl=None)
+    await forever.set(APP, "alice", record())
+    assert await client.pttl(key) == -1
+
+
+async def test_an_expired_conversation_is_gone(client: aioredis.Redis) -> None:
+    """After the TTL, get finds nothing: the next turn starts a new conversation."""
+    await client.config_set("notify-keyspace-events", "Ex")
+    pubsub = client.pubsub()
+    await pubsub.subscribe("__keyevent@0__:expired")
+    try:
+        store = RedisStore(client, ttl=0.2)
+        await store.set(APP, "alice", record())
+        [key] = await all_keys(client)
+
+        async def expired() -> None:
+            async for message in pubsub.listen():
+                if message["type"] == "message" and message["data"].decode() == key:
+                    return
+
+        await asyncio.wait_for(expired(), BOUND)
+        held, found = await begin_turn(store, APP, "alice")
+        assert found is None
+        await end_turn(store, held, APP, "alice", None)
+    finally:
+        await pubsub.aclose() if hasattr(pubsub, "aclose") else await pubsub.close()
+        await client.config_set("notify-keyspace-events", "")
+
+
+async def test_a_damaged_record_means_no_conversation(
+    client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record someone overwrote with garbage is ignored with one warning."""
+    store = RedisStore(client)
+    await store.set(APP, "alice", record())
+    [key] = await all_keys(client)
+    caplog.set_level(logging.WARNING, logger="tyqw")
+    for garbage in [b"[" * 60_000, b"\xff\xfe", b'{"app_id":"app-1","name":"alice"}', b"7"]:
+        await client.set(key, garbage)
+        caplog.clear()
+        assert await store.get(APP, "alice") is None
+        assert len(caplog.records) == 1, garbage[:20]
+
+
+# -- the lease ----------------------------------------------------------------------------
+
+
+async def test_a_long_turn_keeps_its_lease(client: aioredis.Redis) -> None:
+    """A turn that lasts many leases is renewed: nobody else gets in, its write lands."""
+    store = RedisStore(client, lease=0.3)
+    held, _ = await begin_turn(store, APP, "alice")
+    with pytest.raises(asyncio.TimeoutError):  # four leases long
+        await asyncio.wait_for(begin_turn(store, APP, "alice"), 1.2)
+    await end_turn(store, held, APP, "alice", record("long"))
+    assert await store.get(APP, "alice") == record("long")
+
+
+async def test_a_lost_lease_writes_nothing(client: aioredis.Redis) -> None:
+    """When the lease ran out and another turn took it, the late write is refused."""
+    store = RedisStore(client, lease=5.0)
+    late, _ = await begin_turn(store, APP, "alice")
+    lock_key = next(k for k in await all_keys(client) if k.endswith(":lock"))
+    await client.delete(lock_key)  # as if the lease had expired
+    other, _ = await asyncio.wait_for(begin_turn(store, APP, "alice"), BOUND)
+    with pytest.raises(StoreError, match="expired"):
+        await end_turn(store, late, APP, "alice", record("late"))
+    await end_turn(store, other, APP, "alice", record("other"))
+    assert await store.get(APP, "alice") == record("other")
+
+
+class CountingConnection(aioredis.Connection):
+    """A connection that counts the requests it sends (a pipeline is one)."""
+
+    sent = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        await super().send_packed_command(command, check_health)
+
+
+async def test_a_turn_is_two_round_trips(redis_url: str) -> None:
+    """begin_turn is one request to Redis (lock + read), end_turn one (write + release)."""
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    try:
+        store = RedisStore(client)
+        held, _ = await begin_turn(store, APP, "warm-up")  # loads the scripts once
+        await end_turn(store, held, APP, "warm-up", record())
+        CountingConnection.sent = 0
+        for _ in range(10):
+            held, _ = await begin_turn(store, APP, "alice")
+            await end_turn(store, held, APP, "alice", record())
+        assert CountingConnection.sent == 20
+    finally:
+        await client.aclose()
+        await pool.disconnect()
+
+
+# -- outages ------------------------------------------------------------------------------
+
+
+async def test_redis_down_is_a_store_error_and_back_is_fine(
+    redis_process: RedisProcess, redis_url: str
+) -> None:
+    """Every operation fails with StoreError while Redis is stopped, and works after."""
+    store = RedisStore.from_url(redis_url)
+    try:
+        await store.set(APP, "alice", record("before"))
+        redis_process.stop()
+        operations = [
+            store.get(APP, "alice"),
+            store.set(APP, "alice", record()),
+            store.delete(APP, "alice"),
+            begin_turn(store, APP, "alice"),
+            anext(aiter(store.conversations())),
+        ]
+        for operation in operations:
+            with pytest.raises(StoreError) as info:
+                await asyncio.wait_for(operation, BOUND)
+            assert info.value.__cause__ is not None
+        redis_process.start()
+        assert await store.get(APP, "alice") is None  # a fresh server: empty, but working
+        held, _ = await begin_turn(store, APP, "alice")
+        await end_turn(store, held, APP, "alice", record("after"))
+        assert await store.get(APP, "alice") == record("after")
+    finally:
+        await store.aclose()
+
+
+# -- secrets and lifetime -----------------------------------------------------------------
+
+PASSWORD = "pw-7f3a9c1e5b2d4680"
+
+
+def reachable(value: object, depth: int = 0, seen: set[int] | None = None) -> list[str]:
+    """The text of everything reachable from an exception through its attributes, args
+    and causes (frames aside: they hold every local of the program)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen or depth > 6:
+        return []
+    seen.add(id(value))
+    if isinstance(value, (str, bytes)):
+        return [str(value)]
+    texts = [repr(value)]
+    children: list[object] = []
+    if isinstance(value, BaseException):
+        texts += [str(value), "".join(traceback.format_exception(value))]
+        children += [value.args, value.__cause__, value.__context__]
+    if isinstance(value, dict):
+        children += [*value.keys(), *value.values()]
+    elif isinstance(value, (list, tuple, set)):
+        children += list(value)
+    children += list(getattr(value, "__dict__", {}).values())
+    for child in children:
+        if child is not None:
+            texts += reachable(child, depth + 1, seen)
+    return texts
+
+
+async def test_the_password_never_leaks(
+    redis_process: RedisProcess, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Wrong password, server down, bad URL: no error, repr or log holds the password."""
+    caplog.set_level(logging.DEBUG)
+    port = redis_process.port
+    redis_process.command("ACL", "SETUSER", "tyqw-test", "on", f">{PASSWORD}", "~*", "+@all")
+    texts: list[str] = []
+    try:
+        good = RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}@127.0.0.1:{port}/0")
+        wrong = RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}x@127.0.0.1:{port}/0")
+        texts += [repr(good), str(good)]
+        await good.set(APP, "alice", record())
+        with pytest.raises(StoreError) as wrong_password:
+            await wrong.get(APP, "alice")
+        texts += reachable(wrong_password.value)
+        redis_process.stop()
+        with pytest.raises(StoreError) as down:
+            await asyncio.wait_for(begin_turn(good, APP, "alice"), BOUND)
+        texts += reachable(down.value)
+        with pytest.raises(ValueError, match="invalid Redis URL") as bad_url:
+            RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}@127.0.0.1:port/0")
+        texts += reachable(bad_url.value)
+        await good.aclose()
+        await wrong.aclose()
+    finally:
+        if redis_process.process is None:
+            redis_process.start()
+        redis_process.command("ACL", "DELUSER", "tyqw-test")
+    texts += [r.getMessage() for r in caplog.records]
+    assert len(texts) > 10
+    assert [t for t in texts if PASSWORD in t] == []
+
+
+async def test_closes_only_the_client_it_created(client: aioredis.Redis, redis_url: str) -> None:
+    """aclose() leaves a client it was given open; a from_url store's own is closed."""
+    given = RedisStore(client)
+    await given.set(APP, "alice", record())
+    await given.aclose()
+    await given.aclose()  # idempotent
+    assert await client.ping()
+    with pytest.raises(StoreError, match="aclose"):
+        await given.get(APP, "alice")
+    own = RedisStore.from_url(redis_url)
+    assert await own.get(APP, "alice") == record()
+    await own.aclose()
+
+
+def test_importing_tyqw_does_not_import_redis() -> None:
+    """redis-py is imported only when RedisStore is first used (the tyqw[redis] extra)."""
+    script = (
+        "import sys, tyqw, tyqw.stores\n"
+        "assert 'redis' not in sys.modules, 'redis imported early'\n"
+        "tyqw.stores.RedisStore\n"
+        "assert 'redis' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def test_bad_settings_are_refused(client: aioredis.Redis) -> None:
+    """ttl and lease must be positive; the error says which."""
+    with pytest.raises(ValueError, match="ttl"):
+        RedisStore(client, ttl=0)
+    with pytest.raises(ValueError, match="lease"):
+        RedisStore(client, lease=0)
+
+
+async def test_a_burst_of_turns_waits_for_connections(redis_url: str) -> None:
+    """300 conversations taking a turn at once on one from_url store all succeed."""
+    store = RedisStore.from_url(redis_url, max_connections=8)
+
+    async def turn(u: int) -> None:
+        held, _ = await begin_turn(store, APP, f"user-{u}")
+        await end_turn(store, held, APP, f"user-{u}", record(f"id-{u}"))
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(turn(u) for u in range(300))), 60)
+        assert len([c async for c in store.conversations(APP)]) == 300
+    finally:
+        await store.aclose()

@@ -1,0 +1,264 @@
+"""The store interface, and the two calls a turn makes on any store.
+
+A ``Store`` is five async methods and a lock; that is all a user writes for SQL or
+anything else. ``begin_turn`` and ``end_turn`` run a turn's store work with the
+primitives, or with a store's own one-round-trip versions when it has them
+(``TurnStore``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, final, runtime_checkable
+
+from .._exceptions import StoreError, TyqwError
+
+__all__ = ["KEEP", "LocalStore", "Store", "TurnLock", "TurnStore", "begin_turn", "end_turn"]
+
+
+class _Keep:
+    """The ``record`` of an ``end_turn()`` that writes nothing and only releases."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where conversation state lives, keyed by ``(app_id, name)``.
+
+    A record is a small JSON-compatible dict that tyqw owns: ``"session_id"`` (a
+    non-empty ``str``), ``"usage"`` (``{model_id: {"input_tokens": int,
+    "output_tokens": int}}``) and ``"updated_at"`` (a float unix time). A store keeps it
+    as it is; only listing reads ``"session_id"`` and ``"updated_at"``.
+
+    Example, a store in a dict (``MemoryStore`` is this, done with care)::
+
+        class DictStore:
+            def __init__(self) -> None:
+                self.records: dict[tuple[str, str], dict[str, Any]] = {}
+                self.locks: collections.defaultdict[tuple[str, str], asyncio.Lock] = (
+                    collections.defaultdict(asyncio.Lock))
+            async def get(self, app_id, name): return self.records.get((app_id, name))
+            async def set(self, app_id, name, record): self.records[app_id, name] = record
+            async def delete(self, app_id, name): self.records.pop((app_id, name), None)
+            def lock(self, app_id, name): return self.locks[app_id, name]
+            async def conversations(self, app_id=None):
+                for (a, n), record in list(self.records.items()):
+                    if app_id in (None, a): yield a, n, record
+            async def aclose(self): pass
+    """
+
+    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
+        """The record of ``(app_id, name)``, or ``None`` if there is none."""
+        ...
+
+    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        """Replace the record atomically: a reader sees the old one or the new one."""
+        ...
+
+    async def delete(self, app_id: str, name: str) -> None:
+        """Forget the record (nothing happens if there is none)."""
+        ...
+
+    def lock(self, app_id: str, name: str) -> AbstractAsyncContextManager[object]:
+        """Exclusive access to ``(app_id, name)`` for every Session using this store.
+
+        Waiting must be cancellable: the Session bounds it with its deadline.
+        """
+        ...
+
+    def conversations(
+        self, app_id: str | None = None
+    ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+        """``(app_id, name, record)`` for every stored conversation (of ``app_id``)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the store created (never a client it was given)."""
+        ...
+
+
+@runtime_checkable
+class LocalStore(Store, Protocol):
+    """A store whose operations are local and quick (``FileStore``, ``MemoryStore``).
+
+    The ``*_now`` methods are synchronous and never wait on another process, so a
+    Session can read the stored id in its constructor and keep ``session.session_id =``
+    and ``clear()`` synchronous, done before they return.
+
+    Example::
+
+        store = tyqw.stores.FileStore("state")
+        store.set_now("app", "alice", {"session_id": "5b1f..."})
+        store.get_now("app", "alice")            # {"session_id": "5b1f..."}
+    """
+
+    def get_now(self, app_id: str, name: str) -> dict[str, Any] | None:
+        """``get()``, synchronously."""
+        ...
+
+    def set_now(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        """``set()``, synchronously."""
+        ...
+
+    def delete_now(self, app_id: str, name: str) -> None:
+        """``delete()``, synchronously."""
+        ...
+
+
+@runtime_checkable
+class TurnStore(Protocol):
+    """A store with its own versions of a turn's two steps (``RedisStore``: one round
+    trip each). ``begin_turn`` returns an opaque token that ``end_turn`` is given back.
+    """
+
+    async def begin_turn(self, app_id: str, name: str) -> tuple[object, dict[str, Any] | None]:
+        """Take the lock of ``(app_id, name)`` and read its record."""
+        ...
+
+    async def end_turn(
+        self, held: object, app_id: str, name: str, record: dict[str, Any] | None
+    ) -> None:
+        """Write the record (``None``: delete it) and release the lock, always."""
+        ...
+
+
+@final
+class TurnLock:
+    """The lock a turn holds on its conversation, from ``begin_turn()``.
+
+    Pass it to ``end_turn()``, which releases it; it is released exactly once.
+    """
+
+    __slots__ = ("_ended", "_held", "_store", "app_id", "name")
+
+    def __init__(self, store: Store, app_id: str, name: str, held: object) -> None:
+        self._store = store
+        self.app_id = app_id
+        self.name = name
+        self._held = held
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        """Whether ``end_turn()`` has released this lock."""
+        return self._ended
+
+    def __repr__(self) -> str:
+        state = "ended" if self._ended else "held"
+        return f"<TurnLock {self.app_id!r} {self.name!r} {state}>"
+
+
+def _store_error(store: Store, action: str, exc: Exception) -> StoreError:
+    return StoreError(f"{type(store).__name__}: cannot {action} ({type(exc).__name__})")
+
+
+async def begin_turn(
+    store: Store, app_id: str, name: str
+) -> tuple[TurnLock, dict[str, Any] | None]:
+    """Take the conversation's lock, then read its record: the start of a turn.
+
+    Cancellable while waiting for the lock (nothing is held then). Any failure of the
+    store is a ``StoreError`` (the store's exception is ``__cause__``), with the lock
+    released.
+
+    Example::
+
+        held, record = await asyncio.wait_for(begin_turn(store, app_id, name), deadline)
+        try:
+            ...  # run the turn with record["session_id"]
+        finally:
+            await end_turn(store, held, app_id, name, new_record)
+    """
+    if isinstance(store, TurnStore):
+        try:
+            token, record = await store.begin_turn(app_id, name)
+        except TyqwError:
+            raise
+        except Exception as exc:
+            raise _store_error(store, "begin a turn", exc) from exc
+        return TurnLock(store, app_id, name, token), record
+    try:
+        held = store.lock(app_id, name)
+        await held.__aenter__()
+    except TyqwError:
+        raise
+    except Exception as exc:
+        raise _store_error(store, "lock the conversation", exc) from exc
+    try:
+        record = await store.get(app_id, name)
+    except BaseException as exc:
+        await _release(store, held)
+        if isinstance(exc, Exception) and not isinstance(exc, TyqwError):
+            raise _store_error(store, "read the conversation", exc) from exc
+        raise
+    return TurnLock(store, app_id, name, held), record
+
+
+async def end_turn(
+    store: Store,
+    turn_lock: TurnLock,
+    app_id: str,
+    name: str,
+    record: dict[str, Any] | _Keep | None,
+) -> None:
+    """Write ``record`` (``None``: delete the conversation; ``KEEP``: leave it as it is)
+    and release the lock.
+
+    The lock is released whatever happens; a failure is a ``StoreError``. Calling it a
+    second time for one lock is a ``RuntimeError``.
+    """
+    if turn_lock._ended:
+        raise RuntimeError("end_turn() was already called for this lock")
+    if turn_lock._store is not store or (turn_lock.app_id, turn_lock.name) != (app_id, name):
+        raise RuntimeError("end_turn() got a lock of another store or conversation")
+    turn_lock._ended = True
+    if isinstance(store, TurnStore):
+        if isinstance(record, _Keep):
+            # Its own end_turn writes every turn (which renews a TTL, for one).
+            raise ValueError("KEEP is for stores without their own end_turn()")
+        try:
+            await store.end_turn(turn_lock._held, app_id, name, record)
+        except TyqwError:
+            raise
+        except Exception as exc:
+            raise _store_error(store, "end the turn", exc) from exc
+        return
+    held: Any = turn_lock._held
+    if isinstance(record, _Keep):
+        await _release(store, held, strict=True)
+        return
+    try:
+        if record is None:
+            await store.delete(app_id, name)
+        else:
+            await store.set(app_id, name, record)
+    except Exception as exc:
+        await _release(store, held)
+        if isinstance(exc, TyqwError):
+            raise
+        raise _store_error(store, "write the conversation", exc) from exc
+    except BaseException:
+        await _release(store, held)
+        raise
+    await _release(store, held, strict=True)
+
+
+async def _release(
+    store: Store, held: AbstractAsyncContextManager[object], *, strict: bool = False
+) -> None:
+    """Leave the lock's context; a failure is raised only when nothing else is."""
+    try:
+        await held.__aexit__(None, None, None)
+    except Exception as exc:
+        if strict:
+            if isinstance(exc, TyqwError):
+                raise
+            raise _store_error(store, "release the lock", exc) from exc

@@ -1,0 +1,357 @@
+"""``FileStore``: one small JSON file per conversation, under a state folder.
+
+Layout (``<key>`` is ``sha256(app_id NUL name)[:32]``, as in tyqw 0.1)::
+
+    <state_dir>/<key>.json          the record, with its app_id and name; mode 0600
+    <state_dir>/.tmp/<key>.*.tmp    a write in progress (then os.replace'd into place)
+    <state_dir>/.locks/<key>.lock   the conversation's OS lock (an empty file)
+
+A save touches only its own file and the in-flight temporaries, so its cost does not
+depend on how many conversations the folder holds. The store never raises for I/O:
+an unusable folder is one warning per folder and process, and the conversation goes
+on in this process's memory; a damaged file is one warning and "no conversation".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from ._keyed import KeyedLocks
+from ._oslock import lock_file, unlock_file
+from ._record import MAX_RECORD, conversation_key, decode, encode
+
+__all__ = ["FileStore", "default_state_dir"]
+
+logger = logging.getLogger("tyqw")
+
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOFOLLOW", 0)  # a symlink in place of the file is damage
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO in place of the file must not block
+    | getattr(os, "O_NOCTTY", 0)
+)
+_STALE_TEMPORARY = 60.0
+_LIST_BATCH = 256
+
+# Per process, like the warning: a folder that failed once is reported once, and what
+# could not be written lives here, for every FileStore of that folder.
+_warned_dirs: set[Path] = set()
+_in_memory: dict[tuple[Path, str, str], dict[str, Any]] = {}
+_in_memory_guard = threading.Lock()
+_locks = KeyedLocks()
+
+Found = tuple[str, str, dict[str, Any], float]
+"""``(app_id, name, record, mtime)`` read from one file."""
+
+
+def default_state_dir() -> Path:
+    """``platformdirs.user_state_path("tyqw")``: ``$XDG_STATE_HOME/tyqw`` on Linux."""
+    return platformdirs.user_state_path("tyqw", appauthor=False)
+
+
+class FileStore:
+    """Conversations in a local folder: the default store.
+
+    Atomic (a temporary file, then ``os.replace``), mode 0600 in a 0700 folder, and
+    locked per conversation with an OS file lock, so several processes on one machine
+    can share the folder. It reads tyqw 0.1's files, and 0.1 reads its ``session_id``.
+
+    Example::
+
+        store = FileStore("/var/lib/mybot/tyqw")
+        async with Session(app_id, name="alice", store=store) as session:
+            await session.send("你好")
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
+        self.directory = Path(state_dir) if state_dir is not None else default_state_dir()
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.directory)!r})"
+
+    def path(self, app_id: str, name: str) -> Path:
+        """The file that holds the conversation ``(app_id, name)``."""
+        return self.directory / f"{conversation_key(app_id, name)}.json"
+
+    # -- synchronous: quick, local, never waits on another process ---------------------
+
+    def get_now(self, app_id: str, name: str) -> dict[str, Any] | None:
+        """The record, or ``None`` (no file, a damaged one, or an unusable folder)."""
+        with _in_memory_guard:
+            kept = _in_memory.get((self.directory, app_id, name))
+            if kept is not None:
+                return copy.deepcopy(kept)
+        path = self.path(app_id, name)
+        try:
+            found = _read(path)
+        except OSError as exc:
+            self._unusable("read", exc)
+            return None
+        if found is None:
+            return None
+        stored_app_id, stored_name, record, _ = found
+        if (stored_app_id, stored_name) != (app_id, name):
+            logger.warning("tyqw: %s belongs to another conversation; ignoring it", path)
+            return None
+        return record
+
+    def set_now(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        """Replace the record: readers see the old file or the new one, never a mix."""
+        memory_key = (self.directory, app_id, name)
+        try:
+            data = encode(app_id, name, record)
+        except ValueError as exc:
+            logger.warning(
+                "tyqw: cannot store the conversation %r of %r (%s); it is kept in memory "
+                "for this process only",
+                name,
+                app_id,
+                exc,
+            )
+            self._keep_in_memory(memory_key, record)
+            return
+        path = self.path(app_id, name)
+        temporaries = self.directory / ".tmp"
+        try:
+            try:
+                fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
+            except FileNotFoundError:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                temporaries.mkdir(mode=0o700, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
+            # mkstemp made the file 0600, in the folder, so the rename is atomic.
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except IsADirectoryError:  # damage in place of this one file, not the folder
+            logger.warning(
+                "tyqw: cannot replace %s (a folder is in its place); the conversation is "
+                "kept in memory for this process only",
+                path,
+            )
+            self._keep_in_memory(memory_key, record)
+            return
+        except OSError as exc:
+            self._unusable("write", exc)
+            self._keep_in_memory(memory_key, record)
+            return
+        with _in_memory_guard:
+            _in_memory.pop(memory_key, None)
+        _remove_stale_temporaries(temporaries)
+
+    def delete_now(self, app_id: str, name: str) -> None:
+        """Forget the conversation: remove its file."""
+        with _in_memory_guard:
+            _in_memory.pop((self.directory, app_id, name), None)
+        try:
+            os.unlink(self.path(app_id, name))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._unusable("write", exc)
+
+    # -- the Store protocol --------------------------------------------------------------
+
+    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
+        """``get_now()``: a local read is quicker than a trip through a thread."""
+        return self.get_now(app_id, name)
+
+    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        """``set_now()``."""
+        self.set_now(app_id, name, record)
+
+    async def delete(self, app_id: str, name: str) -> None:
+        """``delete_now()``."""
+        self.delete_now(app_id, name)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, app_id: str, name: str) -> AsyncIterator[None]:
+        """Exclusive per conversation, across tasks and processes on this machine.
+
+        A lock file that cannot be used (an unusable folder) leaves the in-process lock
+        only, with the folder's one warning.
+        """
+        key = conversation_key(app_id, name)
+        async with _locks.hold((self.directory, key)):
+            fd = await self._lock_file(self.directory / ".locks" / f"{key}.lock")
+            try:
+                yield
+            finally:
+                if fd is not None:
+                    unlock_file(fd)
+
+    async def conversations(
+        self, app_id: str | None = None
+    ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+        """Every stored conversation (of ``app_id``); files are read in a thread.
+
+        ``record["updated_at"]`` is the later of the stored time and the file's
+        modification time (a file of tyqw 0.1 has only the latter).
+        """
+        paths = await asyncio.to_thread(self._paths)
+        for start in range(0, len(paths), _LIST_BATCH):
+            batch = paths[start : start + _LIST_BATCH]
+            found = await asyncio.to_thread(self._scan_list, batch, app_id)
+            for stored_app_id, stored_name, record, _path in found:
+                yield stored_app_id, stored_name, record
+
+    async def aclose(self) -> None:
+        """Nothing to close: a FileStore holds no open file between calls."""
+
+    # -- listing, for ``stored_conversations()`` -----------------------------------------
+
+    def _paths(self) -> list[Path]:
+        try:
+            return sorted(self.directory.glob("*.json"))
+        except OSError:
+            return []
+
+    def _scan_list(
+        self, paths: list[Path], app_id: str | None
+    ) -> list[tuple[str, str, dict[str, Any], Path]]:
+        return list(self._scan(paths, app_id))
+
+    def _scan(
+        self, paths: list[Path], app_id: str | None = None
+    ) -> Iterator[tuple[str, str, dict[str, Any], Path]]:
+        for path in paths:
+            try:
+                found = _read(path)
+            except OSError as exc:
+                logger.warning(
+                    "tyqw: cannot read conversation file %s (%s); skipping it", path, exc
+                )
+                continue
+            if found is None:
+                continue
+            stored_app_id, stored_name, record, mtime = found
+            if path.stem != conversation_key(stored_app_id, stored_name):
+                logger.warning("tyqw: %s belongs to another conversation; ignoring it", path)
+                continue
+            if app_id is not None and stored_app_id != app_id:
+                continue
+            record["updated_at"] = max(float(record.get("updated_at", 0.0)), mtime)
+            yield stored_app_id, stored_name, record, path
+
+    # -- failures ------------------------------------------------------------------------
+
+    async def _lock_file(self, path: Path) -> int | None:
+        try:
+            try:
+                return await lock_file(path)
+            except FileNotFoundError:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                return await lock_file(path)
+        except OSError as exc:
+            self._unusable("lock", exc)
+            return None
+
+    def _keep_in_memory(self, memory_key: tuple[Path, str, str], record: dict[str, Any]) -> None:
+        try:
+            kept = copy.deepcopy(record)
+        except Exception:  # a record that cannot even be copied is kept as given
+            kept = record
+        with _in_memory_guard:
+            _in_memory[memory_key] = kept
+
+    def _unusable(self, action: str, exc: OSError) -> None:
+        """Warn once per folder and process, whether reading or writing failed first."""
+        if self.directory in _warned_dirs:
+            logger.debug("tyqw: cannot %s in %s: %s", action, self.directory, exc)
+            return
+        _warned_dirs.add(self.directory)
+        logger.warning(
+            "tyqw: cannot %s conversation ids in %s (%s); conversations are kept in "
+            "memory for this process only. Pass state_dir= or set XDG_STATE_HOME to a "
+            "writable folder.",
+            action,
+            self.directory,
+            exc.strerror or exc,
+        )
+
+
+def _damaged(path: Path, why: str) -> None:
+    logger.warning(
+        "tyqw: ignoring unreadable conversation file %s (%s); the conversation starts anew",
+        path,
+        why,
+    )
+
+
+def _read(path: Path) -> Found | None:
+    """What ``path`` holds: ``None`` if nothing, or damage (warned about once, here).
+
+    Anything but a small regular file of the right shape is damage, found at once: the
+    file is checked before it is opened and opened so that nothing can block or
+    redirect the open. Other ``OSError`` is raised: only the caller knows what an
+    unreadable folder means.
+    """
+    try:
+        before = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(before.st_mode):
+        _damaged(path, "not a regular file")
+        return None
+    if before.st_size > MAX_RECORD:
+        _damaged(path, f"over {MAX_RECORD} bytes")
+        return None
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if not path.is_symlink():
+            raise
+        _damaged(path, f"a symbolic link ({exc.strerror})")
+        return None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            _damaged(path, "not a regular file")
+            return None
+        chunks, size = [], 0
+        while size <= MAX_RECORD:
+            chunk = os.read(fd, MAX_RECORD + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    decoded = decode(b"".join(chunks))
+    if isinstance(decoded, str):
+        _damaged(path, decoded)
+        return None
+    return (*decoded, status.st_mtime)
+
+
+def _remove_stale_temporaries(temporaries: Path) -> None:
+    """Remove temporary files a killed writer left behind (older than a minute: a
+    younger one may be another process's write in progress)."""
+    cutoff = time.time() - _STALE_TEMPORARY
+    with contextlib.suppress(OSError), os.scandir(temporaries) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)

@@ -1,0 +1,412 @@
+"""``RedisStore``: conversations shared by every worker, on any number of machines.
+
+Keys of one conversation (``<key>`` is ``sha256(app_id NUL name)[:32]``)::
+
+    <prefix>{<key>}:record     the record as JSON, with its app_id and name; PX ttl
+    <prefix>{<key>}:lock       a lease: a random token, PX lease, renewed while held
+
+The ``{...}`` hash tag puts both on one Redis Cluster shard, so each script below
+touches one slot. A turn costs two round trips: one script takes the lease and reads
+the record, one writes the record (refreshing its TTL) and releases the lease, and
+writes only while the lease is still this turn's. Requires ``tyqw[redis]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, cast
+
+import redis.asyncio as aioredis
+
+from .._exceptions import StoreError
+from ._record import conversation_key, decode, encode
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis, RedisCluster
+
+__all__ = ["RedisStore"]
+
+logger = logging.getLogger("tyqw")
+
+_FIRST_WAIT = 0.002
+_LONGEST_WAIT = 0.05
+
+# KEYS: lock, record. ARGV: token, lease ms. -> {1, record or nil} or {0, lock's PTTL}
+_BEGIN = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('GET', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+"""
+# KEYS: lock, record. ARGV: token, 'set' or 'delete', record, ttl ms (0: none).
+# -> 1, or 0 when the lease was no longer this token's (then nothing is written).
+_END = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == 'set' then
+  if ARGV[4] == '0' then
+    redis.call('SET', KEYS[2], ARGV[3])
+  else
+    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  end
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+# KEYS: lock. ARGV: token, lease ms. -> 1 if renewed, 0 if the lease is gone.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# KEYS: lock. ARGV: token. Compare and delete: never another holder's lease.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class _Lease:
+    """One holding of a conversation's lock."""
+
+    __slots__ = ("lock_key", "lost", "record_key", "renewer", "token")
+
+    def __init__(self, lock_key: str, record_key: str) -> None:
+        self.lock_key = lock_key
+        self.record_key = record_key
+        self.token = secrets.token_hex(16)
+        self.renewer: asyncio.Task[None] | None = None
+        self.lost = False
+
+
+def _where(url: str) -> str:
+    """The URL without user, password, path or query: safe for a message."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable)"
+    return f"{parts.scheme}://{host}{port}"
+
+
+class RedisStore:
+    """Conversations in Redis, shared by every worker and machine that uses it.
+
+    ``ttl`` (seconds, default one hour: the service forgets a conversation after an hour
+    without use) is refreshed on every write; ``None`` keeps records forever. The lock
+    is a lease of ``lease`` seconds, renewed every ``lease / 3`` while held: a worker
+    killed while holding it blocks its conversation until the lease expires. Every
+    failure is a ``StoreError`` with redis-py's exception as ``__cause__``.
+
+    Example::
+
+        store = RedisStore.from_url("redis://:password@redis.internal:6379/0")
+        async with Session(app_id, name=user_id, store=store) as session:
+            await session.send("你好")
+        await store.aclose()
+    """
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        key_prefix: str = "tyqw:",
+        ttl: float | None = 3600.0,
+        lease: float = 30.0,
+    ) -> None:
+        if not isinstance(key_prefix, str) or "{" in key_prefix or "}" in key_prefix:
+            raise ValueError("key_prefix must be a string without '{' or '}'")
+        if ttl is not None and not ttl > 0:
+            raise ValueError("ttl must be > 0 seconds, or None")
+        if not lease >= 0.01:
+            raise ValueError("lease must be at least 0.01 seconds")
+        self.key_prefix = key_prefix
+        self.ttl = ttl
+        self.lease = lease
+        # Any: redis-py's own annotations differ between the versions tyqw supports.
+        self._client: Any = cast(Any, client)
+        self._owns_client = False
+        self._closed = False
+        self._lease_ms = max(1, round(lease * 1000))
+        self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
+        self._begin = self._client.register_script(_BEGIN)
+        self._end = self._client.register_script(_END)
+        self._renew = self._client.register_script(_RENEW)
+        self._release = self._client.register_script(_RELEASE)
+        self._releasing: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        key_prefix: str = "tyqw:",
+        ttl: float | None = 3600.0,
+        lease: float = 30.0,
+        **client_options: Any,
+    ) -> RedisStore:
+        """A store with its own client: ``redis://[[user]:password@]host[:port][/db]``,
+        ``rediss://`` for TLS, ``unix://``; other keywords go to redis-py's connection
+        pool (``ssl_ca_certs=``, ``max_connections=``...). ``aclose()`` closes it.
+
+        The pool is a ``BlockingConnectionPool`` (50 connections unless
+        ``max_connections=`` says otherwise): under a burst of turns a request waits for
+        a free connection (up to ``timeout=``, 20 s) instead of failing.
+
+        Example::
+
+            store = RedisStore.from_url("rediss://:pw@redis.example.com:6380/2", ttl=1800)
+        """
+        client_options.setdefault("socket_timeout", 5.0)
+        client_options.setdefault("socket_connect_timeout", 5.0)
+        problem = None
+        try:
+            pool = cast(Any, aioredis.BlockingConnectionPool).from_url(url, **client_options)
+            client = aioredis.Redis(connection_pool=pool)
+        except Exception as exc:  # the message may quote the URL: keep it out of the chain
+            problem = type(exc).__name__
+        if problem is not None:
+            raise ValueError(
+                f"invalid Redis URL {_where(url)} ({problem}): expected "
+                "redis://[[user]:password@]host[:port][/db], rediss://... or unix://..."
+            )
+        store = cls(client, key_prefix=key_prefix, ttl=ttl, lease=lease)
+        store._owns_client = True
+        return store
+
+    def __repr__(self) -> str:
+        return f"<RedisStore key_prefix={self.key_prefix!r} ttl={self.ttl} lease={self.lease}>"
+
+    def _keys(self, app_id: str, name: str) -> tuple[str, str]:
+        base = f"{self.key_prefix}{{{conversation_key(app_id, name)}}}"
+        return f"{base}:record", f"{base}:lock"
+
+    def _failed(self, action: str, exc: BaseException) -> StoreError:
+        return StoreError(f"RedisStore: cannot {action} ({type(exc).__name__}: {exc})")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("RedisStore: used after aclose()")
+
+    def _parse(self, app_id: str, name: str, value: bytes | str | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        decoded = decode(value)
+        if isinstance(decoded, str) or decoded[:2] != (app_id, name):
+            why = decoded if isinstance(decoded, str) else "another conversation's record"
+            logger.warning(
+                "tyqw: ignoring the damaged Redis record of %r (%s); the conversation starts anew",
+                name,
+                why,
+            )
+            return None
+        return decoded[2]
+
+    def _encode(self, app_id: str, name: str, record: dict[str, Any]) -> bytes:
+        try:
+            return encode(app_id, name, record)
+        except ValueError as exc:
+            raise StoreError(f"RedisStore: cannot store this record ({exc})") from None
+
+    # -- records -------------------------------------------------------------------------
+
+    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
+        """The record of ``(app_id, name)``, or ``None``."""
+        self._check_open()
+        record_key, _ = self._keys(app_id, name)
+        try:
+            value = await self._client.get(record_key)
+        except Exception as exc:
+            raise self._failed("read a conversation", exc) from exc
+        return self._parse(app_id, name, value)
+
+    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        """Replace the record and restart its TTL."""
+        self._check_open()
+        record_key, _ = self._keys(app_id, name)
+        data = self._encode(app_id, name, record)
+        try:
+            await self._client.set(record_key, data, px=self._ttl_ms or None)
+        except Exception as exc:
+            raise self._failed("write a conversation", exc) from exc
+
+    async def delete(self, app_id: str, name: str) -> None:
+        """Forget the record."""
+        self._check_open()
+        record_key, _ = self._keys(app_id, name)
+        try:
+            await self._client.delete(record_key)
+        except Exception as exc:
+            raise self._failed("delete a conversation", exc) from exc
+
+    # -- the lease -----------------------------------------------------------------------
+
+    async def _take(self, lease: _Lease, *, read: bool) -> bytes | str | None:
+        """Poll until the lease is ours; with ``read``, the record in the same call."""
+        self._check_open()
+        wait = _FIRST_WAIT
+        while True:
+            try:
+                if read:
+                    got, value = await self._begin(
+                        keys=[lease.lock_key, lease.record_key], args=[lease.token, self._lease_ms]
+                    )
+                else:
+                    got = await self._client.set(
+                        lease.lock_key, lease.token, nx=True, px=self._lease_ms
+                    )
+                    value = None
+            except asyncio.CancelledError:
+                self._release_later(lease)  # the server may have granted it already
+                raise
+            except Exception as exc:
+                raise self._failed("lock a conversation", exc) from exc
+            if got:
+                lease.renewer = asyncio.create_task(self._keep(lease))
+                return value if read else None
+            remaining = value / 1000 if read and isinstance(value, int) and value > 0 else wait
+            await asyncio.sleep(min(wait, remaining))
+            wait = min(wait * 2, _LONGEST_WAIT)
+
+    async def _keep(self, lease: _Lease) -> None:
+        """Renew the lease every third of its length while it is held."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                renewed = await self._renew(
+                    keys=[lease.lock_key], args=[lease.token, self._lease_ms]
+                )
+            except Exception as exc:
+                logger.debug("tyqw: cannot renew a conversation lock in Redis: %r", exc)
+                continue
+            if not renewed:
+                lease.lost = True
+                logger.warning("tyqw: a conversation lock in Redis expired while it was held")
+                return
+
+    def _stop(self, lease: _Lease) -> None:
+        if lease.renewer is not None:
+            lease.renewer.cancel()
+            lease.renewer = None
+
+    async def _give_back(self, lease: _Lease) -> None:
+        self._stop(lease)
+        try:
+            await self._release(keys=[lease.lock_key], args=[lease.token])
+        except Exception as exc:
+            raise self._failed("release a conversation lock", exc) from exc
+
+    def _release_later(self, lease: _Lease) -> None:
+        """Release in the background (after a cancellation): best effort, the lease
+        expires anyway."""
+        self._stop(lease)
+
+        async def release() -> None:
+            with contextlib.suppress(Exception):
+                await self._release(keys=[lease.lock_key], args=[lease.token])
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, app_id: str, name: str) -> AsyncIterator[None]:
+        """The conversation's lease, for every worker on every machine."""
+        record_key, lock_key = self._keys(app_id, name)
+        lease = _Lease(lock_key, record_key)
+        await self._take(lease, read=False)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                await self._give_back(lease)
+            raise
+        await self._give_back(lease)
+
+    # -- one round trip each (TurnStore) ---------------------------------------------
+
+    async def begin_turn(self, app_id: str, name: str) -> tuple[object, dict[str, Any] | None]:
+        """Take the lease and read the record, in one script call."""
+        record_key, lock_key = self._keys(app_id, name)
+        lease = _Lease(lock_key, record_key)
+        value = await self._take(lease, read=True)
+        return lease, self._parse(app_id, name, value)
+
+    async def end_turn(
+        self, held: object, app_id: str, name: str, record: dict[str, Any] | None
+    ) -> None:
+        """Write the record (``None``: delete it) and release, in one script call;
+        nothing is written if the lease expired meanwhile (a ``StoreError``)."""
+        assert isinstance(held, _Lease)
+        self._stop(held)
+        try:
+            data = b"" if record is None else self._encode(app_id, name, record)
+        except StoreError:
+            self._release_later(held)
+            raise
+        mode = "delete" if record is None else "set"
+        try:
+            done = await self._end(
+                keys=[held.lock_key, held.record_key], args=[held.token, mode, data, self._ttl_ms]
+            )
+        except asyncio.CancelledError:
+            self._release_later(held)
+            raise
+        except Exception as exc:
+            self._release_later(held)
+            raise self._failed("save a conversation", exc) from exc
+        if not done:
+            raise StoreError(
+                "RedisStore: the conversation's lock expired before the turn ended "
+                f"(lease {self.lease} s); its record was not written"
+            )
+
+    # -- listing and lifetime ------------------------------------------------------------
+
+    async def conversations(
+        self, app_id: str | None = None
+    ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+        """Every stored conversation (of ``app_id``), by ``SCAN``: for the CLI, not hot paths."""
+        self._check_open()
+        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.key_prefix)
+        try:
+            async for key in self._client.scan_iter(match=f"{escaped}{{*}}:record", count=500):
+                value = await self._client.get(key)
+                if value is None:
+                    continue
+                decoded = decode(value)
+                if isinstance(decoded, str):
+                    continue
+                stored_app_id, stored_name, record = decoded
+                if app_id is not None and stored_app_id != app_id:
+                    continue
+                text_key = key.decode() if isinstance(key, bytes) else key
+                if text_key != self._keys(stored_app_id, stored_name)[0]:
+                    continue
+                yield stored_app_id, stored_name, record
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._failed("list conversations", exc) from exc
+
+    async def aclose(self) -> None:
+        """Finish background releases; close the client if ``from_url`` made it."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._releasing:
+            await asyncio.wait(set(self._releasing), timeout=min(self.lease, 5.0))
+        if self._owns_client:
+            close = getattr(self._client, "aclose", None) or self._client.close
+            await close()
+            await self._client.connection_pool.disconnect()
