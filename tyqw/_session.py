@@ -597,17 +597,15 @@ class _Turn:
                 ):
                     # The hot path: kept in this one generator, because every level of
                     # async generator costs each message another resumption.
-                    decoder = SSEDecoder(max_size=session.max_event_size)
+                    # Older gateways send no blank line after a frame: implicit
+                    # dispatch ends each frame on its own lines, wherever reads end.
+                    decoder = SSEDecoder(max_size=session.max_event_size, implicit_dispatch=True)
                     read = response.content.readany
                     decode_json = _JSON_DECODER.raw_decode
                     while True:
                         chunk = await read()
                         if chunk:
                             events = decoder.feed(chunk)
-                            # Every Bailian data line is a whole event; older gateways
-                            # send no blank line after it. Without this flush their
-                            # events would all arrive together when the stream ends.
-                            events += decoder.flush()
                         else:
                             events = decoder.close(dispatch_incomplete=True)
                         for sse in events:
