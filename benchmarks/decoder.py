@@ -14,8 +14,11 @@ turn configures it, in three shapes of read, each two ways:
 
 For each shape it prints the median µs/event of both and their ratio (misaligned /
 aligned), paired within each repetition. The decoder keeps its whole-block fast path
-whatever the read boundaries when the ratio is near 1. Needs only tyqw importable (the
-repo's ``.venv`` or ``benchmarks/.env``); nothing else, no server.
+whatever the read boundaries when the ratio is near 1. Two more rows put numbers on the
+opt-in mode for older gateways: the plain decoder against the turn's (both aligned 4 KiB:
+the mode's cost on Bailian's usual framing), and the same frames without their blank
+lines (misaligned 4 KiB) against with them. Needs only tyqw importable (the repo's
+``.venv`` or ``benchmarks/.env``); nothing else, no server.
 """
 
 from __future__ import annotations
@@ -90,15 +93,20 @@ def to_boundaries(cuts: list[int], boundaries: list[int]) -> list[int]:
     return out
 
 
-def make_decoder() -> Callable[[], SSEDecoder]:
+Factory = Callable[[], SSEDecoder]
+Run = tuple[Factory, Chunks]
+
+
+def turn_decoder() -> Factory:
     """A factory for decoders configured as a turn configures them."""
     params = inspect.signature(SSEDecoder).parameters
     kwargs = {"implicit_dispatch": True} if "implicit_dispatch" in params else {}
     return lambda: SSEDecoder(**kwargs)
 
 
-def run_once(new: Callable[[], SSEDecoder], chunks: Chunks, expected: int) -> float:
-    """CPU seconds to decode ``chunks`` with a new decoder (the event count is checked)."""
+def run_once(run: Run, expected: int) -> float:
+    """CPU seconds to decode the chunks with a new decoder (the event count is checked)."""
+    new, chunks = run
     gc.collect()
     started = time.process_time()
     decoder = new()
@@ -127,43 +135,75 @@ def main(argv: list[str] | None = None) -> int:
         at += len(event)
         boundaries.append(at)
     rcuts = random_cuts(stream, seed=20_000)
-    shapes = {
-        "4 KiB": (aligned(events, 4096), fixed(stream, 4096)),
-        "64 KiB": (aligned(events, 65536), fixed(stream, 65536)),
-        "random": (cut(stream, to_boundaries(rcuts, boundaries)), cut(stream, rcuts)),
+    turn = turn_decoder()
+    # label -> (the reference run, the run compared with it)
+    rows: dict[str, tuple[str, Run, str, Run]] = {
+        "4 KiB": (
+            "aligned",
+            (turn, aligned(events, 4096)),
+            "misaligned",
+            (turn, fixed(stream, 4096)),
+        ),
+        "64 KiB": (
+            "aligned",
+            (turn, aligned(events, 65536)),
+            "misaligned",
+            (turn, fixed(stream, 65536)),
+        ),
+        "random": (
+            "aligned",
+            (turn, cut(stream, to_boundaries(rcuts, boundaries))),
+            "misaligned",
+            (turn, cut(stream, rcuts)),
+        ),
     }
-    new = make_decoder()
+    if "implicit_dispatch" in inspect.signature(SSEDecoder).parameters:
+        blankless = stream.replace(b"\n\n", b"\n")
+        rows["4 KiB, the mode's cost"] = (
+            "plain decoder",
+            (SSEDecoder, aligned(events, 4096)),
+            "turn's decoder",
+            (turn, aligned(events, 4096)),
+        )
+        rows["4 KiB, no blank lines"] = (
+            "blank lines",
+            (turn, fixed(stream, 4096)),
+            "none (older gateways)",
+            (turn, fixed(blankless, 4096)),
+        )
     n = len(events)
-    times: dict[tuple[str, str], list[float]] = {}
+    times: dict[tuple[str, int], list[float]] = {}
     for rep in range(args.reps):
-        for shape, pair in shapes.items():
-            order = ("aligned", "misaligned") if rep % 2 == 0 else ("misaligned", "aligned")
-            for kind in order:
-                chunks = pair[0] if kind == "aligned" else pair[1]
-                times.setdefault((shape, kind), []).append(run_once(new, chunks, n))
-    rows = []
-    for shape, pair in shapes.items():
-        a, m = times[shape, "aligned"], times[shape, "misaligned"]
-        rows.append(
+        for label, (_, first, _, second) in rows.items():
+            order = (0, 1) if rep % 2 == 0 else (1, 0)
+            for which in order:
+                run = first if which == 0 else second
+                times.setdefault((label, which), []).append(run_once(run, n))
+    out = []
+    for label, (name_a, run_a, name_b, run_b) in rows.items():
+        a, b = times[label, 0], times[label, 1]
+        out.append(
             {
-                "shape": shape,
-                "aligned_reads": len(pair[0]),
-                "misaligned_reads": len(pair[1]),
-                "aligned_us_per_event": statistics.median(a) / n * 1e6,
-                "misaligned_us_per_event": statistics.median(m) / n * 1e6,
-                "ratio": statistics.median(y / x for x, y in zip(a, m, strict=True)),
+                "reads": label,
+                "a": name_a,
+                "b": name_b,
+                "a_reads": len(run_a[1]),
+                "b_reads": len(run_b[1]),
+                "a_us_per_event": statistics.median(a) / n * 1e6,
+                "b_us_per_event": statistics.median(b) / n * 1e6,
+                "ratio": statistics.median(y / x for x, y in zip(a, b, strict=True)),
             }
         )
     if args.json:
-        print(json.dumps({"events": n, "reps": args.reps, "rows": rows}))
+        print(json.dumps({"events": n, "reps": args.reps, "rows": out}))
         return 0
     print(f"SSEDecoder, {n:,} Bailian events, {args.reps} repetitions (medians)\n")
-    print("| reads | aligned µs/event | misaligned µs/event | misaligned / aligned |")
-    print("|---|--:|--:|--:|")
-    for r in rows:
+    print("| reads | A | µs/event | B | µs/event | B / A |")
+    print("|---|---|--:|---|--:|--:|")
+    for r in out:
         print(
-            f"| {r['shape']} ({r['aligned_reads']:,} / {r['misaligned_reads']:,} reads) "
-            f"| {r['aligned_us_per_event']:.3f} | {r['misaligned_us_per_event']:.3f} "
+            f"| {r['reads']} | {r['a']} ({r['a_reads']:,} reads) | {r['a_us_per_event']:.3f} "
+            f"| {r['b']} ({r['b_reads']:,} reads) | {r['b_us_per_event']:.3f} "
             f"| {r['ratio']:.3f} |"
         )
     return 0
