@@ -536,6 +536,22 @@ def test_line_at_cap_is_fine() -> None:
         assert decode(line, end, end, max_size=100) == [E(data="x" * 94)]
 
 
+@pytest.mark.parametrize("implicit", [False, True], ids=["spec", "implicit"])
+def test_cap_counts_only_the_pending_line(implicit: bool) -> None:
+    """When the start of a block waits with its pending line, only that line counts
+    towards the cap: exactly max_size is fine, one byte more fails."""
+    start = b"data:x\n\nid:1\nevent:e\n:c\n"
+    for extra, fits in ((95, True), (96, False)):
+        line = b"data:" + b"y" * extra  # 100 or 101 bytes
+        decoder = SSEDecoder(max_size=100, implicit_dispatch=implicit)
+        assert decoder.feed(start + line[:50]) == [E(data="x")]
+        if fits:
+            assert decoder.feed(line[50:] + b"\n\n") == [E("e", "y" * 95, "1", None, "c")]
+        else:
+            with pytest.raises(EventTooLargeError, match="line longer than 100"):
+                decoder.feed(line[50:])
+
+
 def test_event_data_over_cap_raises() -> None:
     """The data of one event may not grow past max_size, even from short lines."""
     decoder = SSEDecoder(max_size=100)
