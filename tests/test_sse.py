@@ -852,7 +852,7 @@ def decode_or_error(chunks: list[bytes], max_size: int) -> list[E] | EventTooLar
         return exc
 
 
-# Bailian-shaped blocks are read whole by a regular expression (SSEDecoder._whole_blocks).
+# Bailian-shaped blocks are read whole by a regular expression (SSEDecoder._blocks).
 # Each case below is that framing with one line replaced by a near miss, which the line
 # rules must handle instead; all of them must decode exactly as the spec's algorithm says.
 _EXACT = ["id:7", "event:result", ":HTTP_STATUS/200", 'data:{"n":1}', ""]

@@ -26,6 +26,10 @@ gives the same events with or without the mode, and without its blank lines too.
 mode differs from the spec only for a block that puts fields after a JSON data line or
 data before its ``id`` or ``event``.
 
+One module past the usual length on purpose: the fast paths (whole blocks read by one
+regular expression, block starts kept back so that reads resume on block boundaries)
+sit beside the line rules they must agree with, and the tests prove that they do.
+
 Example::
 
     >>> decoder = SSEDecoder()
@@ -47,7 +51,7 @@ from ._exceptions import EventTooLargeError
 __all__ = ["SSEDecoder", "ServerSentEvent"]
 
 _BOM = b"\xef\xbb\xbf"
-# One whole event as Bailian frames it (see SSEDecoder._whole_blocks): id without a NUL,
+# One whole event as Bailian frames it (see SSEDecoder._blocks): id without a NUL,
 # a non-empty event type and data, neither value starting with the space the spec would
 # strip, then the blank line that dispatches it.
 _BAILIAN_BLOCK = re.compile(
@@ -172,11 +176,12 @@ class SSEDecoder:
         self._after_cr = False
         # One flag for the three states above, so the common chunk tests only it.
         self._careful = True
-        # The unterminated last line, as raw bytes (a UTF-8 character may be cut). A
-        # bytearray grows in place, so a long line fed in tiny reads stays linear in time
-        # and costs about its own size in memory, not an object per read.
+        # What is not read yet, as raw bytes (a UTF-8 character may be cut): the
+        # unterminated last line, after the first ``_held`` bytes, which are whole lines
+        # kept back (see feed). A bytearray grows in place, so a long line fed in tiny
+        # reads stays linear in time and costs about its own size in memory, not an
+        # object per read.
         self._tail = bytearray()
-        # How many bytes at the start of the tail are whole lines kept back unread.
         self._held = 0
         # The spec's last event ID buffer, and the block being read: its event type
         # buffer, data buffer (a list of values) and size, retry and comment. One tuple
@@ -229,11 +234,12 @@ class SSEDecoder:
         # same as decoding the stream as one (invalid bytes become U+FFFD either way).
         if end == size and not tail and chunk.endswith(b"\n\n"):
             return self._blocks(chunk.decode("utf-8", "replace"))  # the usual case
-        # This read ends inside a block. When nothing in the block's lines so far can
-        # show before its blank line (no data or retry field: they only fill buffers),
-        # they wait, unread, with the pending line, and are read with the rest of their
-        # block: the next read then starts on a block boundary, where the fast path of
-        # _blocks works. At most _HOLD bytes, so tiny reads stay linear.
+        # Otherwise this read ends inside a block. When nothing in the block's lines so
+        # far can show before its blank line (no data or retry field: they only fill
+        # buffers), they wait, unread, with the pending line, and are read with the rest
+        # of their block: the next read then starts on a block boundary, where the fast
+        # path of _blocks works. At most _HOLD bytes wait, so that tiny reads, each
+        # reading them again, stay linear.
         cut = chunk.rfind(b"\n\n", 0, end) + 2
         if (
             cut < 2
