@@ -232,8 +232,9 @@ class SSEDecoder:
             return []
         # LF never occurs inside a UTF-8 sequence, so decoding whole lines at once is the
         # same as decoding the stream as one (invalid bytes become U+FFFD either way).
-        if end == size and not tail and chunk.endswith(b"\n\n"):
-            return self._blocks(chunk.decode("utf-8", "replace"))  # the usual case
+        if end == size and not tail and (size == 1 or chunk[-2] == _LF):
+            # The usual case: whole blocks (the chunk ends with a blank line).
+            return self._blocks(chunk.decode("utf-8", "replace"))
         # Otherwise this read ends inside a block. When nothing in the block's lines so
         # far can show before its blank line (no data or retry field: they only fill
         # buffers), they wait, unread, with the pending line, and are read with the rest
@@ -278,17 +279,13 @@ class SSEDecoder:
         rest, so such a stream costs one extra match a read, not one a block.
         """
         events: list[ServerSentEvent] = []
-        # Whole blocks end at the last blank line; after it comes the block (if any) that
-        # this text ends inside, and no blank line.
-        whole = text.rfind("\n\n") + 2
-        if whole == 1:
-            whole = 1 if text[0] == "\n" else 0  # a blank line first ends a block
+        size = len(text)
         pos = 0
         after_rules = False
-        while pos < whole:
+        while True:
             event_type, data, _, retry, comment = self._block
             if not event_type and data is None and retry is None and comment is None:
-                match = _BAILIAN_BLOCK.match(text, pos, whole)
+                match = _BAILIAN_BLOCK.match(text, pos)
                 if match is not None:
                     append = events.append
                     while match is not None:
@@ -298,30 +295,35 @@ class SSEDecoder:
                         event.__class__ = ServerSentEvent  # type: ignore[assignment]
                         append(event)  # type: ignore[arg-type]
                         pos = match.end()
-                        match = _BAILIAN_BLOCK.match(text, pos, whole)
+                        match = _BAILIAN_BLOCK.match(text, pos)
                     # The id field set the last event ID buffer, the blank line the last
                     # event ID.
                     self._id_buffer = self.last_event_id = events[-1].id
-                    if pos == whole:
-                        break
+                    if pos == size:
+                        return events
                     after_rules = False
                 elif after_rules:
                     break
             # The block at pos, to its blank line, by the line rules.
-            stop = pos + 1 if text[pos] == "\n" else text.find("\n\n", pos) + 2
+            if text[pos] == "\n":
+                stop = pos + 1
+            else:
+                stop = text.find("\n\n", pos) + 2
+                if stop == 1:
+                    break  # no blank line in the rest
             lines = text[pos:stop].split("\n")
             lines.pop()
             self._interpret(lines, events)
             if self._closed:  # the block's data went past the cap
                 return events
+            if stop == size:
+                return events
             pos = stop
             after_rules = True
-        if pos < len(text):
-            # Not str.splitlines(): it also splits at \x0b, \x1c, \u2028 and others.
-            lines = (text[pos:] if pos else text).split("\n")
-            lines.pop()  # the empty string after the last line end
-            self._interpret(lines, events)
-        return events
+        # Not str.splitlines(): it also splits at \x0b, \x1c, \u2028 and others.
+        lines = (text[pos:] if pos else text).split("\n")
+        lines.pop()  # the empty string after the last line end
+        return self._interpret(lines, events)
 
     def flush(self) -> list[ServerSentEvent]:
         """Dispatch the block being read now, as a blank line would, if it has data and
@@ -443,7 +445,7 @@ class SSEDecoder:
     def _interpret(self, lines: list[str], events: list[ServerSentEvent]) -> list[ServerSentEvent]:
         """Apply complete lines to the block buffers; add the events dispatched to
         ``events`` (those completed before them in the same chunk) and return it."""
-        if self._implicit:
+        if self._implicit and lines != [""]:  # a lone blank line needs nothing added
             lines = _implicit_blank_lines(lines, self._block[1] is not None)
         append = events.append
         event_type, data, data_size, block_retry, comment = self._block
