@@ -31,6 +31,8 @@ def rows(table: dict[str, Scenario]) -> list[Row]:
 
     return [
         Row("single", "cpu_us_per_event", f"{t('single')} (µs/event)"),
+        Row("sliced", "cpu_us_per_event", f"{t('sliced')} (µs/event)"),
+        Row("sliced_random", "cpu_us_per_event", f"{t('sliced_random')} (µs/event)"),
         Row("concurrent", "cpu_us_per_event", f"{t('concurrent')} (µs/event)"),
         Row("sequential", "cpu_us_per_request", f"{t('sequential')} (µs/request)", digits=0),
         Row("ttfe", "ttfe_ms", f"{t('ttfe')} (ms)", digits=2),
@@ -172,6 +174,9 @@ def checks(
     for client in [c for c in TYQW if c in clients]:
         ratio_check("single stream: CPU/event <= 1.25x floor", "single", *_cpu, client=client)
         peers_check("single stream: >= 1.6x better than every peer", "single", client)
+        for scenario, what in (("sliced", "4,093-byte"), ("sliced_random", "random-size")):
+            label = f"{what} writes across events: CPU/event <= 1.10x floor"
+            ratio_check(label, scenario, "cpu_us_per_event", 1.10, client)
         ratio_check("200 concurrent: CPU/event <= 1.25x floor", "concurrent", *_cpu, client=client)
         peers_check("200 concurrent: >= 1.6x better than every peer", "concurrent", client)
         flat = summary.median("flat", client, "flat_ratio")

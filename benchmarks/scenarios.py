@@ -10,6 +10,9 @@ under test can pass extra keys there):
 ``bench_piece``   characters per text piece (default 4)
 ``bench_big``     if > 0: one event whose ``data:`` line is about this many bytes, then stop
 ``bench_burst``   if true: the whole body in one write instead of one write per event
+``bench_slices``  if > 0: the body in writes of this many bytes, cut wherever they fall (so
+                  reads end inside events); -1: writes of random sizes, 1 B to 16 KiB
+                  (seeded: the same cuts every time)
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ CORPUS = (
     "内容会不断重复，直到达到所需的长度。Streaming replies arrive piece by piece. "
 )
 DEFAULT_PIECE = 4
+SLICE = 4093  # bytes per write in the "sliced" scenario: prime, so it drifts across events
+RANDOM_SLICES = -1  # bench_slices value for writes of random sizes
+LARGEST_RANDOM_SLICE = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Reply:
     piece: int = DEFAULT_PIECE
     big: int = 0
     burst: bool = False
+    slices: int = 0
 
     @property
     def incremental(self) -> bool:
@@ -50,6 +57,8 @@ class Reply:
             out["bench_big"] = self.big
         if self.burst:
             out["bench_burst"] = True
+        if self.slices:
+            out["bench_slices"] = self.slices
         return out
 
     @classmethod
@@ -65,6 +74,7 @@ class Reply:
             piece=max(1, int(params.get("bench_piece") or DEFAULT_PIECE)),
             big=big,
             burst=bool(params.get("bench_burst")),
+            slices=int(params.get("bench_slices") or 0),
         )
 
     def pieces(self) -> list[str]:
@@ -125,6 +135,20 @@ def scenarios(quick: bool = False) -> dict[str, Scenario]:
             flat_window=single_events // 20,
             title=f"last vs first {single_events // 20:,} of {single_events:,} events",
             unit="ratio",
+        ),
+        # The same reply in writes that ignore event boundaries, as a busy connection's
+        # large reads do: most reads then start and end inside an event.
+        Scenario(
+            "sliced",
+            "stream",
+            Reply(events=single_events, slices=SLICE),
+            title=f"1 stream x {single_events:,} events in {SLICE:,}-byte writes",
+        ),
+        Scenario(
+            "sliced_random",
+            "stream",
+            Reply(events=single_events, slices=RANDOM_SLICES),
+            title=f"1 stream x {single_events:,} events in writes of random size",
         ),
         Scenario(
             "concurrent",

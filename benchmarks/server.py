@@ -17,7 +17,9 @@ import asyncio
 import dataclasses
 import functools
 import gc
+import itertools
 import json
+import random
 import resource
 import signal
 import sys
@@ -27,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scenarios import Reply, scenarios
+from scenarios import LARGEST_RANDOM_SLICE, Reply, scenarios
 
 SESSION_ID = uuid.UUID(int=0x7E57_0000_0000_4000_8000_0000_0000_0001).hex
 MODEL = "qwen-plus"
@@ -37,7 +39,7 @@ INPUT_TOKENS = 12
 class Rendered:
     """Pre-rendered bytes of one reply shape: the head and one HTTP chunk per event."""
 
-    __slots__ = ("_joined", "chunks", "final_text", "head", "request_id")
+    __slots__ = ("_joined", "_sliced", "chunks", "events", "final_text", "head", "request_id")
 
     def __init__(self, reply: Reply) -> None:
         self.request_id = str(uuid.uuid4())
@@ -63,12 +65,15 @@ class Rendered:
             texts.append(so_far)
         self.final_text = "".join(pieces)
         last = len(texts) - 1
-        self.chunks = [
-            _chunk(self._event(i + 1, text, "stop" if i == last else "null"))
+        # The SSE bytes of each event, then the same as one HTTP chunk each.
+        self.events = [
+            self._event(i + 1, text, "stop" if i == last else "null")
             for i, text in enumerate(texts)
         ]
+        self.chunks = [_chunk(event) for event in self.events]
         self.chunks.append(b"0\r\n\r\n")
         self._joined: bytes | None = None
+        self._sliced: dict[int, list[bytes]] = {}
 
     def _event(self, n: int, text: str, finish_reason: str) -> bytes:
         payload = {
@@ -85,6 +90,20 @@ class Rendered:
         if self._joined is None:
             self._joined = b"".join(self.chunks)
         return self._joined
+
+    def sliced(self, size: int) -> list[bytes]:
+        """The SSE bytes in HTTP chunks of ``size`` bytes, or of random sizes when
+        ``size`` is negative (seeded, so every request gets the same cuts), then the end."""
+        if size not in self._sliced:
+            body = b"".join(self.events)
+            rng = random.Random(size)
+            bounds = [0]
+            while bounds[-1] < len(body):
+                step = size if size > 0 else rng.randint(1, LARGEST_RANDOM_SLICE)
+                bounds.append(min(bounds[-1] + step, len(body)))
+            chunks = [_chunk(body[a:b]) for a, b in itertools.pairwise(bounds)]
+            self._sliced[size] = [*chunks, b"0\r\n\r\n"]
+        return self._sliced[size]
 
     def json_body(self) -> bytes:
         """The non-streaming answer (no ``X-DashScope-SSE: enable``)."""
@@ -108,7 +127,7 @@ def _chunk(data: bytes) -> bytes:
 
 def render(reply: Reply) -> Rendered:
     """The rendered reply, cached by shape (write mode aside)."""
-    return _render(dataclasses.replace(reply, burst=False))
+    return _render(dataclasses.replace(reply, burst=False, slices=0))
 
 
 @functools.cache
@@ -295,16 +314,19 @@ class Connection(asyncio.Protocol):
             transport.write(rendered.joined())
             Stats.bytes += len(rendered.joined())
             return
-        # One write per event, as the real service flushes per event; wait only when the
-        # transport's buffer is over its high-water mark (the client is slower than us).
+        # One write per event, as the real service flushes per event (or per slice); wait
+        # only when the transport's buffer is over its high-water mark (the client is
+        # slower than us).
+        slices = int(params.get("bench_slices") or 0)
+        chunks = rendered.sliced(slices) if slices else rendered.chunks
         write = transport.write
-        for chunk in rendered.chunks:
+        for chunk in chunks:
             if self.closed:
                 return
             write(chunk)
             if self.writable is not None:
                 await self.writable
-        Stats.bytes += sum(map(len, rendered.chunks))
+        Stats.bytes += sum(map(len, chunks))
 
 
 async def serve(host: str, port: int, lifetime: float, watch_stdin: bool = False) -> None:
@@ -352,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         for sc in scenarios(args.prerender == "quick").values():
             render(sc.reply)
             render(sc.warmup)
+            if sc.reply.slices:
+                render(sc.reply).sliced(sc.reply.slices)
     asyncio.run(serve(args.host, args.port, args.lifetime, args.watch_stdin))
     return 0
 

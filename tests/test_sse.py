@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import doctest
 import itertools
+import json
 import pickle
 import re
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -33,9 +35,11 @@ BAILIAN_ERROR = (
 quick = settings(max_examples=150, deadline=None)
 
 
-def decode(*chunks: bytes, dispatch_incomplete: bool = False, **kwargs: int) -> list[E]:
+def decode(
+    *chunks: bytes, dispatch_incomplete: bool = False, implicit: bool = False, **kwargs: int
+) -> list[E]:
     """Feed the chunks to a new decoder, then close it; all the events."""
-    decoder = SSEDecoder(**kwargs)
+    decoder = SSEDecoder(implicit_dispatch=implicit, **kwargs)
     return feed_all(decoder, list(chunks)) + decoder.close(dispatch_incomplete=dispatch_incomplete)
 
 
@@ -44,8 +48,27 @@ def feed_all(decoder: SSEDecoder, chunks: list[bytes]) -> list[E]:
     return [event for chunk in chunks for event in decoder.feed(chunk)]
 
 
-def reference(stream: bytes, *, dispatch_incomplete: bool = False) -> list[E]:
+@dataclasses.dataclass
+class Outcome:
+    """What the spec's algorithm makes of a stream: the events, and the decoder state."""
+
+    events: list[E]
+    last_event_id: str
+    retry: int | None
+
+
+def reference(
+    stream: bytes, *, dispatch_incomplete: bool = False, implicit: bool = False
+) -> list[E]:
     """The spec's algorithm, written as literally as possible, on the whole stream."""
+    return interpret(stream, dispatch_incomplete=dispatch_incomplete, implicit=implicit).events
+
+
+def interpret(
+    stream: bytes, *, dispatch_incomplete: bool = False, implicit: bool = False
+) -> Outcome:
+    """The spec's algorithm on the whole stream; with ``implicit``, plus the two rules of
+    ``SSEDecoder(implicit_dispatch=True)`` as its module docstring states them."""
     text = stream.decode("utf-8", "replace")
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -53,32 +76,51 @@ def reference(stream: bytes, *, dispatch_incomplete: bool = False) -> list[E]:
     last = lines.pop()  # after the last line end: an unterminated line, or ""
     if dispatch_incomplete:
         lines += [last, ""] if last else [""]
-    events = []
+    out = Outcome([], "", None)
     data = event_type = id_buffer = ""
     retry = comment = None
+
+    def dispatch() -> None:
+        nonlocal data, event_type, retry, comment
+        out.last_event_id = id_buffer
+        if data == "":
+            event_type = ""
+        else:
+            data = data.removesuffix("\n")
+            out.events.append(E(event_type or "message", data, id_buffer, retry, comment))
+            data = event_type = ""
+        retry = comment = None
+
     for line in lines:
         if line == "":
-            if data == "":
-                event_type = ""
-            else:
-                data = data.removesuffix("\n")
-                events.append(E(event_type or "message", data, id_buffer, retry, comment))
-                data = event_type = ""
-            retry = comment = None
+            dispatch()
         elif line.startswith(":"):
             comment = line[1:]
         else:
             field, _, value = line.partition(":")
             value = value.removeprefix(" ")
+            if implicit and field in ("id", "event") and data != "":
+                dispatch()  # rule (ii): a new frame begins
             if field == "event":
                 event_type = value
             elif field == "data":
+                first = data == ""
                 data += value + "\n"
+                if implicit and first and value.startswith("{") and is_json_object(value):
+                    dispatch()  # rule (i): a whole JSON object on the block's first data line
             elif field == "id" and "\0" not in value:
                 id_buffer = value
             elif field == "retry" and value and all(c in "0123456789" for c in value):
-                retry = int(value)
-    return events
+                retry = out.retry = int(value)
+    return out
+
+
+def is_json_object(value: str) -> bool:
+    """json.loads gives a dict."""
+    try:
+        return isinstance(json.loads(value), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 # -- The spec's own examples -----------------------------------------------------------
@@ -437,6 +479,24 @@ def test_long_line_in_small_chunks(chunk_size: int) -> None:
     assert decode(*chunks) == [E(data=payload)]
 
 
+@pytest.mark.parametrize("read_size", [1, 7], ids=["1B", "7B"])
+def test_pending_line_costs_its_size_in_memory(read_size: int) -> None:
+    """A 2 MB line fed in tiny reads holds about its own size in memory while pending."""
+    line = b"data: " + ("xxxxx你".encode()) * (2 * 1024 * 1024 // 8)
+    chunks = [line[i : i + read_size] for i in range(0, len(line), read_size)]
+    decoder = SSEDecoder()
+    feed = decoder.feed
+    tracemalloc.start()
+    try:
+        for chunk in chunks:
+            feed(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * len(line), f"{peak / len(line):.1f} bytes per pending byte"
+    assert decoder.feed(b"\n\n") == [E(data=line[6:].decode())]
+
+
 @pytest.mark.parametrize(
     "chunks",
     [
@@ -462,10 +522,10 @@ def test_unterminated_line_not_buffered_past_cap() -> None:
     """The chunk that would take a pending line past the cap is refused, not stored."""
     decoder = SSEDecoder(max_size=100)
     decoder.feed(b"data: " + b"x" * 94)
-    assert decoder._tail_size == 100
+    assert len(decoder._tail) == 100
     with pytest.raises(EventTooLargeError):
         decoder.feed(b"x" * 1_000_000)
-    assert decoder._tail_size <= 100
+    assert len(decoder._tail) <= 100
 
 
 def test_line_at_cap_is_fine() -> None:
@@ -474,6 +534,22 @@ def test_line_at_cap_is_fine() -> None:
         line = b"data: " + b"x" * 94
         assert decode(line + end + end, max_size=100) == [E(data="x" * 94)]
         assert decode(line, end, end, max_size=100) == [E(data="x" * 94)]
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["spec", "implicit"])
+def test_cap_counts_only_the_pending_line(implicit: bool) -> None:
+    """When the start of a block waits with its pending line, only that line counts
+    towards the cap: exactly max_size is fine, one byte more fails."""
+    start = b"data:x\n\nid:1\nevent:e\n:c\n"
+    for extra, fits in ((95, True), (96, False)):
+        line = b"data:" + b"y" * extra  # 100 or 101 bytes
+        decoder = SSEDecoder(max_size=100, implicit_dispatch=implicit)
+        assert decoder.feed(start + line[:50]) == [E(data="x")]
+        if fits:
+            assert decoder.feed(line[50:] + b"\n\n") == [E("e", "y" * 95, "1", None, "c")]
+        else:
+            with pytest.raises(EventTooLargeError, match="line longer than 100"):
+                decoder.feed(line[50:])
 
 
 def test_event_data_over_cap_raises() -> None:
@@ -532,22 +608,35 @@ def test_byte_by_byte_gives_same_events() -> None:
 # -- Events ----------------------------------------------------------------------------
 
 
-def test_events_are_ordinary_frozen_dataclasses() -> None:
-    """Decoded events are real ServerSentEvents: equal, hashable, frozen, picklable."""
-    [event] = decode(b"event: e\nid: 1\nretry: 2\n:c\ndata: d\n\n")
+@pytest.mark.parametrize(
+    ("chunks", "dispatch_incomplete"),
+    [
+        pytest.param([b"id:1\nevent:e\n:c\ndata:d\n\n"], False, id="whole-block"),
+        pytest.param([b"id:1\nevent:e\n:c\nda", b"ta:d\n\n"], False, id="split-block"),
+        pytest.param([b"event: e\nid: 1\n:c\ndata: d\n\n"], False, id="line-rules"),
+        pytest.param([b"id:1\nevent:e\n:c\ndata:d"], True, id="close"),
+    ],
+)
+def test_events_are_ordinary_frozen_dataclasses(
+    chunks: list[bytes], dispatch_incomplete: bool
+) -> None:
+    """Events from every decoding path are real ServerSentEvents: equal, hashable,
+    frozen, picklable, replaceable, with every field readable."""
+    [event] = decode(*chunks, dispatch_incomplete=dispatch_incomplete)
+    built = ServerSentEvent(event="e", data="d", id="1", retry=None, comment="c")
     assert type(event) is ServerSentEvent
-    assert event == ServerSentEvent("e", "d", "1", 2, "c")
-    assert hash(event) == hash(ServerSentEvent("e", "d", "1", 2, "c"))
+    assert event == built and hash(event) == hash(built)
+    assert repr(event) == repr(built)
+    assert dataclasses.asdict(event) == dataclasses.asdict(built)
     assert pickle.loads(pickle.dumps(event)) == event
+    assert dataclasses.replace(event, data="x") == ServerSentEvent("e", "x", "1", None, "c")
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.data = "x"  # type: ignore[misc]
+
+
+def test_event_defaults() -> None:
+    """A ServerSentEvent made by hand defaults to the spec's 'message' type, no id or retry."""
     assert ServerSentEvent() == E(event="message", data="", id="", retry=None, comment=None)
-
-
-def test_event_builder_matches_event_slots() -> None:
-    """The fast builder has exactly the event's slots, so its class switch stays valid."""
-    assert tyqw.sse._EventBuilder.__slots__ == ServerSentEvent.__slots__
-    assert [f.name for f in dataclasses.fields(ServerSentEvent)] == list(ServerSentEvent.__slots__)
 
 
 def test_docstring_examples() -> None:
@@ -562,6 +651,97 @@ def test_public_names() -> None:
     assert sorted(tyqw.sse.__all__) == ["SSEDecoder", "ServerSentEvent"]
 
 
+# -- Implicit dispatch (older gateways omit the blank lines) ---------------------------
+
+RESULT_1 = b'id:1\nevent:result\n:HTTP_STATUS/200\ndata:{"output":{"text":"a"}}\n'
+RESULT_2 = b'id:2\nevent:result\n:HTTP_STATUS/200\ndata:{"output":{"text":"b"}}\n'
+ERROR_3 = b'id:3\nevent:error\n:HTTP_STATUS/400\ndata:{"code":"DataInspectionFailed"}\n'
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        pytest.param(
+            RESULT_1 + RESULT_2 + ERROR_3,
+            [
+                E("result", '{"output":{"text":"a"}}', "1", None, "HTTP_STATUS/200"),
+                E("result", '{"output":{"text":"b"}}', "2", None, "HTTP_STATUS/200"),
+                E("error", '{"code":"DataInspectionFailed"}', "3", None, "HTTP_STATUS/400"),
+            ],
+            id="results-then-error",
+        ),
+        pytest.param(
+            b'data:{"a":1}\ndata: {"b":2}\n',
+            [E(data='{"a":1}'), E(data='{"b":2}')],
+            id="json-line-ends-block",
+        ),
+        pytest.param(
+            b'data:{"output":\ndata:{"text":"x"}}\n\n',
+            [E(data='{"output":\n{"text":"x"}}')],
+            id="json-over-two-lines",
+        ),
+        pytest.param(
+            b'event:result\ndata:{"output":\ndata:{"text":"x"}}\nid:2\ndata:{}\n',
+            [E("result", '{"output":\n{"text":"x"}}'), E(data="{}", id="2")],
+            id="id-after-data-starts-frame",
+        ),
+        pytest.param(
+            b"data:x\nevent:error\ndata:y\n\n",
+            [E(data="x"), E("error", "y")],
+            id="event-after-data-starts-frame",
+        ),
+        pytest.param(
+            b'data:{"a":1} \ndata:x\n\n', [E(data='{"a":1} '), E(data="x")], id="space-after"
+        ),
+        pytest.param(
+            b'data:  {"a":1}\ndata:x\n\n', [E(data=' {"a":1}\nx')], id="second-space-kept"
+        ),
+        pytest.param(b"data:[1]\ndata:2\n\n", [E(data="[1]\n2")], id="array-is-not-an-object"),
+        pytest.param(b"data:{}x\ndata:2\n\n", [E(data="{}x\n2")], id="extra-after-object"),
+        pytest.param(
+            b"data:" + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"\ndata:x\n\n",
+            [E(data='{"a":' * 100_000 + "1" + "}" * 100_000 + "\nx")],
+            id="nested-too-deep-to-parse",
+        ),
+        pytest.param(
+            b"retry:5\n:c\ndata:{}\n:late\nretry:7\n\n",
+            [E(data="{}", retry=5, comment="c")],
+            id="fields-after-json-go-to-next-block",
+        ),
+        pytest.param(b"data:x\n:c\nretry:5\n\n", [E(data="x", retry=5, comment="c")], id="other"),
+    ],
+)
+def test_implicit_dispatch(stream: bytes, expected: list[E]) -> None:
+    """implicit_dispatch ends a block at a whole JSON data line and where a frame begins."""
+    assert decode(stream, implicit=True, dispatch_incomplete=True) == expected
+    assert reference(stream, implicit=True, dispatch_incomplete=True) == expected
+    assert (
+        decode(
+            *(stream[i : i + 1] for i in range(len(stream))),
+            implicit=True,
+            dispatch_incomplete=True,
+        )
+        == expected
+    )
+
+
+def test_implicit_dispatch_hands_each_frame_over_at_its_data_line() -> None:
+    """Without blank lines, each frame arrives in the read that ends its data line."""
+    decoder = SSEDecoder(implicit_dispatch=True)
+    assert decoder.feed(RESULT_1[:-1]) == []
+    assert [e.id for e in decoder.feed(b"\n")] == ["1"]
+    assert [e.id for e in decoder.feed(RESULT_2 + ERROR_3[:20])] == ["2"]
+    assert [e.id for e in decoder.feed(ERROR_3[20:])] == ["3"]
+    assert decoder.close(dispatch_incomplete=True) == []
+
+
+def test_without_implicit_dispatch_frames_merge() -> None:
+    """The spec's rules, the default, merge frames that lack their blank lines."""
+    [merged] = decode(RESULT_1 + ERROR_3, dispatch_incomplete=True)
+    assert merged.event == "error"
+    assert merged.data == '{"output":{"text":"a"}}\n{"code":"DataInspectionFailed"}'
+
+
 # -- Properties ------------------------------------------------------------------------
 
 _text = st.text(st.characters(exclude_characters="\r\n", codec="utf-8"), max_size=12)
@@ -573,6 +753,10 @@ _line = st.one_of(
         lambda pair: f"{pair[0]}: {pair[1]}"
     ),
     st.sampled_from(["", "", "data", "retry: 1500", "id", "data:"]),
+    # Data lines that implicit dispatch looks at twice: objects, near misses, halves.
+    st.sampled_from(["{}", '{"a":1}', ' {"b":[1]}', '{"a":', "1}", "[]", "{} ", "{}x", "{"]).map(
+        lambda value: f"data:{value}"
+    ),
 )
 _eol = st.sampled_from(["\n", "\r", "\r\n"])
 
@@ -587,7 +771,7 @@ def valid_streams(draw: st.DrawFn) -> bytes:
 
 _pieces = st.sampled_from(
     [b"\n", b"\r", b"\r\n", b":", b" ", b"data", b"id", b"event", b"retry", b"7", b"x", BOM]
-)
+) | st.sampled_from([b"{", b"}", b'{"a":1}', b"data:{}\n"])
 _odd_bytes = st.sampled_from([b"\xe4\xbd\xa0", b"\xe4", b"\xff", b"\x00", b"\xf0\x9f"])
 _messy_bytes = st.one_of(
     st.binary(max_size=200), st.lists(_pieces | _odd_bytes, max_size=60).map(b"".join)
@@ -601,26 +785,47 @@ def split_at(stream: bytes, cuts: list[int]) -> list[bytes]:
 
 
 @quick
-@given(stream=valid_streams(), data=st.data(), incomplete=st.booleans())
+@given(stream=valid_streams(), data=st.data(), incomplete=st.booleans(), implicit=st.booleans())
 def test_property_any_split_same_events(
-    stream: bytes, data: st.DataObject, incomplete: bool
+    stream: bytes, data: st.DataObject, incomplete: bool, implicit: bool
 ) -> None:
     """Any split of a valid stream into chunks yields exactly the events of the whole."""
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=8))
-    whole = decode(stream, dispatch_incomplete=incomplete)
-    assert decode(*split_at(stream, cuts), dispatch_incomplete=incomplete) == whole
-    assert whole == reference(stream, dispatch_incomplete=incomplete)
+    options = {"dispatch_incomplete": incomplete, "implicit": implicit}
+    whole = decode(stream, **options)
+    assert decode(*split_at(stream, cuts), **options) == whole
+    assert whole == reference(stream, **options)
 
 
 @quick
-@given(stream=_messy_bytes, data=st.data(), incomplete=st.booleans())
+@given(stream=_messy_bytes, data=st.data(), incomplete=st.booleans(), implicit=st.booleans())
 def test_property_arbitrary_bytes_never_raise(
-    stream: bytes, data: st.DataObject, incomplete: bool
+    stream: bytes, data: st.DataObject, incomplete: bool, implicit: bool
 ) -> None:
     """Arbitrary bytes in arbitrary chunks never raise, and match the spec's algorithm."""
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=8))
-    events = decode(*split_at(stream, cuts), dispatch_incomplete=incomplete)
-    assert events == reference(stream, dispatch_incomplete=incomplete)
+    options = {"dispatch_incomplete": incomplete, "implicit": implicit}
+    assert decode(*split_at(stream, cuts), **options) == reference(stream, **options)
+
+
+@quick
+@given(stream=valid_streams() | _messy_bytes, data=st.data(), implicit=st.booleans())
+def test_property_nothing_waits_for_a_later_read(
+    stream: bytes, data: st.DataObject, implicit: bool
+) -> None:
+    """After every read, the events so far, the last event ID and the retry time are what
+    the spec's algorithm makes of the bytes so far: no read's result waits for the next."""
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=8))
+    decoder = SSEDecoder(implicit_dispatch=implicit)
+    events: list[E] = []
+    fed = 0
+    for chunk in split_at(stream, cuts):
+        events += decoder.feed(chunk)
+        fed += len(chunk)
+        expected = interpret(stream[:fed], implicit=implicit)
+        assert events == expected.events
+        assert decoder.last_event_id == expected.last_event_id
+        assert decoder.retry == expected.retry
 
 
 @quick
@@ -647,7 +852,7 @@ def decode_or_error(chunks: list[bytes], max_size: int) -> list[E] | EventTooLar
         return exc
 
 
-# Bailian-shaped blocks are read whole by a regular expression (SSEDecoder._whole_blocks).
+# Bailian-shaped blocks are read whole by a regular expression (SSEDecoder._blocks).
 # Each case below is that framing with one line replaced by a near miss, which the line
 # rules must handle instead; all of them must decode exactly as the spec's algorithm says.
 _EXACT = ["id:7", "event:result", ":HTTP_STATUS/200", 'data:{"n":1}', ""]
@@ -668,16 +873,21 @@ _CASES = [
 
 @pytest.mark.parametrize(("line", "position"), _CASES)
 @pytest.mark.parametrize("first", [True, False], ids=["first", "after-exact"])
-def test_bailian_framing_near_misses(line: str, position: int, first: bool) -> None:
+@pytest.mark.parametrize("implicit", [False, True], ids=["spec", "implicit"])
+def test_bailian_framing_near_misses(
+    line: str, position: int, first: bool, implicit: bool
+) -> None:
     """A Bailian block with one line off decodes as the spec says, alone or after others."""
     near = [*_EXACT]
     near[position] = line
     exact = "\n".join(_EXACT) + "\n"
     text = "\n".join(near) + "\n" + exact
     stream = (text if first else exact + text).encode()
-    expected = reference(stream)
-    assert decode(stream) == expected
-    assert decode(*(stream[i : i + 1] for i in range(len(stream)))) == expected
+    expected = reference(stream, implicit=implicit)
+    assert decode(stream, implicit=implicit) == expected
+    assert decode(*(stream[i : i + 1] for i in range(len(stream))), implicit=implicit) == expected
+    for i in range(len(stream) + 1):
+        assert decode(stream[:i], stream[i:], implicit=implicit) == expected, i
 
 
 @quick
@@ -697,6 +907,42 @@ def test_property_bailian_blocks_with_extra_lines(blocks: list[str], data: st.Da
     expected = reference(stream)
     assert decode(stream) == expected
     assert decode(*split_at(stream, cuts)) == expected
+
+
+_json_objects = st.dictionaries(
+    st.text(max_size=4),
+    st.one_of(st.integers(), st.text(max_size=6), st.none(), st.lists(st.booleans(), max_size=2)),
+    max_size=3,
+).map(lambda obj: json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+
+@st.composite
+def bailian_frames(draw: st.DrawFn) -> list[str]:
+    """Frames as Bailian writes them (id, event, status comment, one JSON data line),
+    each without its closing blank line."""
+    frames = []
+    for n in range(1, draw(st.integers(1, 6)) + 1):
+        event, status = draw(st.sampled_from([("result", 200), ("error", 400), ("error", 500)]))
+        data = draw(_json_objects)
+        frames.append(f"id:{n}\nevent:{event}\n:HTTP_STATUS/{status}\ndata:{data}\n")
+    return frames
+
+
+@quick
+@given(frames=bailian_frames(), eol=_eol, data=st.data())
+def test_property_bailian_frames_with_or_without_blank_lines(
+    frames: list[str], eol: str, data: st.DataObject
+) -> None:
+    """Bailian's frames give the spec's events under implicit dispatch, and the same
+    events when the blank lines are missing, wherever the reads end."""
+    with_blank_lines = "".join(frame + "\n" for frame in frames).replace("\n", eol).encode()
+    without = "".join(frames).replace("\n", eol).encode()
+    expected = decode(with_blank_lines)
+    assert len(expected) == len(frames)
+    for stream in (with_blank_lines, without):
+        cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=8))
+        chunks = split_at(stream, cuts)
+        assert decode(*chunks, implicit=True, dispatch_incomplete=True) == expected
 
 
 def test_whole_blocks_keep_the_last_event_id() -> None:

@@ -297,7 +297,7 @@ def error_from_body(
     text = body.decode("utf-8", "replace")
     obj = parse_json(text)
     if obj is _FAILED:
-        decoder = SSEDecoder(max_size=len(body) + 1)
+        decoder = SSEDecoder(max_size=len(body) + 1, implicit_dispatch=True)
         for sse in decoder.feed(body) + decoder.close(dispatch_incomplete=True):
             obj = parse_json(sse.data)
             if obj is not _FAILED:

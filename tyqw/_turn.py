@@ -140,7 +140,11 @@ class Turn:
                 elif _media_type(response) == "text/event-stream":
                     # The hot path: kept in this one generator, because every level of
                     # async generator costs each message another resumption.
-                    decoder = SSEDecoder(max_size=self.config.max_event_size)
+                    # Older gateways send no blank line after a frame: implicit dispatch
+                    # ends each frame on its own lines, wherever the reads end.
+                    decoder = SSEDecoder(
+                        max_size=self.config.max_event_size, implicit_dispatch=True
+                    )
                     read = response.content.readany
                     message = reader.message
                     decode = _decode_json
@@ -148,7 +152,6 @@ class Turn:
                         chunk = await read()
                         if chunk:
                             events = decoder.feed(chunk)
-                            events += decoder.flush()
                         else:
                             events = decoder.close(dispatch_incomplete=True)
                         for sse in events:

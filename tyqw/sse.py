@@ -11,6 +11,25 @@ keeps the last comment of its block in ``.comment`` (Bailian puts the real HTTP 
 in a ``:HTTP_STATUS/400`` comment), and ``close(dispatch_incomplete=True)`` dispatches a
 final block the server left without its closing blank line.
 
+One opt-in mode, ``SSEDecoder(implicit_dispatch=True)``, for Bailian's older gateways,
+which omit the blank line after each frame. It ends a block where a new frame plainly
+begins, judging whole lines only, so the events never depend on where reads end:
+
+- a ``data`` line whose value is one complete JSON object (it starts with ``{`` and
+  parses as an object) and is the first data line of its block dispatches the block
+  right after it, as a blank line would;
+- an ``id`` or ``event`` line in a block that already holds data dispatches that block
+  first: a new frame has begun.
+
+Bailian's own framing (``id``, ``event``, a comment, one ``data`` line, a blank line)
+gives the same events with or without the mode, and without its blank lines too. The
+mode differs from the spec only for a block that puts fields after a JSON data line or
+data before its ``id`` or ``event``.
+
+One module past the usual length on purpose: the fast paths (whole blocks read by one
+regular expression, block starts kept back so that reads resume on block boundaries)
+sit beside the line rules they must agree with, and the tests prove that they do.
+
 Example::
 
     >>> decoder = SSEDecoder()
@@ -22,6 +41,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -31,7 +51,7 @@ from ._exceptions import EventTooLargeError
 __all__ = ["SSEDecoder", "ServerSentEvent"]
 
 _BOM = b"\xef\xbb\xbf"
-# One whole event as Bailian frames it (see SSEDecoder._whole_blocks): id without a NUL,
+# One whole event as Bailian frames it (see SSEDecoder._blocks): id without a NUL,
 # a non-empty event type and data, neither value starting with the space the spec would
 # strip, then the blank line that dispatches it.
 _BAILIAN_BLOCK = re.compile(
@@ -39,6 +59,8 @@ _BAILIAN_BLOCK = re.compile(
 )
 _CR = 0x0D
 _LF = 0x0A
+# The most bytes of whole lines kept back with the pending line (see SSEDecoder.feed).
+_HOLD = 1024
 
 # A block being read: event type, data values, data size, retry, comment.
 _Block: TypeAlias = tuple[str, list[str] | None, int, int | None, str | None]
@@ -91,6 +113,9 @@ _new = object.__new__
 class SSEDecoder:
     """Incremental ``text/event-stream`` decoder: feed it bytes, get events.
 
+    Whatever the reads, every event comes out of the ``feed()`` whose bytes complete
+    it, and the events of a stream never depend on where it was split into reads.
+
     Raises ``EventTooLargeError`` as soon as one line, or the data of one event, grows
     past ``max_size`` bytes (characters for the data); nothing past the cap is
     buffered, and the decoder is closed afterwards. Events completed earlier in the
@@ -98,11 +123,17 @@ class SSEDecoder:
     ``close()`` raises the error. After ``close()``, ``feed()`` raises ``ValueError``;
     make a new decoder for a new stream.
 
+    ``implicit_dispatch=True`` also ends a block where a Bailian frame plainly ends
+    without its blank line (see the module).
+
     Example::
 
         >>> decoder = SSEDecoder()
         >>> decoder.feed(b"data: hel"), decoder.feed(b"lo\\r\\n\\r\\n")
         ([], [ServerSentEvent(event='message', data='hello', id='', retry=None, comment=None)])
+        >>> older = SSEDecoder(implicit_dispatch=True)
+        >>> [e.data for e in older.feed(b'event:result\\ndata:{"a":1}\\nevent:result\\n')]
+        ['{"a":1}']
     """
 
     last_event_id: str
@@ -126,12 +157,15 @@ class SSEDecoder:
         ([], 3000)
     """
 
-    def __init__(self, *, max_size: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self, *, max_size: int = 16 * 1024 * 1024, implicit_dispatch: bool = False
+    ) -> None:
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, not {max_size}")
         self.last_event_id = ""
         self.retry = None
         self._max_size = max_size
+        self._implicit = implicit_dispatch
         self._closed = False
         # An EventTooLargeError held back so that feed() could return earlier events.
         self._error: EventTooLargeError | None = None
@@ -142,10 +176,13 @@ class SSEDecoder:
         self._after_cr = False
         # One flag for the three states above, so the common chunk tests only it.
         self._careful = True
-        # The unterminated last line, as raw bytes (a UTF-8 character may be cut), kept
-        # in pieces and joined once its line end arrives, so long lines stay linear.
-        self._tail: list[bytes] = []
-        self._tail_size = 0
+        # What is not read yet, as raw bytes (a UTF-8 character may be cut): the
+        # unterminated last line, after the first ``_held`` bytes, which are whole lines
+        # kept back (see feed). A bytearray grows in place, so a long line fed in tiny
+        # reads stays linear in time and costs about its own size in memory, not an
+        # object per read.
+        self._tail = bytearray()
+        self._held = 0
         # The spec's last event ID buffer, and the block being read: its event type
         # buffer, data buffer (a list of values) and size, retry and comment. One tuple
         # because it is loaded and stored once per chunk.
@@ -174,90 +211,130 @@ class SSEDecoder:
                 self._after_cr = self._careful = True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         size = len(chunk)
-        tail_size = self._tail_size
-        if tail_size + size > self._max_size:
+        tail = self._tail
+        if len(tail) + size > self._max_size:
             bad = self._oversized_line(chunk)
             if bad >= 0:
                 # The lines before the offending one are complete and within bounds.
-                events = []
+                events: list[ServerSentEvent] = []
                 if bad:
-                    self._tail.append(chunk[:bad])
-                    lines = b"".join(self._tail).decode("utf-8", "replace").split("\n")
+                    tail += chunk[:bad]
+                    lines = tail.decode("utf-8", "replace").split("\n")
                     lines.pop()
-                    events = self._interpret(lines)
+                    self._held = 0
+                    self._interpret(lines, events)
                 if self._closed:  # their event data overflowed first
                     return events
                 return self._fail(f"SSE line longer than {self._max_size} bytes", events)
         end = chunk.rfind(b"\n") + 1  # just past the last line end; 0 if none
-        if end == size and not tail_size:
-            complete = chunk  # the usual case: whole lines, nothing pending
-        else:
-            tail = self._tail
-            if not end:
-                tail.append(chunk)
-                self._tail_size = tail_size + size
-                return []
-            if tail:
-                tail.append(chunk[:end])
-                complete = b"".join(tail)
-                tail.clear()
-            else:
-                complete = chunk[:end]
-            if end < size:
-                tail.append(chunk[end:])
-            self._tail_size = size - end
+        if not end:
+            tail += chunk
+            return []
         # LF never occurs inside a UTF-8 sequence, so decoding whole lines at once is the
         # same as decoding the stream as one (invalid bytes become U+FFFD either way).
-        text = complete.decode("utf-8", "replace")
-        events, start = self._whole_blocks(text)
-        if start == len(text):
-            return events
-        # Not str.splitlines(): it also splits at \x0b, \x1c, \u2028 and others.
-        lines = text[start:].split("\n")
-        lines.pop()  # the empty string after the last line end
-        if events:
-            events += self._interpret(lines)
-            return events
-        return self._interpret(lines)
+        if end == size and not tail and (size == 1 or chunk[-2] == _LF):
+            # The usual case: whole blocks (the chunk ends with a blank line).
+            return self._blocks(chunk.decode("utf-8", "replace"))
+        # Otherwise this read ends inside a block. When nothing in the block's lines so
+        # far can show before its blank line (no data or retry field: they only fill
+        # buffers), they wait, unread, with the pending line, and are read with the rest
+        # of their block: the next read then starts on a block boundary, where the fast
+        # path of _blocks works. At most _HOLD bytes wait, so that tiny reads, each
+        # reading them again, stay linear.
+        cut = chunk.rfind(b"\n\n", 0, end) + 2
+        if (
+            cut < 2
+            or end - cut > _HOLD
+            or chunk.find(b"data", cut, end) >= 0
+            or chunk.find(b"retry", cut, end) >= 0
+        ):
+            cut = end
+        if tail:
+            tail += chunk[:cut]
+            text = tail.decode("utf-8", "replace")
+            tail.clear()
+        else:
+            text = chunk[:cut].decode("utf-8", "replace")
+        self._held = end - cut
+        if cut < size:
+            tail += chunk[cut:]
+        return self._blocks(text)
 
-    def _whole_blocks(self, text: str) -> tuple[list[ServerSentEvent], int]:
-        """Read the leading blocks of ``text`` that have Bailian's exact framing.
+    def _blocks(self, text: str) -> list[ServerSentEvent]:
+        """The events of ``text`` (whole lines): Bailian's blocks fast, others by the rules.
 
         Bailian frames every event as ``id:<n>``, ``event:<type>``, ``:<comment>``,
         ``data:<json>`` and a blank line, with no space after the colons. Starting where
         no other block is in progress, such a block means exactly what the line rules of
-        ``_interpret`` make of it, and one regular expression reads it a good deal
-        faster than five lines handled one by one. Anything else (a space after a colon,
-        a NUL in the id, other fields or more data lines) stops the match there and goes
-        through the line rules. Returns the events and where the line rules take over.
+        ``_interpret`` make of it (in either mode: its one data line is followed by the
+        blank line), and one regular expression reads it a good deal faster than five
+        lines handled one by one. Anything else (a space after a colon, a NUL in the id,
+        other fields or more data lines) stops the match there.
+
+        Reads end anywhere, and the fast path must not depend on where (``feed()`` keeps
+        most reads starting on block boundaries). A block in progress when ``text``
+        starts, or one the expression does not match, goes through the line rules up to
+        its blank line, and the expression resumes after it. Only when it fails again
+        right after such a block (a stream of other blocks) do the line rules take the
+        rest, so such a stream costs one extra match a read, not one a block.
         """
-        event_type, data, _, retry, comment = self._block
-        if event_type or data is not None or retry is not None or comment is not None:
-            return [], 0
-        match = _BAILIAN_BLOCK.match(text)
-        if match is None:
-            return [], 0
         events: list[ServerSentEvent] = []
-        while match is not None:
-            event = _new(_EventBuilder)
-            event.id, event.event, event.comment, event.data = match.groups()
-            event.retry = None
-            event.__class__ = ServerSentEvent  # type: ignore[assignment]
-            events.append(event)  # type: ignore[arg-type]
-            end = match.end()
-            match = _BAILIAN_BLOCK.match(text, end)
-        # The id field set the last event ID buffer, and the blank line the last event ID.
-        self._id_buffer = self.last_event_id = events[-1].id
-        return events, end
+        size = len(text)
+        pos = 0
+        after_rules = False
+        while True:
+            event_type, data, _, retry, comment = self._block
+            if not event_type and data is None and retry is None and comment is None:
+                match = _BAILIAN_BLOCK.match(text, pos)
+                if match is not None:
+                    append = events.append
+                    while match is not None:
+                        event = _new(_EventBuilder)
+                        event.id, event.event, event.comment, event.data = match.groups()
+                        event.retry = None
+                        event.__class__ = ServerSentEvent  # type: ignore[assignment]
+                        append(event)  # type: ignore[arg-type]
+                        pos = match.end()
+                        match = _BAILIAN_BLOCK.match(text, pos)
+                    # The id field set the last event ID buffer, the blank line the last
+                    # event ID.
+                    self._id_buffer = self.last_event_id = events[-1].id
+                    if pos == size:
+                        return events
+                    after_rules = False
+                elif after_rules:
+                    break
+            # The block at pos, to its blank line, by the line rules.
+            if text[pos] == "\n":
+                stop = pos + 1
+            else:
+                stop = text.find("\n\n", pos) + 2
+                if stop == 1:
+                    break  # no blank line in the rest
+            lines = text[pos:stop].split("\n")
+            lines.pop()
+            self._interpret(lines, events)
+            if self._closed:  # the block's data went past the cap
+                return events
+            if stop == size:
+                return events
+            pos = stop
+            after_rules = True
+        # Not str.splitlines(): it also splits at \x0b, \x1c, \u2028 and others.
+        lines = (text[pos:] if pos else text).split("\n")
+        lines.pop()  # the empty string after the last line end
+        return self._interpret(lines, events)
 
     def flush(self) -> list[ServerSentEvent]:
         """Dispatch the block being read now, as a blank line would, if it has data and
         no line of it is still half-received; otherwise return ``[]``.
 
-        Not part of the spec: for servers that omit the blank line after each event's
-        single ``data`` line (older Bailian gateways). Calling ``flush()`` after every
-        ``feed()`` hands over each such event as soon as its data line is in, instead of
-        all of them together when the stream ends.
+        Not part of the spec. What it dispatches depends on where the reads so far have
+        ended: called after every ``feed()``, it can hand over half of an event whose data
+        spans two lines, or, when one read holds several frames without blank lines,
+        merge them into one. For servers that omit blank lines, prefer
+        ``implicit_dispatch=True`` (see the module), which decides on line content only;
+        ``flush()`` is for a caller who knows the block is complete, e.g. at a pause.
 
         Example::
 
@@ -267,7 +344,7 @@ class SSEDecoder:
         """
         if self._closed or self._tail or self._block[1] is None:
             return []
-        return self._interpret([""])
+        return self._interpret([""], [])
 
     def close(self, *, dispatch_incomplete: bool = False) -> list[ServerSentEvent]:
         """End the stream; return ``[]``, or the unfinished block if asked. Idempotent.
@@ -291,16 +368,18 @@ class SSEDecoder:
         self._closed = self._careful = True
         # Bytes still held as a possible split BOM ("\xef" or "\xef\xbb") would make a
         # line with an unknown field name, which changes nothing: they are dropped.
-        lines = [b"".join(self._tail).decode("utf-8", "replace")] if self._tail else []
+        lines = self._tail.decode("utf-8", "replace").split("\n") if self._tail else []
+        if lines and not lines[-1]:
+            lines.pop()  # whole lines kept back and no pending line after them
         self._tail.clear()
-        self._tail_size = 0
+        self._held = 0
         if not dispatch_incomplete:
             # Spec: "Once the end of the file is reached, any pending data must be
             # discarded."
             self._block = _EMPTY_BLOCK
             return []
         lines.append("")
-        return self._interpret(lines)
+        return self._interpret(lines, [])
 
     def _prepare(self, chunk: bytes) -> bytes:
         """Refuse a closed decoder, drop a leading BOM, skip the LF of a split CRLF."""
@@ -330,7 +409,7 @@ class SSEDecoder:
         The pending tail counts towards the first line, so 0 may mean "the tail's line".
         """
         limit = self._max_size
-        carried = self._tail_size
+        carried = len(self._tail) - self._held
         start = 0
         while True:
             end = chunk.find(b"\n", start)
@@ -350,7 +429,7 @@ class SSEDecoder:
         """
         self._closed = self._careful = True
         self._tail.clear()
-        self._tail_size = 0
+        self._held = 0
         self._block = _EMPTY_BLOCK
         error = EventTooLargeError(message, limit=self._max_size)
         if not events:
@@ -363,9 +442,11 @@ class SSEDecoder:
         if error is not None:
             raise error
 
-    def _interpret(self, lines: list[str]) -> list[ServerSentEvent]:
-        """Apply complete lines to the block buffers; return the events dispatched."""
-        events: list[ServerSentEvent] = []
+    def _interpret(self, lines: list[str], events: list[ServerSentEvent]) -> list[ServerSentEvent]:
+        """Apply complete lines to the block buffers; add the events dispatched to
+        ``events`` (those completed before them in the same chunk) and return it."""
+        if self._implicit and lines != [""]:  # a lone blank line needs nothing added
+            lines = _implicit_blank_lines(lines, self._block[1] is not None)
         append = events.append
         event_type, data, data_size, block_retry, comment = self._block
         id_buffer = self._id_buffer
@@ -423,6 +504,54 @@ class SSEDecoder:
         self._id_buffer = id_buffer
         self.last_event_id = last_event_id
         return events
+
+
+def _implicit_blank_lines(lines: list[str], has_data: bool) -> list[str]:
+    """``lines`` with a blank line added wherever ``implicit_dispatch`` ends a block.
+
+    ``has_data``: the block in progress before ``lines`` holds data. A block's first
+    data line is tried as JSON only when the next line leaves the question open: a blank
+    line, or an ``id`` or ``event`` line, ends the block after it anyway.
+    """
+    out: list[str] = []
+    append = out.append
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        if not line:
+            has_data = False
+        elif line.startswith("data"):
+            name, _, value = line.partition(":")
+            if name == "data" and not has_data:
+                has_data = True
+                if i == last or (lines[i + 1] and not _starts_frame(lines[i + 1])):
+                    if value and value[0] == " ":
+                        value = value[1:]
+                    if _is_json_object(value):
+                        append(line)
+                        append("")
+                        has_data = False
+                        continue
+        elif has_data and _starts_frame(line):
+            append("")
+            has_data = False
+        append(line)
+    return out
+
+
+def _starts_frame(line: str) -> bool:
+    """The line is an ``id`` or ``event`` field, with which a Bailian frame begins."""
+    name = line.partition(":")[0]
+    return name == "id" or name == "event"
+
+
+def _is_json_object(value: str) -> bool:
+    """The value is one complete JSON object (what every Bailian data line holds)."""
+    if value[:1] != "{" or value.rstrip()[-1:] != "}":
+        return False  # cheap answers first: most values that are not objects stop here
+    try:
+        return json.loads(value).__class__ is dict
+    except (ValueError, RecursionError):
+        return False
 
 
 def _parse_retry(value: str) -> int | None:
