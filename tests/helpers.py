@@ -6,7 +6,6 @@ Fixtures live in ``conftest.py``; everything here is an ordinary function or cla
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,6 +16,7 @@ from typing import Any, NoReturn
 import pytest
 
 from tyqw import Message, Session
+from tyqw._simulator.wire import dumps, frame
 from tyqw.testing import BailianSimulator
 
 SessionFactory = Callable[..., Session]
@@ -89,13 +89,8 @@ RawServerFactory = Callable[..., Awaitable[RawServer]]
 
 
 def bailian_event(n: int, output: dict[str, Any], request_id: str = "req-1") -> bytes:
-    """One event exactly as the service frames it."""
-    data = json.dumps(
-        {"output": output, "usage": {}, "request_id": request_id},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return f"id:{n}\nevent:result\n:HTTP_STATUS/200\ndata:{data}\n\n".encode()
+    """One event exactly as the service frames it (the simulator's own frame writer)."""
+    return frame(n, dumps({"output": output, "usage": {}, "request_id": request_id}))
 
 
 def bailian_stream(pieces: Sequence[str], session_id: str = "s" * 32) -> bytes:
