@@ -62,7 +62,7 @@ def parse_fault_spec(spec: str) -> tuple[Fault, int]:
         known = ", ".join(_KINDS)
         raise ValueError(f"unknown fault kind {kind.strip()!r} (one of {known})")
     args = text.split(",") if colon else []
-    positional = [a.strip() for a in args if "=" not in a]
+    positional = [a for a in args if "=" not in a]  # raw: a message keeps its spaces
     options = dict(_option(a) for a in args if "=" in a)
     return make(positional, options, after), times
 
@@ -112,15 +112,15 @@ def _no_after(kind: str, after: int | None) -> None:
 
 
 def _error_args(positional: list[str]) -> tuple[str | None, str | None]:
-    code = positional[1] if len(positional) > 1 and positional[1] else None
-    message = ",".join(positional[2:]) or None  # a message may hold commas
-    return code, message
+    code = positional[1].strip() if len(positional) > 1 else ""
+    message = ",".join(positional[2:]).strip()  # a message may hold commas
+    return code or None, message or None
 
 
 def _http(positional: list[str], options: dict[str, str], after: int | None) -> Fault:
     _no_options("http", options, ("retry-after", "retry-after-ms"))
     _no_after("http", after)
-    if not positional or not positional[0]:
+    if not positional or not positional[0].strip():
         raise ValueError("http needs a STATUS, e.g. http:429")
     code, message = _error_args(positional)
     retry = options.get("retry-after")
@@ -136,7 +136,7 @@ def _http(positional: list[str], options: dict[str, str], after: int | None) -> 
 
 def _error(positional: list[str], options: dict[str, str], after: int | None) -> Fault:
     _no_options("error", options)
-    status = _status(positional[0]) if positional and positional[0] else 500
+    status = _status(positional[0]) if positional and positional[0].strip() else 500
     code, message = _error_args(positional)
     return Fault.stream_error(after=after or 0, status=status, code=code, message=message)
 
