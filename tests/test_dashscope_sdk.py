@@ -196,7 +196,7 @@ def test_the_printed_environment_points_the_sdk_at_the_simulator(sdk: Any, tmp_p
         "import os\n"
         "from dashscope import Application\n"
         "r = Application.call(app_id=os.environ['DASHSCOPE_APP_ID'], prompt='hello')\n"
-        "print(r.status_code, r.output.text)\n"
+        "print(int(r.status_code), r.output.text)\n"
     )
     with simulate(tmp_path / "server") as sim:
         result = subprocess.run(
