@@ -49,18 +49,14 @@ This module is the public face; the simulator itself lives in ``tyqw._simulator`
 
 from __future__ import annotations
 
-from ._simulator import (
-    DEFAULT_APP_ID,
-    BailianSimulator,
-    Fault,
-    FaultKind,
-    ReplyFunc,
-    SimRequest,
-    default_reply,
-    run_offline,
-)
+from ._simulator import DEFAULT_APP_ID as DEFAULT_APP_ID
+from ._simulator import BailianSimulator, Fault, SimRequest, default_reply, run_offline
+from ._simulator import FaultKind as FaultKind
+from ._simulator import ReplyFunc as ReplyFunc
 
 __all__ = ["BailianSimulator", "Fault", "SimRequest", "default_reply", "run_offline"]
 
-# Importable from here as before, though not part of __all__.
-_ = (DEFAULT_APP_ID, FaultKind, ReplyFunc)
+# Shown as tyqw.testing.Fault and so on in reprs and help(), where users import them from.
+for _public in (BailianSimulator, Fault, SimRequest, default_reply, run_offline):
+    _public.__module__ = __name__
+del _public
