@@ -19,10 +19,11 @@ def add_parser(commands: Any) -> None:
     simulate = commands.add_parser(
         "simulate",
         help="run the Bailian simulator in the foreground",
-        description="Serve the built-in Bailian simulator until Ctrl-C, and print the "
-        "environment that points the SDK, the official dashscope SDK or the CLI at it. It "
-        "remembers conversations while it runs, so `tyqw ask` continues one across "
-        "invocations. --fault makes the next requests fail, to try a client against "
+        # Wrapped here: the raw formatter keeps the fault table below as written.
+        description="Serve the built-in Bailian simulator until Ctrl-C, and print the\n"
+        "environment that points tyqw, the official dashscope SDK or the CLI at it. It\n"
+        "remembers conversations while it runs, so `tyqw ask` continues one across\n"
+        "invocations. --fault makes the next requests fail, to try a client against\n"
         "throttling, cut streams or stalls.",
         epilog=SPEC_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
