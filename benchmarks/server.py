@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scenarios import LARGEST_RANDOM_SLICE, Reply, scenarios
 
+from tyqw._simulator.wire import dumps, frame  # the one Bailian frame writer
+
 SESSION_ID = uuid.UUID(int=0x7E57_0000_0000_4000_8000_0000_0000_0001).hex
 MODEL = "qwen-plus"
 INPUT_TOKENS = 12
@@ -83,8 +85,7 @@ class Rendered:
             },
             "request_id": self.request_id,
         }
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        return f"id:{n}\nevent:result\n:HTTP_STATUS/200\ndata:{data}\n\n".encode()
+        return frame(n, dumps(payload))
 
     def joined(self) -> bytes:
         if self._joined is None:

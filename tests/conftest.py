@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tyqw import Session
+from tyqw import Session, _config
+from tyqw._config import ENV_NAMES
 from tyqw.testing import BailianSimulator
 
 from .helpers import (
@@ -27,21 +28,15 @@ from .helpers import (
     sim_session,
 )
 
-_ENV = (
-    "DASHSCOPE_API_KEY",
-    "DASHSCOPE_APP_ID",
-    "DASHSCOPE_BASE_URL",
-    "DASHSCOPE_HTTP_BASE_URL",
-    "DASHSCOPE_WORKSPACE",
-)
-
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never see the developer's key or touch the real state directory."""
-    for name in _ENV:
+    """Tests never see the developer's key (nor ~/.dashscope/api_key), or touch the real
+    state directory."""
+    for name in (*ENV_NAMES, "TYQW_LOG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.setattr(_config, "DEFAULT_KEY_FILE", tmp_path / "no-such-home" / "api_key")
 
 
 @pytest.fixture

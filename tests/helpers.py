@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import types
@@ -19,6 +18,7 @@ from typing import Any, NoReturn
 import pytest
 
 from tyqw import Message, Session
+from tyqw._simulator.wire import dumps, frame
 from tyqw.testing import BailianSimulator
 
 SessionFactory = Callable[..., Session]
@@ -91,13 +91,8 @@ RawServerFactory = Callable[..., Awaitable[RawServer]]
 
 
 def bailian_event(n: int, output: dict[str, Any], request_id: str = "req-1") -> bytes:
-    """One event exactly as the service frames it."""
-    data = json.dumps(
-        {"output": output, "usage": {}, "request_id": request_id},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return f"id:{n}\nevent:result\n:HTTP_STATUS/200\ndata:{data}\n\n".encode()
+    """One event exactly as the service frames it (the simulator's own frame writer)."""
+    return frame(n, dumps({"output": output, "usage": {}, "request_id": request_id}))
 
 
 def bailian_stream(pieces: Sequence[str], session_id: str = "s" * 32) -> bytes:

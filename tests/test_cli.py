@@ -437,7 +437,7 @@ async def test_api_key_never_appears_in_output(tmp_path: Path) -> None:
 
 async def test_chat_thoughts_are_shown_before_the_reply(tmp_path: Path) -> None:
     """chat --thoughts asks for thoughts and prints each once, labelled, before the text."""
-    async with BailianSimulator() as sim:
+    async with BailianSimulator(reasoning=True) as sim:
         env = clean_env(
             tmp_path,
             DASHSCOPE_API_KEY=sim.api_key,

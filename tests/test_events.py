@@ -134,13 +134,16 @@ def test_citations_of_a_hand_made_reply() -> None:
 
 
 async def test_thoughts_from_the_simulator(make_session: SessionFactory) -> None:
-    """has_thoughts: the simulator repeats its thoughts on every event; each is
-    announced once, as a Thought with readable text."""
+    """has_thoughts: the simulator repeats its thoughts (retrieval, memory) on every
+    event; each is announced once, as a Thought with readable text."""
     thoughts: list[Thought] = []
     session = make_session()
     session.on("thought", thoughts.append)
-    reply = await session.send("你好，介绍一下自己", has_thoughts=True)
-    assert reply.thoughts and len(thoughts) == len(reply.thoughts)
+    reply = await session.send(
+        "介绍一下西湖。", has_thoughts=True, rag_options={"pipeline_ids": ["kb"]}, memory_id="m1"
+    )
+    assert reply.thoughts and len(reply.thoughts) >= 2
+    assert len(thoughts) == len(reply.thoughts)
     assert all(t.text for t in thoughts)
     assert [t.raw for t in thoughts] == reply.thoughts
 

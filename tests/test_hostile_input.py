@@ -431,11 +431,12 @@ def test_app_id_that_could_change_the_path_is_refused(tmp_path: Path, app_id: An
 @pytest.mark.parametrize(
     "app_id", ["010aa085cc9943268731861c9511bb0c", "app-1", "app_1", "A"], ids=repr
 )
-async def test_valid_app_id_lands_in_the_path_verbatim(
-    sim: BailianSimulator, state_dir: Path, app_id: str
-) -> None:
+async def test_valid_app_id_lands_in_the_path_verbatim(state_dir: Path, app_id: str) -> None:
     """A valid id is used as is: POST {base}/apps/{app_id}/completion."""
-    async with sim_session(sim, state_dir, app_id=app_id) as session:
+    async with (
+        BailianSimulator(app_ids=[app_id]) as sim,
+        sim_session(sim, state_dir, app_id=app_id) as session,
+    ):
         await session.send("hi")
     assert sim.requests[-1].path == f"/api/v1/apps/{app_id}/completion"
 

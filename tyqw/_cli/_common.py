@@ -36,7 +36,7 @@ from .._session import DEFAULT_BASE_URL, Session
 from .._store import default_state_dir
 
 if TYPE_CHECKING:
-    from ..testing import BailianSimulator
+    from .._simulator import BailianSimulator
 
 OK = 0
 ERROR = 1
@@ -138,12 +138,14 @@ def open_session(
     """The Session the flags and environment ask for; offline, with its simulator."""
     simulator = None
     if args.offline or not os.environ.get("DASHSCOPE_API_KEY"):
-        from ..testing import BailianSimulator
+        from .._simulator import OFFLINE_APP_ID, BailianSimulator
 
-        simulator = loop.run_until_complete(BailianSimulator(delay=args.delay).start())
+        simulator = BailianSimulator(app_ids=[OFFLINE_APP_ID], delay=args.delay)
+        loop.run_until_complete(simulator.start())
         print(OFFLINE_NOTICE if args.offline else NO_KEY_NOTICE, file=sys.stderr, flush=True)
-        # Offline conversations are stored under the simulator's app id, apart from the
-        # real app's, so a simulator session id is never sent to the real service.
+        # Offline conversations are stored under an app id of their own, apart from the
+        # real app's (a simulator session id is never sent to the real service) and from
+        # those held with a `tyqw simulate` process, which this run would not know.
         app_id = simulator.app_id
         api_key: str | None = simulator.api_key
         base_url: str | None = simulator.base_url

@@ -23,7 +23,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from ..testing import BailianSimulator
+    from .._simulator import BailianSimulator
 
 HELP = """\
 /new      start a new conversation (the app forgets the context)

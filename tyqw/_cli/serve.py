@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         from_env = os.environ.get("DASHSCOPE_APP_ID")
         app_ids: list[str] = args.app_ids or ([from_env] if from_env else [])
         if not os.environ.get("DASHSCOPE_API_KEY"):
-            from ..testing import BailianSimulator
+            from .._simulator import BailianSimulator
 
             simulator = loop.run_until_complete(BailianSimulator(delay=args.delay).start())
             print(NO_KEY_NOTICE, file=sys.stderr, flush=True)

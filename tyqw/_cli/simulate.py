@@ -10,20 +10,27 @@ import signal
 import sys
 from typing import Any
 
-from ._common import ERROR, OFFLINE_DELAY, OK, event_loop, fail, seconds
+from ._common import ERROR, OFFLINE_DELAY, OK, UsageError, event_loop, fail, seconds
 
 
 def add_parser(commands: Any) -> None:
+    from .._simulator import SPEC_HELP
+
     simulate = commands.add_parser(
         "simulate",
         help="run the Bailian simulator in the foreground",
-        description="Serve the built-in Bailian simulator until Ctrl-C, and print the "
-        "environment that points the SDK or the CLI at it. It remembers conversations "
-        "while it runs, so `tyqw ask` continues one across invocations.",
+        # Wrapped here: the raw formatter keeps the fault table below as written.
+        description="Serve the built-in Bailian simulator until Ctrl-C, and print the\n"
+        "environment that points tyqw, the official dashscope SDK or the CLI at it. It\n"
+        "remembers conversations while it runs, so `tyqw ask` continues one across\n"
+        "invocations. --fault makes the next requests fail, to try a client against\n"
+        "throttling, cut streams or stalls.",
+        epilog=SPEC_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     simulate.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     simulate.add_argument(
-        "--port", type=int, default=8000, help="default: %(default)s; 0 picks a free port"
+        "--port", default="8000", help="default: %(default)s; 0 picks a free port"
     )
     simulate.add_argument(
         "--delay",
@@ -32,18 +39,60 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="seconds between streamed events (default: %(default)s)",
     )
+    simulate.add_argument(
+        "--app-id",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="an app id that exists (repeatable; default: the simulator's own); requests "
+        "for any other get InvalidParameter, as from the service",
+    )
+    simulate.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="queue a failure for the next requests (repeatable, in order), e.g. "
+        "http:429x2, cut:3, stall:5@2; the specs are listed below",
+    )
     simulate.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..testing import BailianSimulator
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be 0 to 65535, not {text!r}")
+    return port
 
-    simulator = BailianSimulator(host=args.host, port=args.port, delay=args.delay)
+
+def run(args: argparse.Namespace) -> int:
+    from .._simulator import BailianSimulator, parse_fault_spec
+    from .._simulator.apps import APP_ID_PATTERN
+
+    port = _port(args.port)
+    for app_id in args.app_id:
+        if not APP_ID_PATTERN.fullmatch(app_id):
+            raise UsageError(f"--app-id {app_id!r}: expected 1-64 of A-Z a-z 0-9 _ -")
+    faults = []
+    for spec in args.fault:
+        try:
+            faults.append(parse_fault_spec(spec))
+        except ValueError as exc:
+            raise UsageError(f"--fault {spec!r}: {exc} (see tyqw simulate --help)") from None
+    simulator = BailianSimulator(
+        host=args.host, port=port, delay=args.delay, app_ids=args.app_id or None
+    )
+    for fault, times in faults:
+        simulator.inject(fault, times)
     with event_loop() as loop:
         try:
             loop.run_until_complete(simulator.start())
-        except OSError as exc:
-            fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        except (OSError, OverflowError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            fail(f"cannot listen on {args.host}:{args.port}: {reason}")
             return ERROR
         stopping: list[asyncio.Task[None]] = []
 
@@ -54,17 +103,7 @@ def run(args: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, AttributeError):
                 loop.add_signal_handler(signum, stop)
-        env = {
-            "DASHSCOPE_BASE_URL": simulator.base_url,
-            "DASHSCOPE_API_KEY": simulator.api_key,
-            "DASHSCOPE_APP_ID": simulator.app_id,
-        }
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        print(f"Bailian simulator listening on {simulator.base_url}")
-        print("Point the SDK or the CLI at it, e.g. in another terminal:")
-        print(f"  export {exports}")
-        print('  tyqw ask "你好，我叫小明" && tyqw ask "我叫什么名字？"')
-        print("It remembers conversations until it stops. Ctrl-C stops it.", flush=True)
+        _print_banner(simulator, args)
         try:
             loop.run_until_complete(simulator.serve_forever())
         except KeyboardInterrupt:  # where signal handlers are not available
@@ -78,3 +117,24 @@ def run(args: argparse.Namespace) -> int:
                     loop.remove_signal_handler(signum)
     print("tyqw: simulator stopped", file=sys.stderr)
     return OK
+
+
+def _print_banner(simulator: Any, args: argparse.Namespace) -> None:
+    # Both base URL names: tyqw reads either, the official SDK's Application.call only
+    # the second, and it must not send the simulator's key to the real service.
+    env = {
+        "DASHSCOPE_BASE_URL": simulator.base_url,
+        "DASHSCOPE_HTTP_BASE_URL": simulator.base_url,
+        "DASHSCOPE_API_KEY": simulator.api_key,
+        "DASHSCOPE_APP_ID": simulator.app_id,
+    }
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    print(f"Bailian simulator listening on {simulator.base_url}")
+    if len(args.app_id) > 1:
+        print(f"App ids: {' '.join(args.app_id)}")
+    if args.fault:
+        print(f"Faults for the next requests, in order: {' '.join(args.fault)}")
+    print("Point the SDK or the CLI at it, e.g. in another terminal:")
+    print(f"  export {exports}")
+    print('  tyqw ask "你好，我叫小明" && tyqw ask "我叫什么名字？"')
+    print("It remembers conversations until it stops. Ctrl-C stops it.", flush=True)
