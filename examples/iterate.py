@@ -9,6 +9,7 @@ DASHSCOPE_APP_ID are set, and to the simulator otherwise:
 
 import asyncio
 import os
+import sys
 
 from tyqw import Session, TyqwError
 from tyqw.testing import run_offline
@@ -19,20 +20,23 @@ async def main() -> None:
         session.clear()  # start this demo from a blank conversation
         for prompt in ("My name is Ada.", "What's my name?"):
             print(f"> {prompt}")
-            try:
-                async with session.stream(prompt) as stream:
-                    async for message in stream:
-                        print(message.delta, end="", flush=True)
-            except TyqwError as exc:
-                print(f"\nerror: {exc}")
-                return
+            async with session.stream(prompt) as stream:  # a failed turn raises
+                async for message in stream:
+                    print(message.delta, end="", flush=True)
             reply = stream.reply
             tokens = sum(m.get("output_tokens", 0) for m in (reply.usage or {}).get("models", []))
             print(f"\n({reply.finish_reason}, {tokens} output tokens, session {reply.session_id})")
 
 
 if __name__ == "__main__":
-    if os.environ.get("DASHSCOPE_API_KEY"):
-        asyncio.run(main())
-    else:  # no key: the built-in simulator stands in for Bailian
-        asyncio.run(run_offline(main))
+    try:
+        if not os.environ.get("DASHSCOPE_API_KEY"):  # no key: the simulator stands in
+            asyncio.run(run_offline(main))
+        elif os.environ.get("DASHSCOPE_APP_ID"):
+            asyncio.run(main())
+        else:
+            sys.exit("error: set DASHSCOPE_APP_ID to your app's id (on its card in the console)")
+    except (ValueError, TyqwError) as exc:  # a setting tyqw refuses, a failed turn
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:  # Ctrl-C
+        sys.exit(130)

@@ -9,8 +9,9 @@ DASHSCOPE_API_KEY and DASHSCOPE_APP_ID are set, and to the simulator otherwise:
 
 import asyncio
 import os
+import sys
 
-from tyqw import Session
+from tyqw import Session, TyqwError
 from tyqw.testing import run_offline
 
 
@@ -35,7 +36,14 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if os.environ.get("DASHSCOPE_API_KEY"):
-        asyncio.run(main())
-    else:  # no key: the built-in simulator stands in for Bailian
-        asyncio.run(run_offline(main))
+    try:
+        if not os.environ.get("DASHSCOPE_API_KEY"):  # no key: the simulator stands in
+            asyncio.run(run_offline(main))
+        elif os.environ.get("DASHSCOPE_APP_ID"):
+            asyncio.run(main())
+        else:
+            sys.exit("error: set DASHSCOPE_APP_ID to your app's id (on its card in the console)")
+    except (ValueError, TyqwError) as exc:  # a setting tyqw refuses, a failed turn
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:  # Ctrl-C
+        sys.exit(130)

@@ -6,8 +6,9 @@ tyqw's built-in simulator otherwise:  python examples/quickstart.py
 
 import asyncio
 import os
+import sys
 
-from tyqw import Session
+from tyqw import Session, TyqwError
 from tyqw.testing import run_offline
 
 
@@ -15,8 +16,7 @@ async def main() -> None:
     app_id = os.environ["DASHSCOPE_APP_ID"]
     async with Session(app_id) as session:  # key from DASHSCOPE_API_KEY
         session.on("message", lambda m: print(m.delta, end="", flush=True))
-        session.on("error", lambda e: print("\nerror:", e))
-        await session.send("你好，我叫小明")
+        await session.send("你好，我叫小明")  # with no "error" handler, errors are raised
         print()
         await session.send("我叫什么名字？")  # same conversation
         print()
@@ -24,7 +24,14 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if os.environ.get("DASHSCOPE_API_KEY"):
-        asyncio.run(main())
-    else:  # no key: the built-in simulator stands in for Bailian
-        asyncio.run(run_offline(main))
+    try:
+        if not os.environ.get("DASHSCOPE_API_KEY"):  # no key: the simulator stands in
+            asyncio.run(run_offline(main))
+        elif os.environ.get("DASHSCOPE_APP_ID"):
+            asyncio.run(main())
+        else:
+            sys.exit("error: set DASHSCOPE_APP_ID to your app's id (on its card in the console)")
+    except (ValueError, TyqwError) as exc:  # a setting tyqw refuses, a failed turn
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:  # Ctrl-C
+        sys.exit(130)

@@ -2,24 +2,21 @@
 
 Three ways to reach a simulator: ``--offline`` / no key (in-process in the child), an
 external ``tyqw simulate --port 0`` process, and a ``BailianSimulator`` in the test's own
-event loop (for fault injection). The REPL runs in a real pseudo-terminal. Every wait
-has a deadline; nothing sleeps to wait for output.
+event loop (for fault injection). The chat in a terminal is in ``test_chat.py``, the
+checks of what the command line reads in ``test_cli_input.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import codecs
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,81 +26,22 @@ import tyqw
 from tyqw._cli import main
 from tyqw.testing import BailianSimulator, Fault
 
-BOUND = 15.0  # seconds: generous for a slow CI machine, never reached when things work
-NO_KEY_NOTICE = (
-    "tyqw: no DASHSCOPE_API_KEY set, so using the built-in offline simulator (canned "
-    "replies). Set DASHSCOPE_API_KEY and DASHSCOPE_APP_ID to talk to your Bailian app."
+from .cli_helpers import (
+    BOUND,
+    NO_KEY_NOTICE,
+    POSIX_ONLY,
+    clean_env,
+    command,
+    read_until,
+    tyqw_async,
+    tyqw_run,
 )
+
 OFFLINE_NOTICE = (
     "tyqw: --offline: using the built-in offline simulator (canned replies); "
     "your key and app are not used."
 )
 CANARY_KEY = "sk-canary-4f9d2b7e1a6c"
-POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals and ptys")
-
-
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment of a child: no DASHSCOPE_* of the developer, state under tmp."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DASHSCOPE_")}
-    env["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
-    env.pop("PYTHONWARNINGS", None)
-    env.update(extra)
-    return env
-
-
-def command(*args: str) -> list[str]:
-    # -W error: a leaked socket or session would print a ResourceWarning to stderr, and
-    # every test asserts stderr.
-    return [sys.executable, "-W", "error", "-m", "tyqw", *args]
-
-
-def tyqw_run(
-    env: Mapping[str, str], *args: str, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command(*args),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=dict(env),
-        timeout=BOUND,
-        check=False,
-    )
-
-
-async def tyqw_async(env: Mapping[str, str], *args: str, stdin: str = "") -> tuple[int, str, str]:
-    """Run tyqw while this test's own event loop keeps serving a simulator."""
-    proc = await asyncio.create_subprocess_exec(
-        *command(*args),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(env),
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), BOUND)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-def read_until(fd: int, pattern: str, deadline: float, buffer: list[str]) -> re.Match[str]:
-    """Read ``fd`` into ``buffer[0]`` until ``pattern`` matches; fail at ``deadline``."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    while True:
-        match = re.search(pattern, buffer[0])
-        if match:
-            return match
-        left = deadline - time.monotonic()
-        ready, _, _ = select.select([fd], [], [], max(left, 0))
-        if not ready:
-            pytest.fail(f"no {pattern!r} within the deadline; got {buffer[0]!r}")
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # a pty reports EIO once the child is gone
-            data = b""
-        if not data:
-            pytest.fail(f"output ended before {pattern!r}; got {buffer[0]!r}")
-        buffer[0] += decoder.decode(data).replace("\r\n", "\n")
 
 
 # -- tyqw ask, offline ----------------------------------------------------------------
@@ -157,62 +95,14 @@ def test_ask_joins_words(tmp_path: Path) -> None:
     assert result.stdout.startswith("Nice to meet you, Ada!")
 
 
-@pytest.mark.parametrize(
-    ("args", "env", "stderr"),
-    [
-        ([], {}, r"required: COMMAND"),
-        (["ask"], {}, r"required: PROMPT"),
-        (["ask", "  "], {}, r"\Atyqw: error: the prompt is empty\n\Z"),
-        (
-            ["ask", "hi"],
-            {"DASHSCOPE_API_KEY": "sk-x"},
-            r"\Atyqw: error: no app id: pass --app-id or set DASHSCOPE_APP_ID .*\n\Z",
-        ),
-        (
-            ["ask", "--app-id", "a/b", "hi"],
-            {"DASHSCOPE_API_KEY": "sk-x"},
-            r"\Atyqw: error: invalid app_id 'a/b'.*\n\Z",
-        ),
-        (
-            ["ask", "--app-id", "app", "hi"],
-            {"DASHSCOPE_API_KEY": "sk-x", "DASHSCOPE_BASE_URL": "http://example.com/api/v1"},
-            r"\Atyqw: error: refusing to send the API key over plain http.*\n\Z",
-        ),
-        (["sessions"], {}, r"required: ACTION"),
-        (["sessions", "clear"], {}, r"\Atyqw: error: sessions clear needs a NAME or --all"),
-        (["sessions", "clear", "x", "--all"], {}, r"needs a NAME or --all \(not both\)"),
-        (["chat", "--delay", "soon"], {}, r"not a number of seconds"),
-    ],
-    ids=[
-        "no-command",
-        "no-prompt",
-        "empty-prompt",
-        "key-without-app-id",
-        "bad-app-id",
-        "plain-http-to-remote-host",
-        "sessions-no-action",
-        "clear-nothing",
-        "clear-both",
-        "bad-delay",
-    ],
-)
-def test_usage_errors_exit_2(
-    tmp_path: Path, args: list[str], env: dict[str, str], stderr: str
-) -> None:
-    """Usage and configuration mistakes exit 2 with the reason on stderr, nothing on stdout."""
-    result = tyqw_run(clean_env(tmp_path, **env), *args)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert re.search(stderr, result.stderr), result.stderr
-
-
 def test_version_and_help(tmp_path: Path) -> None:
     """--version prints the version; --help exits 0 and lists the commands."""
     version = tyqw_run(clean_env(tmp_path), "--version")
     assert (version.returncode, version.stdout) == (0, f"tyqw {tyqw.__version__}\n")
     help_ = tyqw_run(clean_env(tmp_path), "--help")
     assert help_.returncode == 0
-    assert all(name in help_.stdout for name in ("chat", "ask", "sessions", "simulate"))
+    for name in ("chat", "ask", "conversations (sessions)", "simulate"):
+        assert name in help_.stdout
 
 
 def test_console_script_is_installed(tmp_path: Path) -> None:
@@ -229,8 +119,8 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
 def test_main_returns_exit_status_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     """main(argv) returns the status instead of exiting, --help and usage errors included."""
     assert main(["--help"]) == 0
-    assert main(["sessions", "clear"]) == 2
-    assert "needs a NAME or --all" in capsys.readouterr().err
+    assert main(["conversations", "clear"]) == 2
+    assert capsys.readouterr().err == "tyqw: error: clear needs a NAME or --all (not both)\n"
 
 
 # -- against an external `tyqw simulate` -----------------------------------------------
@@ -337,16 +227,17 @@ def test_chat_error_prints_one_line_and_goes_on(external: External, tmp_path: Pa
     assert "session_id: none yet" in result.stdout  # /session ran between the two turns
 
 
-def test_sessions_list_and_clear(external: External, tmp_path: Path) -> None:
-    """sessions list shows name, app id, session id, last use; clear forgets by name or all."""
+def test_conversations_list_and_clear(external: External, tmp_path: Path) -> None:
+    """conversations list: name, app id, session id, last use; clear forgets by name or all."""
     env = external.env(tmp_path)
     state = tmp_path / "state"
     for name in ("alice", "bob"):
         assert (
             tyqw_run(env, "ask", "--state-dir", str(state), "--name", name, "hi").returncode == 0
         )
-    listed = tyqw_run(env, "sessions", "list", "--state-dir", str(state))
+    listed = tyqw_run(env, "conversations", "list", "--state-dir", str(state))
     assert listed.returncode == 0
+    assert tyqw_run(env, "sessions", "list", "--state-dir", str(state)).stdout == listed.stdout
     header, *rows = listed.stdout.splitlines()
     assert header.split() == ["NAME", "APP", "ID", "SESSION", "ID", "LAST", "USED"]
     assert sorted(row.split()[0] for row in rows) == ["alice", "bob"]
@@ -356,24 +247,41 @@ def test_sessions_list_and_clear(external: External, tmp_path: Path) -> None:
         assert (app_id, session_id) == (stored[name].app_id, stored[name].session_id)
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", f"{day} {clock}")
 
-    cleared = tyqw_run(env, "sessions", "clear", "alice", "--state-dir", str(state))
+    cleared = tyqw_run(env, "conversations", "clear", "alice", "--state-dir", str(state))
     assert cleared.returncode == 0
     assert cleared.stderr == "tyqw: forgot 1 conversation named 'alice'\n"
     assert [c.name for c in tyqw.stored_conversations(state)] == ["bob"]
     everything = tyqw_run(env, "sessions", "clear", "--all", "--state-dir", str(state))
     assert everything.stderr == "tyqw: forgot 1 conversation\n"
-    empty = tyqw_run(env, "sessions", "list", "--state-dir", str(state))
+    empty = tyqw_run(env, "conversations", "list", "--state-dir", str(state))
     assert (empty.returncode, empty.stdout) == (0, "")
     assert empty.stderr == f"tyqw: no stored conversations in {state}\n"
 
 
-def test_sessions_use_the_default_state_dir(tmp_path: Path) -> None:
-    """Without --state-dir, ask and sessions share the user state folder (XDG_STATE_HOME)."""
+def test_conversations_use_the_default_state_dir(tmp_path: Path) -> None:
+    """Without --state-dir, ask and conversations share the user state folder."""
     env = clean_env(tmp_path)
     assert tyqw_run(env, "ask", "--delay", "0", "hi").returncode == 0
-    listed = tyqw_run(env, "sessions", "list")
+    listed = tyqw_run(env, "conversations", "list")
     assert listed.stdout.splitlines()[1].split()[0] == "default"
     assert list((tmp_path / "xdg-state" / "tyqw").glob("*.json"))
+
+
+def test_conversations_list_shows_any_name_safely_and_aligned(tmp_path: Path) -> None:
+    """Names are listed with control characters escaped, in columns CJK text keeps."""
+    for name in ("小明", "bob", "evil\x1b[2J"):  # the last would clear the screen
+        tyqw.Session("app-1", api_key="sk-x", name=name, state_dir=tmp_path).session_id = "s1"
+    listed = tyqw_run(clean_env(tmp_path), "conversations", "list", "--state-dir", str(tmp_path))
+    assert listed.returncode == 0
+    assert "\x1b" not in listed.stdout
+    rows = listed.stdout.splitlines()
+    assert sorted(row.split()[0] for row in rows[1:]) == ["bob", "evil\\x1b[2J", "小明"]
+    # Every APP ID cell starts in the same terminal column (a CJK character takes two).
+    columns = {
+        sum(2 if "\u4e00" <= c <= "\u9fff" else 1 for c in row[: row.index("app-1")])
+        for row in rows[1:]
+    }
+    assert len(columns) == 1 and rows[0].index("APP ID") == columns.pop()
 
 
 def test_simulate_reports_a_busy_port(tmp_path: Path) -> None:
@@ -452,6 +360,13 @@ async def test_chat_thoughts_are_shown_before_the_reply(tmp_path: Path) -> None:
     assert reply.startswith("你好！我是百炼应用的本地模拟器")
 
 
+def test_delay_with_a_real_app_says_it_is_unused(external: External, tmp_path: Path) -> None:
+    """--delay paces only the offline simulator: with a key, one line says so."""
+    result = tyqw_run(external.env(tmp_path), "ask", "--delay", "0.5", "hello")
+    assert result.returncode == 0
+    assert result.stderr == "tyqw: --delay is for offline mode; your app sets its own pace\n"
+
+
 # -- signals ----------------------------------------------------------------------------
 
 
@@ -500,136 +415,3 @@ def test_ask_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
                 proc.kill()
     assert proc.returncode == 141
     assert err.decode() == NO_KEY_NOTICE + "\n"
-
-
-# -- the REPL in a pseudo-terminal ------------------------------------------------------
-
-# The child makes the pty its controlling terminal, so typing Ctrl-C sends it SIGINT.
-_ATTACH = (
-    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
-)
-
-
-class Terminal:
-    """A child on a pseudo-terminal: type keys, wait for text with a deadline."""
-
-    def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
-        import fcntl
-        import struct
-        import termios
-
-        self.fd, child = os.openpty()
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _ATTACH, *command(*args)[1:]],
-            stdin=child,
-            stdout=child,
-            stderr=child,
-            start_new_session=True,
-            env={**env, "TERM": "dumb"},
-        )
-        os.close(child)
-        self.seen = [""]
-        self.transcript = ""
-
-    def expect(self, pattern: str) -> re.Match[str]:
-        """Wait for ``pattern``; what came before it and the match are consumed."""
-        match = read_until(self.fd, pattern, time.monotonic() + BOUND, self.seen)
-        self.transcript += self.seen[0][: match.end()]
-        self.seen[0] = self.seen[0][match.end() :]
-        return match
-
-    def type(self, keys: str) -> None:
-        os.write(self.fd, keys.encode())
-
-    def wait(self) -> int:
-        """Read what is left until the child closes the terminal, then its exit status."""
-        deadline = time.monotonic() + BOUND
-        while select.select([self.fd], [], [], max(deadline - time.monotonic(), 0))[0]:
-            try:
-                data = os.read(self.fd, 65536)
-            except OSError:  # EIO: every process has closed the terminal
-                break
-            if not data:
-                break
-            self.seen[0] += data.decode("utf-8", "replace").replace("\r\n", "\n")
-        return self.proc.wait(BOUND)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(BOUND)
-        os.close(self.fd)
-
-
-@pytest.fixture
-def terminal(tmp_path: Path) -> Iterator[type[Terminal]]:
-    """Open Terminals are killed and closed at the end of the test."""
-    opened: list[Terminal] = []
-
-    class Opened(Terminal):
-        def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
-            super().__init__(args, env)
-            opened.append(self)
-
-    yield Opened
-    for term in opened:
-        term.close()
-
-
-def reply_to(term: Terminal, text: str) -> str:
-    """Type a line at the prompt; the output it caused, without the echo and next prompt."""
-    term.type(text + "\r")
-    term.expect(re.escape(text) + r"\n")
-    match = term.expect(r"\n> ")
-    return match.string[: match.start()]
-
-
-@POSIX_ONLY
-def test_chat_streams_remembers_and_new_starts_over(
-    tmp_path: Path, terminal: type[Terminal]
-) -> None:
-    """In a terminal: replies stream, context carries over, /new and /session, Ctrl-D is 0."""
-    term = terminal(["chat", "--delay", "0.01"], clean_env(tmp_path))
-    term.expect(re.escape(NO_KEY_NOTICE) + r"\n")
-    term.expect(r"Type a message; /help lists commands, Ctrl-D quits\.\n> ")
-    assert reply_to(term, "你好，我叫小明").startswith("很高兴认识你，小明！")
-    assert reply_to(term, "我叫什么名字？") == "你叫小明。你在前面的对话里告诉过我，我一直记着呢。"
-    first = re.search(r"session_id: ([0-9a-f]{32})\n", reply_to(term, "/session"))
-    assert first
-
-    assert reply_to(term, "/new") == "(new conversation: the app has forgotten the context)"
-    session = reply_to(term, "/session")
-    assert "session_id: none yet" in session
-    assert "stored in: " + str(tmp_path / "xdg-state" / "tyqw") in session
-    assert reply_to(term, "我叫什么名字？").startswith("你还没告诉我你的名字呢")
-    second = re.search(r"session_id: ([0-9a-f]{32})\n", reply_to(term, "/session"))
-    assert second and second.group(1) != first.group(1)
-
-    assert "/new " in reply_to(term, "/help")
-    assert "unknown command /nope" in reply_to(term, "/nope")
-    term.type("\x04")  # Ctrl-D
-    assert term.wait() == 0
-
-
-@POSIX_ONLY
-def test_chat_ctrl_c_stops_the_reply_and_the_repl_goes_on(
-    tmp_path: Path, terminal: type[Terminal]
-) -> None:
-    """Ctrl-C mid-reply keeps the partial text, prints [stopped], and the next turn works."""
-    term = terminal(["chat", "--delay", "0.1"], clean_env(tmp_path))
-    term.expect(r"\n> ")
-    # A long prompt, echoed back at 0.1 s per 4 characters: the reply takes seconds, so
-    # the Ctrl-C below lands mid-reply even when a loaded machine delays this test.
-    prompt = "tell me a story about the West Lake, the Leifeng Pagoda and the Longjing tea hills"
-    term.type(prompt + "\r")
-    term.expect(re.escape(prompt) + r"\n")
-    term.expect(r"Turn")  # the first piece of the reply is on screen
-    term.type("\x03")  # Ctrl-C
-    stopped = term.expect(r"\[stopped\]\n> ")
-    assert "This is where we start." not in stopped.string[: stopped.start()]
-    assert reply_to(term, "and then?").startswith('Turn 1: you said "and then?"')
-    term.type("\x03")  # Ctrl-C at the prompt quits cleanly
-    assert term.wait() == 0
-    assert "Traceback" not in term.transcript + term.seen[0]

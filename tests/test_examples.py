@@ -1,50 +1,51 @@
-"""Every example runs as is, without a key, against the simulator; and run_offline()."""
+"""Every example runs as is without a key, and fails with one clear line, never a traceback.
+
+Run as a user runs them: ``python examples/NAME.py``, against the built-in simulator (no
+key), a simulator in this test's event loop (a key), or in a real pseudo-terminal.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tyqw import Session
-from tyqw.testing import run_offline
+from tyqw.testing import BailianSimulator, run_offline
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-BOUND = 30.0
+from .cli_helpers import (
+    BOUND,
+    EXAMPLES,
+    POSIX_ONLY,
+    Terminal,
+    clean_env,
+    example,
+    run,
+    run_async,
+    wait_until_asleep,
+)
+from .helpers import TcpServerFactory, bailian_event, read_request
+
+ALL = ["chatbot.py", "iterate.py", "many_users.py", "new_conversation.py", "quickstart.py"]
+TESTED_ELSEWHERE = ["sync_chat.py"]  # run by tests/test_sync.py
+CHAT_INPUT = "你好，我叫小明\n"  # what the chatbot reads; the others read nothing
 
 
 def run_example(name: str, tmp_path: Path, stdin: str = "") -> str:
     """Run examples/<name> with no DASHSCOPE_* set; return its stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DASHSCOPE_")}
-    env["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
-    result = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLES / name)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        timeout=BOUND,
-        check=False,
-    )
+    result = run(example(name), clean_env(tmp_path), stdin)
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     return result.stdout
 
 
 def test_every_example_is_tested() -> None:
     """The examples folder holds exactly the examples these tests run."""
-    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == [
-        "chatbot.py",
-        "iterate.py",
-        "many_users.py",
-        "new_conversation.py",
-        "quickstart.py",
-        "sync_chat.py",  # run by tests/test_sync.py
-    ]
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(ALL + TESTED_ELSEWHERE)
 
 
 def test_quickstart(tmp_path: Path) -> None:
@@ -100,6 +101,112 @@ def test_new_conversation(tmp_path: Path) -> None:
     assert sessions[0] == sessions[1] != sessions[2]
     assert "你叫小明。" in out
     assert out.rstrip().splitlines()[-2].startswith("你还没告诉我你的名字呢")
+
+
+# -- failing as a user sees it ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_key_without_an_app_id_is_one_line(tmp_path: Path, name: str) -> None:
+    """A key but no DASHSCOPE_APP_ID: one line saying what to set, exit 1."""
+    result = run(example(name), clean_env(tmp_path, DASHSCOPE_API_KEY="sk-x"), CHAT_INPUT)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "error: set DASHSCOPE_APP_ID to your app's id (on its card in the console)\n"
+    )
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_setting_tyqw_refuses_is_one_line(tmp_path: Path, name: str) -> None:
+    """An app id tyqw refuses: its reason in one line, exit 1."""
+    env = clean_env(tmp_path, DASHSCOPE_API_KEY="sk-x", DASHSCOPE_APP_ID="a/b")
+    result = run(example(name), env, CHAT_INPUT)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert re.fullmatch(r"error: invalid app_id 'a/b': [^\n]*\n", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("name", ALL)
+async def test_a_failed_turn_is_one_line(tmp_path: Path, name: str) -> None:
+    """A wrong key: the 401 is one line (the chatbot prints it and reads on), no traceback."""
+    async with BailianSimulator() as sim:
+        env = clean_env(
+            tmp_path,
+            DASHSCOPE_API_KEY="sk-wrong",
+            DASHSCOPE_BASE_URL=sim.base_url,
+            DASHSCOPE_APP_ID=sim.app_id,
+        )
+        code, out, err = await run_async(example(name), env, CHAT_INPUT)
+    what = r"Invalid API-key provided\. \(HTTP 401, code InvalidApiKey, request_id \S+\)\n"
+    if name == "chatbot.py":
+        assert (code, err) == (0, "")
+        assert re.fullmatch(r"you> bot> \n\[error\] " + what + r"you> \n", out), out
+    else:
+        assert code == 1
+        assert re.fullmatch(r"error: " + what, err), err
+        assert "Traceback" not in out + err
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("name", ALL)
+async def test_ctrl_c_mid_reply_stops_quietly(
+    tmp_path: Path, tcp_server: TcpServerFactory, name: str
+) -> None:
+    """Ctrl-C (SIGINT) while a reply streams: exit 130, nothing on stderr."""
+    streaming = asyncio.Event()
+
+    async def first_event_then_wait(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n")
+        writer.write(
+            bailian_event(1, {"session_id": "s" * 32, "finish_reason": "null", "text": "Hi"})
+        )
+        await writer.drain()
+        streaming.set()
+        await reader.read()  # until the client goes away
+
+    env = clean_env(
+        tmp_path,
+        DASHSCOPE_API_KEY="sk-x",
+        DASHSCOPE_BASE_URL=await tcp_server(first_event_then_wait),
+        DASHSCOPE_APP_ID="app",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *example(name),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(CHAT_INPUT.encode())
+        await asyncio.wait_for(streaming.wait(), BOUND)
+        await asyncio.to_thread(wait_until_asleep, proc.pid)  # waiting for the rest
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), BOUND)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert (proc.returncode, err.decode()) == (130, "")
+
+
+@POSIX_ONLY
+def test_chatbot_ctrl_c_at_its_prompt_quits_at_once(tmp_path: Path) -> None:
+    """In a terminal, Ctrl-C at the chatbot's prompt quits it at once: no traceback, 0."""
+    with Terminal(example("chatbot.py"), clean_env(tmp_path)) as term:
+        term.expect("you> ")
+        term.type("half a line")
+        term.expect("half a line")
+        term.idle()
+        term.type("\x03")
+        assert term.wait() == 0
+    assert term.transcript.endswith("you> half a line^C\n")
+
+
+# -- run_offline() -----------------------------------------------------------------------
 
 
 async def test_run_offline_points_the_environment_at_a_simulator(

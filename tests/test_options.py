@@ -181,8 +181,12 @@ async def test_per_call_session_id_leaves_the_sessions_conversation_alone(
 def test_key_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """api_key=, then DASHSCOPE_API_KEY, then DASHSCOPE_API_KEY_FILE_PATH, then
     ~/.dashscope/api_key: the official SDK's order."""
+    from tyqw import _config
     from tyqw._config import find_api_key
 
+    # The tests' fixture points the default key file into the test's folder; here the
+    # real default, under HOME.
+    monkeypatch.setattr(_config, "DEFAULT_KEY_FILE", Path("~/.dashscope/api_key"))
     home = tmp_path / "home"
     (home / ".dashscope").mkdir(parents=True)
     (home / ".dashscope" / "api_key").write_text("sk-from-home\n")

@@ -75,8 +75,7 @@ def resolve_base_url(base_url: Any, allow_insecure_http: bool) -> str:
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback(host):
         raise ValueError(
             f"refusing to send the API key over plain http to {host}; use https, "
-            "or allow plain http explicitly (allow_insecure_http=True; the CLI's "
-            "--allow-insecure-http) if you really mean it"
+            "or pass allow_insecure_http=True if you really mean it"
         )
     if parts.username is not None or parts.password is not None:
         raise ValueError("base_url must not hold credentials; the API key is sent as a header")
@@ -142,13 +141,26 @@ def require_api_key(api_key: str | None) -> str:
 
 
 def _check_key(key: str, source: str) -> str:
-    key = key.strip()
-    if not _KEY.fullmatch(key):
-        raise ValueError(
-            f"the API key from {source} holds spaces, control characters or non-ASCII "
-            "characters, which an HTTP header cannot carry (the key is not shown)"
-        )
-    return key
+    """``key`` without the whitespace around it; ``ValueError`` (naming where the key came
+    from and what is wrong, never the key) if a header cannot carry it."""
+    stripped = key.strip()
+    if _KEY.fullmatch(stripped):
+        return stripped
+    offset = len(key) - len(key.lstrip())
+    position, char = next(
+        (i, c) for i, c in enumerate(stripped, offset + 1) if not "!" <= c <= "~"
+    )
+    names = {"\n": "a newline", "\r": "a carriage return", " ": "a space", "\t": "a tab"}
+    if char in names:
+        what = names[char]
+    elif "\ud800" <= char <= "\udfff":
+        what = "an undecodable byte"  # how Python keeps bytes it could not decode
+    else:
+        what = f"the character U+{ord(char):04X}"
+    raise ValueError(
+        f"the API key from {source} holds {what} at character {position} of {len(key)}, "
+        "which an HTTP header cannot carry; set it to the key alone (the key is not shown)"
+    )
 
 
 # -- logging ------------------------------------------------------------------------------

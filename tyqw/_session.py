@@ -85,8 +85,8 @@ class Session(Subscriptions):
             trust_env=trust_env,
             proxy=proxy,
         )
-        if not isinstance(name, str) or not name or not name.isprintable():
-            raise ValueError("name must be a non-empty string of printable characters")
+        if not isinstance(name, str) or not name:
+            raise ValueError("name must be a non-empty string")
         if store is not None and state_dir is not None:
             raise ValueError("pass state_dir= or store=, not both (state_dir= is FileStore's)")
         if http_session is not None and not isinstance(http_session, aiohttp.ClientSession):

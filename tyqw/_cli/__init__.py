@@ -1,12 +1,12 @@
-"""The ``tyqw`` command: ``chat``, ``ask``, ``sessions``, ``simulate`` and ``serve``.
+"""The ``tyqw`` command: ``chat``, ``ask``, ``conversations``, ``simulate`` and ``serve``.
 
 A thin layer over the public API, one module per command: ``Session`` does the talking,
 ``stored_conversations`` the listing, the simulator the offline mode. With no
 ``DASHSCOPE_API_KEY`` (or with ``--offline``) ``chat`` and ``ask`` start the simulator
 in-process, so the whole flow can be tried without an account.
 
-Exit codes: 0 success, 1 an API or stream error, 2 a usage error, 130 Ctrl-C during
-``ask``, 141 when the reader of stdout went away.
+Exit codes: 0 success, 1 an API or stream error, 2 a usage error (one line on stderr),
+130 Ctrl-C during ``ask``, 141 when the reader of stdout went away.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from .. import __version__
-from . import ask, chat, serve, sessions, simulate
-from ._common import BROKEN_PIPE, INTERRUPTED, USAGE, BrokenPipe, UsageError, fail, silence_stdout
+from . import ask, chat, conversations, serve, simulate
+from ._common import BROKEN_PIPE, INTERRUPTED, USAGE, UsageError
+from ._output import BrokenPipe, fail, silence_stdout, warnings_as_lines
 
 __all__ = ["main"]
 
@@ -36,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else USAGE
     command: Callable[[argparse.Namespace], int] = args.run
     try:
-        return command(args)
+        with warnings_as_lines():
+            return command(args)
     except UsageError as exc:
         fail(str(exc))
         return USAGE
@@ -48,8 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} — see {self.prog} --help")
+        raise SystemExit(USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tyqw",
         description="Chat with an Alibaba Cloud Bailian (Model Studio) app from the terminal. "
         "Without DASHSCOPE_API_KEY, chat and ask use a built-in offline simulator.",
@@ -58,6 +69,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tyqw {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for command in (chat, ask, sessions, simulate, serve):
+    for command in (chat, ask, conversations, simulate, serve):
         command.add_parser(commands)
     return parser

@@ -1,7 +1,9 @@
-"""What every ``tyqw`` command shares: exit codes, the event loop, Ctrl-C, output, errors.
+"""What every ``tyqw`` command shares: exit codes, flags, connecting, the event loop, Ctrl-C.
 
-Streams: reply text (and ``--json`` lines) go to stdout; notices, the ``[stopped]``
-marker and error lines go to stderr, so stdout stays clean for pipes.
+Every value the command line reads is checked before any request, so a mistake is one
+line and exit status 2: argument text the locale cannot decode, an API key that cannot go
+in a header, and (through the SDK's own checks) the app id, base URL and workspace, even
+in offline mode, which does not use them.
 """
 
 from __future__ import annotations
@@ -9,31 +11,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
+from urllib.parse import urlsplit
 
-from .._exceptions import (
-    APIConnectionError,
-    APIStatusError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    IncompleteStreamError,
-    InternalServerError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    StreamError,
-    TyqwError,
-)
-from .._models import Message
-from .._session import DEFAULT_BASE_URL, Session
+from .. import DEFAULT_BASE_URL, Session, TyqwError
+from .._config import find_api_key
 from .._store import default_state_dir
+from ._output import cli_words
+from ._output import fail as fail  # simulate takes it from here
 
 if TYPE_CHECKING:
     from .._simulator import BailianSimulator
@@ -59,11 +50,68 @@ class UsageError(Exception):
     """A mistake in the command line or configuration: exit status 2."""
 
 
-class BrokenPipe(Exception):
-    """stdout was closed by its reader (``tyqw ask ... | head``)."""
+# -- checking what the command line reads ----------------------------------------------
+
+_UNDECODABLE = re.compile("[\ud800-\udfff]")  # how Python keeps bytes it could not decode
 
 
-# -- the shared flags ----------------------------------------------------------------
+def undecodable(value: str, encoding: str) -> str | None:
+    """Why ``value`` is not text (bytes ``encoding`` could not decode), or None if it is."""
+    found = _UNDECODABLE.search(value)
+    if found is None:
+        return None
+    code = ord(found.group())
+    byte = f" (byte 0x{code - 0xDC00:02x})" if 0xDC80 <= code <= 0xDCFF else ""
+    return f"not valid {encoding.upper()} text at character {found.start() + 1}{byte}"
+
+
+def lenient(stream: TextIO) -> TextIO:
+    """``stream``, reading undecodable bytes as lone surrogates for :func:`undecodable`."""
+    with contextlib.suppress(AttributeError, ValueError):  # not a real text file
+        stream.reconfigure(errors="surrogateescape")  # type: ignore[attr-defined]
+    return stream
+
+
+def text(value: str) -> str:
+    """An argument that must be text: refuses bytes the locale cannot decode."""
+    problem = undecodable(value, sys.getfilesystemencoding())
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def name(value: str) -> str:
+    """A conversation name: printable text (it is shown in ``tyqw conversations list``)."""
+    if not text(value):
+        raise argparse.ArgumentTypeError("must not be empty")
+    if not value.isprintable():
+        raise argparse.ArgumentTypeError(f"{value!r} holds a control character")
+    return value
+
+
+def base_url(value: str) -> str:
+    """A URL that can be dialled: no spaces, a port in range. The SDK checks the rest."""
+    text(value)
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise argparse.ArgumentTypeError(f"{value!r} holds a space or a control character")
+    try:
+        urlsplit(value).port  # noqa: B018  (raises ValueError: out of range, not a number)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a URL ({exc})") from None
+    return value
+
+
+def seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 <= number <= 60:
+        raise argparse.ArgumentTypeError("expected 0 to 60 seconds")
+    return number
+
+
+# -- the shared flags ------------------------------------------------------------------
 
 
 def state_parent() -> argparse.ArgumentParser:
@@ -83,13 +131,24 @@ def service_parent() -> argparse.ArgumentParser:
     """The connection flags of ``chat`` and ``ask``."""
     service = argparse.ArgumentParser(add_help=False, parents=[state_parent()])
     group = service.add_argument_group("connection")
-    group.add_argument("--app-id", metavar="ID", help="the Bailian app id (DASHSCOPE_APP_ID)")
+    group.add_argument(
+        "--app-id", type=text, metavar="ID", help="the Bailian app id (DASHSCOPE_APP_ID)"
+    )
     group.add_argument(
         "--base-url",
+        type=base_url,
         metavar="URL",
         help=f"API base URL (DASHSCOPE_BASE_URL; default: {DEFAULT_BASE_URL})",
     )
-    group.add_argument("--workspace", metavar="ID", help="workspace id (DASHSCOPE_WORKSPACE)")
+    group.add_argument(
+        "--workspace", type=text, metavar="ID", help="workspace id (DASHSCOPE_WORKSPACE)"
+    )
+    group.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http:// base URL on a host other than this machine "
+        "(the API key then travels unencrypted)",
+    )
     group.add_argument(
         "--offline",
         action="store_true",
@@ -98,9 +157,8 @@ def service_parent() -> argparse.ArgumentParser:
     group.add_argument(
         "--delay",
         type=seconds,
-        default=OFFLINE_DELAY,
         metavar="SECONDS",
-        help="offline only: seconds between the simulator's events (default: %(default)s)",
+        help=f"offline only: seconds between the simulator's events (default: {OFFLINE_DELAY})",
     )
     return service
 
@@ -110,6 +168,7 @@ def conversation_parent() -> argparse.ArgumentParser:
     conversation = argparse.ArgumentParser(add_help=False)
     conversation.add_argument(
         "--name",
+        type=name,
         default="default",
         help="which stored conversation to continue (default: %(default)s)",
     )
@@ -119,68 +178,106 @@ def conversation_parent() -> argparse.ArgumentParser:
     return conversation
 
 
-def seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if not 0 <= number <= 60:
-        raise argparse.ArgumentTypeError("expected 0 to 60 seconds")
-    return number
-
-
 # -- connecting ------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
 def open_session(
     args: argparse.Namespace, loop: asyncio.AbstractEventLoop
-) -> tuple[Session, BailianSimulator | None]:
-    """The Session the flags and environment ask for; offline, with its simulator."""
-    simulator = None
-    if args.offline or not os.environ.get("DASHSCOPE_API_KEY"):
-        from .._simulator import OFFLINE_APP_ID, BailianSimulator
+) -> Iterator[tuple[Session, BailianSimulator | None]]:
+    """The Session the flags and environment ask for (offline, with its simulator).
 
-        simulator = BailianSimulator(app_ids=[OFFLINE_APP_ID], delay=args.delay)
-        loop.run_until_complete(simulator.start())
-        print(OFFLINE_NOTICE if args.offline else NO_KEY_NOTICE, file=sys.stderr, flush=True)
-        # Offline conversations are stored under an app id of their own, apart from the
-        # real app's (a simulator session id is never sent to the real service) and from
-        # those held with a `tyqw simulate` process, which this run would not know.
-        app_id = simulator.app_id
-        api_key: str | None = simulator.api_key
-        base_url: str | None = simulator.base_url
-    else:
-        app_id = args.app_id or os.environ.get("DASHSCOPE_APP_ID", "")
-        if not app_id:
-            raise UsageError(
-                "no app id: pass --app-id or set DASHSCOPE_APP_ID (the application id "
-                "from the Bailian console)"
-            )
-        api_key, base_url = None, args.base_url  # None: the SDK reads the environment
+    Both are closed on the way out, however it is left: Ctrl-C can come at any moment.
+    """
+    simulator = None
     try:
-        session = Session(
-            app_id,
-            api_key=api_key,
-            base_url=base_url,
-            workspace=args.workspace,
-            name=args.name,
-            state_dir=args.state_dir,
-        )
-    except (ValueError, TyqwError) as exc:
+        try:
+            key = find_api_key()  # DASHSCOPE_API_KEY, then the key files, as the SDK reads them
+        except (ValueError, TyqwError) as exc:
+            raise UsageError(str(exc)) from None
+        if args.offline or key is None:
+            unused = _unused_connection_flags(args)
+            from .._simulator import OFFLINE_APP_ID, BailianSimulator
+
+            delay = OFFLINE_DELAY if args.delay is None else args.delay
+            simulator = BailianSimulator(app_ids=[OFFLINE_APP_ID], delay=delay)
+            loop.run_until_complete(simulator.start())
+            print(OFFLINE_NOTICE if args.offline else NO_KEY_NOTICE, file=sys.stderr, flush=True)
+            if unused:
+                print(
+                    f"tyqw: offline mode does not use {', '.join(unused)} (they are for your "
+                    "Bailian app, with DASHSCOPE_API_KEY)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            # Offline conversations are stored under an app id of their own, apart from the
+            # real app's (a simulator session id is never sent to the real service) and from
+            # those held with a `tyqw simulate` process, which this run would not know.
+            app_id = simulator.app_id
+            api_key: str | None = simulator.api_key
+            url: str | None = simulator.base_url
+            workspace: str | None = ""
+        else:
+            app_id = args.app_id or os.environ.get("DASHSCOPE_APP_ID", "")
+            if not app_id:
+                raise UsageError(
+                    "no app id: pass --app-id or set DASHSCOPE_APP_ID (the id on your "
+                    "application's card in the Bailian console)"
+                )
+            if args.delay is not None:
+                print(
+                    "tyqw: --delay is for offline mode; your app sets its own pace",
+                    file=sys.stderr,
+                )
+            api_key, url, workspace = None, args.base_url, args.workspace  # None: from the env
+        try:
+            session = Session(
+                app_id,
+                api_key=api_key,
+                base_url=url,
+                workspace=workspace,
+                name=args.name,
+                state_dir=args.state_dir,
+                allow_insecure_http=args.allow_insecure_http,
+            )
+        except (ValueError, TyqwError) as exc:
+            raise UsageError(cli_words(str(exc))) from None
+        try:
+            if args.new:
+                session.clear()
+            yield session, simulator
+        finally:
+            loop.run_until_complete(session.aclose())
+    finally:
         if simulator is not None:
             loop.run_until_complete(simulator.aclose())
-        raise UsageError(str(exc)) from None
-    if args.new:
-        session.clear()
-    return session, simulator
 
 
-def close_session(
-    loop: asyncio.AbstractEventLoop, session: Session, simulator: BailianSimulator | None
-) -> None:
-    loop.run_until_complete(session.aclose())
-    if simulator is not None:
-        loop.run_until_complete(simulator.aclose())
+def _unused_connection_flags(args: argparse.Namespace) -> list[str]:
+    """Offline: the flags given for a real app, checked by the SDK all the same."""
+    given = [
+        flag
+        for flag, value in (
+            ("--app-id", args.app_id),
+            ("--base-url", args.base_url),
+            ("--workspace", args.workspace),
+            ("--allow-insecure-http", args.allow_insecure_http),
+        )
+        if value
+    ]
+    if given:
+        try:  # the SDK's own checks, on a Session that is never used
+            Session(
+                args.app_id or "app",
+                api_key="unused",
+                base_url=args.base_url or DEFAULT_BASE_URL,
+                workspace=args.workspace or "",
+                state_dir=args.state_dir,
+                allow_insecure_http=args.allow_insecure_http,
+            )
+        except ValueError as exc:
+            raise UsageError(cli_words(str(exc))) from None
+    return given
 
 
 @contextlib.contextmanager
@@ -200,7 +297,10 @@ def event_loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 @contextlib.contextmanager
 def ctrl_c_aborts(loop: asyncio.AbstractEventLoop, session: Session) -> Iterator[list[bool]]:
-    """While inside, Ctrl-C calls ``session.abort()``; the list is non-empty if it did."""
+    """While inside, Ctrl-C calls ``session.abort()``; the list is non-empty if it did.
+
+    Outside, Ctrl-C raises ``KeyboardInterrupt`` as usual (at a prompt, in input()).
+    """
     pressed: list[bool] = []
 
     def on_sigint() -> None:
@@ -229,127 +329,3 @@ def ctrl_c_aborts(loop: asyncio.AbstractEventLoop, session: Session) -> Iterator
         yield pressed
     finally:
         restore()
-
-
-# -- output ----------------------------------------------------------------------------
-
-
-class Printer:
-    """Writes a reply as it streams and keeps track of whether the line is open."""
-
-    def __init__(self, out: TextIO, *, json_lines: bool = False, thoughts: bool = False):
-        self.out = out
-        self.json_lines = json_lines
-        self.show_thoughts = thoughts
-        self.dim = thoughts and out.isatty()
-        self.line_open = False
-        self.shown_thoughts: list[Any] = []
-
-    def start_turn(self) -> None:
-        self.shown_thoughts = []
-
-    def message(self, message: Message) -> None:
-        try:
-            if self.json_lines:
-                self._write(json_line(message))
-                return
-            if self.show_thoughts and message.thoughts:
-                self._thoughts(message.thoughts)
-            if message.delta:
-                self._write(message.delta)
-                self.line_open = not message.delta.endswith("\n")
-        except BrokenPipeError:
-            raise BrokenPipe from None
-
-    def _thoughts(self, thoughts: list[dict[str, Any]]) -> None:
-        # Some apps repeat every thought in each event, others send each once: show
-        # each distinct one once per turn.
-        for thought in thoughts:
-            if thought in self.shown_thoughts:
-                continue
-            self.shown_thoughts.append(thought)
-            label = thought.get("action_name") or thought.get("action_type") or "thought"
-            body = next(
-                (
-                    str(thought[key])
-                    for key in ("thought", "response", "observation", "action_input_stream")
-                    if thought.get(key)
-                ),
-                "",
-            )
-            line = f"[{label}] {body}".rstrip()
-            if self.dim:
-                line = f"\x1b[2m{line}\x1b[0m"
-            self.end_line()
-            self._write(line + "\n")
-
-    def end_line(self) -> None:
-        if self.line_open:
-            self.line_open = False
-            with contextlib.suppress(BrokenPipeError):
-                self._write("\n")
-
-    def _write(self, text: str) -> None:
-        self.out.write(text)
-        self.out.flush()
-
-
-def json_line(message: Message) -> str:
-    fields = {
-        "delta": message.delta,
-        "text": message.text,
-        "session_id": message.session_id,
-        "finish_reason": message.finish_reason,
-        "usage": message.usage,
-        "request_id": message.request_id,
-    }
-    return json.dumps(fields, ensure_ascii=False) + "\n"
-
-
-def error_line(error: TyqwError) -> str:
-    """One line: what happened, DashScope's code and request id, and what to do."""
-    what = " ".join(str(error).split())
-    advice = hint(error)
-    return f"{what} — {advice}" if advice else what
-
-
-def hint(error: TyqwError) -> str:
-    if isinstance(error, AuthenticationError):
-        return "check DASHSCOPE_API_KEY (a key works only in its own region's base URL)"
-    if isinstance(error, PermissionDeniedError):
-        return "check that the key may use this app and workspace (DASHSCOPE_WORKSPACE)"
-    if isinstance(error, NotFoundError):
-        return "check the app id and DASHSCOPE_BASE_URL"
-    if isinstance(error, RateLimitError):
-        return "wait a moment and try again, or check your quota"
-    if isinstance(error, BadRequestError):
-        if error.code == "DataInspectionFailed":
-            return "content moderation blocked the text; rephrase it"
-        if "AppId" in error.message:
-            return "check the app id (--app-id or DASHSCOPE_APP_ID)"
-        return "check the prompt and the app's settings in the Bailian console"
-    if isinstance(error, InternalServerError):
-        return "the service failed; try again later"
-    if isinstance(error, APIStatusError):
-        return ""
-    if isinstance(error, APITimeoutError):
-        return "the service did not answer in time; try again"
-    if isinstance(error, APIConnectionError):
-        return "check your network connection and DASHSCOPE_BASE_URL"
-    if isinstance(error, IncompleteStreamError):
-        return "the reply was cut off; try again"
-    if isinstance(error, StreamError):
-        return "this does not look like the Bailian service (a proxy?); check DASHSCOPE_BASE_URL"
-    return ""
-
-
-def fail(message: str) -> None:
-    print(f"tyqw: error: {message}", file=sys.stderr, flush=True)
-
-
-def silence_stdout() -> None:
-    # The reader is gone: point stdout at devnull so flushing at exit cannot fail again.
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)

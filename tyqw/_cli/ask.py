@@ -6,23 +6,22 @@ import argparse
 import sys
 from typing import Any
 
-from .._exceptions import TyqwError
+from .. import TyqwError
 from ._common import (
     ERROR,
     INTERRUPTED,
     OK,
-    BrokenPipe,
-    Printer,
     UsageError,
-    close_session,
     conversation_parent,
     ctrl_c_aborts,
-    error_line,
     event_loop,
-    fail,
+    lenient,
     open_session,
     service_parent,
+    text,
+    undecodable,
 )
+from ._output import BrokenPipe, Printer, error_line, fail
 
 
 def add_parser(commands: Any) -> None:
@@ -33,7 +32,9 @@ def add_parser(commands: Any) -> None:
         description="Send one prompt and stream the reply to stdout. Exit status: 0 "
         "success, 1 API or stream error, 2 usage error, 130 interrupted.",
     )
-    ask.add_argument("prompt", nargs="+", metavar="PROMPT", help="the prompt; - reads stdin")
+    ask.add_argument(
+        "prompt", nargs="+", type=text, metavar="PROMPT", help="the prompt; - reads stdin"
+    )
     ask.add_argument(
         "--json",
         action="store_true",
@@ -45,7 +46,7 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     words: list[str] = args.prompt
-    prompt = sys.stdin.read().rstrip("\r\n") if words == ["-"] else " ".join(words)
+    prompt = _stdin() if words == ["-"] else " ".join(words)
     if not prompt.strip():
         raise UsageError("the prompt is empty")
     printer = Printer(sys.stdout, json_lines=args.json)
@@ -58,16 +59,22 @@ def run(args: argparse.Namespace) -> int:
         printer.end_line()
         fail(error_line(error))
 
-    with event_loop() as loop:
-        session, simulator = open_session(args, loop)
-        try:
-            session.on("message", printer.message)
-            session.on("error", on_error)
-            with ctrl_c_aborts(loop, session) as pressed:
-                loop.run_until_complete(session.send(prompt))
-            printer.end_line()
-        finally:
-            close_session(loop, session, simulator)
+    with event_loop() as loop, open_session(args, loop) as (session, _):
+        session.on("message", printer.message)
+        session.on("error", on_error)
+        with ctrl_c_aborts(loop, session) as pressed:
+            loop.run_until_complete(session.send(prompt))
+        printer.end_line()
     if pressed:
         return INTERRUPTED
     return ERROR if errors else OK
+
+
+def _stdin() -> str:
+    """The prompt piped to ``tyqw ask -``; undecodable bytes are a usage error."""
+    stdin = lenient(sys.stdin)
+    prompt = stdin.read().rstrip("\r\n")
+    problem = undecodable(prompt, stdin.encoding or "utf-8")
+    if problem:
+        raise UsageError(f"the prompt on stdin is {problem}")
+    return prompt

@@ -1,36 +1,42 @@
-"""``tyqw chat``: the interactive chat."""
+"""``tyqw chat``: the interactive chat.
+
+Ctrl-C never quits it: during a reply it stops the reply (the text so far stays), at the
+prompt it drops the line being typed. Ctrl-D or ``/exit`` quits. With stdin not a
+terminal (a pipe, a file), each line is a prompt and Ctrl-C ends the command (status 130).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import TyqwError
-from .._session import Session
+from .. import Session, TyqwError
 from ._common import (
     OK,
-    Printer,
-    close_session,
     conversation_parent,
     ctrl_c_aborts,
-    error_line,
     event_loop,
+    lenient,
     open_session,
     service_parent,
+    undecodable,
 )
+from ._output import Printer, error_line
+from ._prompt import Prompter
 
 if TYPE_CHECKING:
     from .._simulator import BailianSimulator
 
+BANNER = "Type a message; /help lists commands. Ctrl-C stops a reply, Ctrl-D or /exit quits."
 HELP = """\
 /new      start a new conversation (the app forgets the context)
 /session  show the conversation id and where it is stored
 /help     show this help
-/exit     quit (or Ctrl-D; Ctrl-C at the prompt)
-Ctrl-C during a reply stops that reply."""
+/exit     quit (or Ctrl-D)
+Enter sends. A line ending in \\ continues on the next line; pasted lines are one message.
+Ctrl-C during a reply stops it (the text so far stays); while typing, it clears the line."""
 
 
 def add_parser(commands: Any) -> None:
@@ -46,61 +52,62 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    interactive = sys.stdin.isatty()
-    if interactive:
-        with contextlib.suppress(ImportError):
-            import readline  # noqa: F401  (line editing and history for input())
+    # Undecodable input becomes one error line, not a UnicodeDecodeError ending the chat.
+    prompter = Prompter(lenient(sys.stdin), sys.stdout)
     printer = Printer(sys.stdout, thoughts=args.thoughts)
 
     def on_error(error: TyqwError) -> None:
         printer.end_line()
         print(f"error: {error_line(error)}", file=sys.stderr, flush=True)
 
-    with event_loop() as loop:
-        session, simulator = open_session(args, loop)
-        try:
-            session.on("message", printer.message)
-            session.on("error", on_error)
-            if interactive:
-                print("Type a message; /help lists commands, Ctrl-D quits.", file=sys.stderr)
-            _repl(loop, session, simulator, printer, "> " if interactive else "", args.thoughts)
-        finally:
-            close_session(loop, session, simulator)
+    with event_loop() as loop, open_session(args, loop) as (session, simulator):
+        session.on("message", printer.message)
+        session.on("error", on_error)
+        if prompter.interactive:
+            print(BANNER, file=sys.stderr, flush=True)
+        options: dict[str, Any] = {"has_thoughts": True} if args.thoughts else {}
+        while True:
+            try:
+                if not _turn(loop, session, simulator, printer, prompter, options):
+                    break
+            except KeyboardInterrupt:  # Ctrl-C outside a reply: drop the line
+                if not prompter.interactive:
+                    raise
+                printer.end_line()
+                prompter.interrupted()
     return OK
 
 
-def _repl(
+def _turn(
     loop: asyncio.AbstractEventLoop,
     session: Session,
     simulator: BailianSimulator | None,
     printer: Printer,
-    prompt: str,
-    thoughts: bool,
-) -> None:
-    options: dict[str, Any] = {"has_thoughts": True} if thoughts else {}
-    while True:
-        try:
-            line = input(prompt)
-        except EOFError:  # Ctrl-D
-            if prompt:
-                print()
-            return
-        except KeyboardInterrupt:  # Ctrl-C at the prompt
+    prompter: Prompter,
+    options: dict[str, Any],
+) -> bool:
+    """Read one prompt and answer it; False means quit."""
+    prompt = prompter.read()
+    if prompt is None:  # Ctrl-D, or the end of the input
+        if prompter.interactive:
             print()
-            return
-        text = line.strip()
-        if not text:
-            continue
-        if text.startswith("/"):
-            if _command(text, session, simulator):
-                return
-            continue
-        printer.start_turn()
-        with ctrl_c_aborts(loop, session) as pressed:
-            loop.run_until_complete(session.send(line, **options))
-        printer.end_line()
-        if pressed:
-            print("[stopped]", file=sys.stderr, flush=True)
+        return False
+    text = prompt.strip()
+    if not text:
+        return True
+    problem = undecodable(prompt, sys.stdin.encoding or "utf-8")
+    if problem:
+        print(f"error: the prompt is {problem}; nothing was sent", file=sys.stderr, flush=True)
+        return True
+    if text.startswith("/") and "\n" not in text:
+        return not _command(text, session, simulator)
+    printer.start_turn()
+    with ctrl_c_aborts(loop, session) as pressed:
+        reply = loop.run_until_complete(session.send(prompt, **options))
+    printer.end_line()
+    if pressed and reply.finish_reason is None:  # stopped, not a Ctrl-C just after the end
+        print("[stopped]", file=sys.stderr, flush=True)
+    return True
 
 
 def _command(text: str, session: Session, simulator: BailianSimulator | None) -> bool:

@@ -1,4 +1,8 @@
-"""``tyqw sessions list|clear``: the conversation ids tyqw keeps between runs."""
+"""``tyqw conversations list|clear``: the conversation ids tyqw keeps between runs.
+
+The SDK's ``stored_conversations()`` on the command line; ``tyqw sessions`` is an alias
+(Bailian calls a conversation's id its ``session_id``).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,20 @@ import argparse
 import sys
 from typing import Any
 
-from .._store import default_state_dir, stored_conversations
-from ._common import OK, BrokenPipe, UsageError, state_parent
+from .. import stored_conversations
+from .._store import default_state_dir
+from ._common import OK, UsageError, name, state_parent, text
+from ._output import BrokenPipe, shown, width
 
 
 def add_parser(commands: Any) -> None:
-    sessions = commands.add_parser(
-        "sessions",
+    conversations = commands.add_parser(
+        "conversations",
+        aliases=["sessions"],
         help="list or forget stored conversations",
-        description="The conversation ids tyqw keeps between runs.",
+        description="The conversation ids tyqw keeps between runs, one per app and --name.",
     )
-    actions = sessions.add_subparsers(title="actions", metavar="ACTION", required=True)
+    actions = conversations.add_subparsers(title="actions", metavar="ACTION", required=True)
     listing = actions.add_parser(
         "list", parents=[state_parent()], help="name, app id, session id and last use of each"
     )
@@ -28,9 +35,13 @@ def add_parser(commands: Any) -> None:
         description="Forget the conversations called NAME (of every app, or of --app-id), "
         "or all of them with --all.",
     )
-    clearing.add_argument("name", nargs="?", metavar="NAME", help="the conversation's --name")
+    clearing.add_argument(
+        "name", nargs="?", type=name, metavar="NAME", help="the conversation's --name"
+    )
     clearing.add_argument("--all", action="store_true", help="forget every stored conversation")
-    clearing.add_argument("--app-id", metavar="ID", help="only conversations with this app")
+    clearing.add_argument(
+        "--app-id", type=text, metavar="ID", help="only conversations with this app"
+    )
     clearing.set_defaults(run=clear)
 
 
@@ -43,17 +54,19 @@ def list_(args: argparse.Namespace) -> int:
     rows = [("NAME", "APP ID", "SESSION ID", "LAST USED")]
     rows += [
         (
-            c.name,
-            c.app_id,
-            c.session_id,
+            shown(c.name),
+            shown(c.app_id),
+            shown(c.session_id),
             c.last_used.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
         )
         for c in conversations
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    widths = [max(width(row[i]) for row in rows) for i in range(3)]
     try:
         for row in rows:
-            cells = [cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)]
+            cells = [
+                cell + " " * (w - width(cell)) for cell, w in zip(row[:3], widths, strict=True)
+            ]
             print("  ".join([*cells, row[3]]), flush=True)
     except BrokenPipeError:
         raise BrokenPipe from None
@@ -62,7 +75,7 @@ def list_(args: argparse.Namespace) -> int:
 
 def clear(args: argparse.Namespace) -> int:
     if args.all == (args.name is not None):
-        raise UsageError("sessions clear needs a NAME or --all (not both)")
+        raise UsageError("clear needs a NAME or --all (not both)")
     doomed = [
         c
         for c in stored_conversations(args.state_dir)

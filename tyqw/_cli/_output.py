@@ -1,0 +1,210 @@
+"""What the ``tyqw`` commands write: streamed replies, error lines, the SDK's words as flags.
+
+Streams: reply text (and ``--json`` lines) go to stdout; notices, the ``[stopped]``
+marker, warnings and error lines go to stderr, so stdout stays clean for pipes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+import unicodedata
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from .. import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    IncompleteStreamError,
+    InternalServerError,
+    Message,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    StreamError,
+    TyqwError,
+)
+
+
+class BrokenPipe(Exception):
+    """stdout was closed by its reader (``tyqw ask ... | head``)."""
+
+
+class Printer:
+    """Writes a reply as it streams and keeps track of whether the line is open."""
+
+    def __init__(self, out: TextIO, *, json_lines: bool = False, thoughts: bool = False):
+        self.out = out
+        self.json_lines = json_lines
+        self.show_thoughts = thoughts
+        self.dim = thoughts and out.isatty()
+        self.line_open = False
+        self.shown_thoughts: list[Any] = []
+
+    def start_turn(self) -> None:
+        self.shown_thoughts = []
+
+    def message(self, message: Message) -> None:
+        try:
+            if self.json_lines:
+                self._write(json_line(message))
+                return
+            if self.show_thoughts and message.thoughts:
+                self._thoughts(message.thoughts)
+            if message.delta:
+                self._write(message.delta)
+                self.line_open = not message.delta.endswith("\n")
+        except BrokenPipeError:
+            raise BrokenPipe from None
+
+    def _thoughts(self, thoughts: list[dict[str, Any]]) -> None:
+        # Some apps repeat every thought in each event, others send each once: show
+        # each distinct one once per turn.
+        for thought in thoughts:
+            if thought in self.shown_thoughts:
+                continue
+            self.shown_thoughts.append(thought)
+            label = thought.get("action_name") or thought.get("action_type") or "thought"
+            body = next(
+                (
+                    str(thought[key])
+                    for key in ("thought", "response", "observation", "action_input_stream")
+                    if thought.get(key)
+                ),
+                "",
+            )
+            line = f"[{label}] {body}".rstrip()
+            if self.dim:
+                line = f"\x1b[2m{line}\x1b[0m"
+            self.end_line()
+            self._write(line + "\n")
+
+    def end_line(self) -> None:
+        if self.line_open:
+            self.line_open = False
+            with contextlib.suppress(BrokenPipeError):
+                self._write("\n")
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+
+def json_line(message: Message) -> str:
+    fields = {
+        "delta": message.delta,
+        "text": message.text,
+        "session_id": message.session_id,
+        "finish_reason": message.finish_reason,
+        "usage": message.usage,
+        "request_id": message.request_id,
+    }
+    return json.dumps(fields, ensure_ascii=False) + "\n"
+
+
+def error_line(error: TyqwError) -> str:
+    """One line: what happened, DashScope's code and request id, and what to do."""
+    what = " ".join(cli_words(str(error)).split())
+    advice = hint(error)
+    return f"{what} — {advice}" if advice else what
+
+
+def hint(error: TyqwError) -> str:
+    if isinstance(error, AuthenticationError):
+        return "check DASHSCOPE_API_KEY (a key works only in its own region's base URL)"
+    if isinstance(error, PermissionDeniedError):
+        return (
+            "check that the key may use this app and workspace "
+            "(--workspace or DASHSCOPE_WORKSPACE)"
+        )
+    if isinstance(error, NotFoundError):
+        return (
+            "check the app id (--app-id or DASHSCOPE_APP_ID) and the base URL "
+            "(--base-url or DASHSCOPE_BASE_URL)"
+        )
+    if isinstance(error, RateLimitError):
+        return "wait a moment and try again, or check your quota"
+    if isinstance(error, BadRequestError):
+        if error.code == "DataInspectionFailed":
+            return "content moderation blocked the text; rephrase it"
+        if "AppId" in error.message:
+            return "check the app id (--app-id or DASHSCOPE_APP_ID)"
+        return "check the prompt and the app's settings in the Bailian console"
+    if isinstance(error, InternalServerError):
+        return "the service failed; try again later"
+    if isinstance(error, APIStatusError):
+        return ""
+    if isinstance(error, APITimeoutError):
+        return "the service did not answer in time; try again"
+    if isinstance(error, APIConnectionError):
+        return "check your network connection and the base URL (--base-url or DASHSCOPE_BASE_URL)"
+    if isinstance(error, IncompleteStreamError):
+        return "the reply was cut off; try again"
+    if isinstance(error, StreamError):
+        return (
+            "this does not look like the Bailian service (a proxy?); check the base URL "
+            "(--base-url or DASHSCOPE_BASE_URL)"
+        )
+    return ""
+
+
+# The SDK's messages name its keyword arguments; on the command line they are flags.
+_FLAGS = {"allow_insecure_http=True": "--allow-insecure-http", "state_dir=": "--state-dir"}
+_KEYWORD = re.compile("|".join(re.escape(keyword) for keyword in _FLAGS))
+
+
+def cli_words(message: str) -> str:
+    """``message`` with each SDK keyword argument it mentions replaced by the CLI's flag."""
+    return _KEYWORD.sub(lambda match: _FLAGS[match.group()], message)
+
+
+class _WarningLines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = " ".join(cli_words(record.getMessage()).split())
+            print(message if message.startswith("tyqw:") else f"tyqw: {message}", file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """While inside, each warning of the ``tyqw`` logger is one line on stderr, with flags."""
+    logger = logging.getLogger("tyqw")
+    handler = _WarningLines(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def shown(text: str) -> str:
+    """``text`` safe to print: control characters and undecodable bytes escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: CJK characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def fail(message: str) -> None:
+    print(f"tyqw: error: {message}", file=sys.stderr, flush=True)
+
+
+def silence_stdout() -> None:
+    # The reader is gone: point stdout at devnull so flushing at exit cannot fail again.
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
