@@ -401,8 +401,9 @@ async def _unless_gone(
                 return task.result()
             transport = request.transport
             if transport is None or transport.is_closing():
-                # aiohttp ignores a ConnectionError from a handler whose client left.
-                raise ConnectionResetError("the client went away during the turn")
+                # nginx's "client closed request". Nobody reads it: aiohttp's write of it
+                # fails quietly, where an exception raised here is logged as an error.
+                return web.Response(status=499, reason="Client Closed Request")
     finally:
         if not task.done():
             task.cancel()
