@@ -164,3 +164,22 @@ async def test_the_id_is_checked_under_the_lock_so_a_change_by_another_worker_ca
         back = await post(http, two.url(), body("what's my name?", session_id), auth())
     assert back.status == 200 and "Ada" in back.json["output"]["text"]
     assert not store.closed  # a store passed in belongs to the caller
+
+
+async def test_the_store_unreachable_fails_the_turn_before_anything_is_sent(
+    sim: BailianSimulator, http: aiohttp.ClientSession, redis_url: str, redis_process: Any
+) -> None:
+    """With the conversations' Redis down a turn is 503 ServiceUnavailable (in-band on a
+    stream) and never reaches the service: no silent new conversation."""
+    async with Relay(sim, store=redis_url) as relay:
+        first = (await post(http, relay.url(), body("my name is Ada"), auth())).json
+        redis_process.stop()
+        sent = len(sim.requests)
+        continued = await post(
+            http, relay.url(), body("what's my name?", first["output"]["session_id"]), auth()
+        )
+        new = await post(http, relay.url(), body("hello"), auth(**SSE_HEADERS))
+    assert continued.status == 503 and continued.json["code"] == "ServiceUnavailable"
+    [error] = new.events
+    assert (error.event, error.comment) == ("error", "HTTP_STATUS/503")
+    assert len(sim.requests) == sent
