@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tyqw.relay import create_app
 from tyqw.testing import BailianSimulator
 
 from .relay_helpers import ALICE, BOB, BOUND, SSE_HEADERS, Relay, auth, body, post
@@ -183,3 +184,19 @@ async def test_the_store_unreachable_fails_the_turn_before_anything_is_sent(
     [error] = new.events
     assert (error.event, error.comment) == ("error", "HTTP_STATUS/503")
     assert len(sim.requests) == sent
+
+
+@pytest.mark.parametrize(
+    ("store", "error", "says"),
+    [
+        pytest.param(42, TypeError, "not int", id="not-a-store"),
+        pytest.param("", ValueError, "redis:// URL", id="empty"),
+    ],
+)
+def test_a_store_the_relay_cannot_use_is_refused_when_built(
+    store: Any, error: type[Exception], says: str
+) -> None:
+    """create_app(store=) with something that is no store fails at once, saying what
+    it takes."""
+    with pytest.raises(error, match=says):
+        create_app(["app"], api_key="sk-test", allow_anonymous=True, store=store)
