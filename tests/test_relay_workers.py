@@ -200,3 +200,11 @@ def test_a_store_the_relay_cannot_use_is_refused_when_built(
     it takes."""
     with pytest.raises(error, match=says):
         create_app(["app"], api_key="sk-test", allow_anonymous=True, store=store)
+
+
+def test_a_redis_url_the_store_cannot_parse_is_refused_when_built() -> None:
+    """A malformed redis:// URL fails create_app() at once, not the relay's start."""
+    with pytest.raises(ValueError, match="invalid Redis URL"):
+        create_app(
+            ["app"], api_key="sk-test", allow_anonymous=True, store="redis://localhost:port/0"
+        )

@@ -77,7 +77,7 @@ class StoreChoice:
         )
 
     def open(self) -> Store:
-        """The store itself: made now, unless it was given."""
+        """The store itself: made now (which connects to nothing yet), unless given."""
         if self.given is not None:
             return self.given
         if self.kind == "redis":
@@ -98,8 +98,9 @@ class Conversations:
         self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
         self._busy: dict[tuple[str, str], int] = {}
         self._http: aiohttp.ClientSession | None = None
-        self._store: Store | None = None  # the store itself, closed here if made here
-        self._checked: Store | None = None  # what the Sessions use: it checks the id
+        # Made here, so that a URL the store refuses fails create_app(), not the start.
+        self._store: Store | None = choice.open()  # closed here if made here
+        self._checked = current_only(self._store)  # what the Sessions use: it checks ids
 
     def check(self, app_id: str) -> None:
         """Raise ``ValueError`` / ``TyqwError`` now for an app id or option Session refuses."""
@@ -108,8 +109,6 @@ class Conversations:
     async def start(self) -> None:
         # Many users stream at once through one pool; Session sets its own timeouts.
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
-        self._store = self.choice.open()
-        self._checked = current_only(self._store)
 
     async def aclose(self) -> None:
         sessions = list(self._sessions.values())
@@ -122,7 +121,7 @@ class Conversations:
             self._http = None
         if self._store is not None and self.choice.given is None:
             await self._store.aclose()
-        self._store = self._checked = None
+        self._store = None
 
     @asynccontextmanager
     async def use(self, app_id: str, user: str, session_id: str | None) -> AsyncIterator[Session]:
@@ -154,7 +153,6 @@ class Conversations:
 
     def _new_session(self, app_id: str, user: str) -> Session:
         # The one place that says where a user's conversation lives.
-        assert self._checked is not None, "the relay has not started"
         return Session(
             app_id, name=user, store=self._checked, http_session=self._http, **self._options
         )
