@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tyqw import Reply, Session
+from tyqw.stores import MemoryStore
 from tyqw.testing import Fault, default_reply
 
 from .helpers import missing
@@ -76,13 +78,49 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+RAG = {"pipeline_ids": ["kb-1"]}
+
+
 @pytest.fixture
 def served() -> Iterator[RelayThread]:
-    relay = RelayThread(delay=0.05).start(turn_options={"rag_options": {"pipeline_ids": ["kb-1"]}})
+    relay = RelayThread(delay=0.05).start(turn_options={"rag_options": RAG})
     try:
         yield relay
     finally:
         relay.stop()
+
+
+def core_replies(served: RelayThread, *prompts: str) -> list[Reply]:
+    """The same turns as the page makes, one conversation, straight to the simulator
+    with tyqw's Session: what tyqw itself shows of them."""
+    sim = served.sim
+    assert sim is not None
+
+    async def turns() -> list[Reply]:
+        delay, sim.delay = sim.delay, 0.0  # pacing changes no reply, only its timing
+        try:
+            async with Session(
+                sim.app_id, api_key=sim.api_key, base_url=sim.base_url, store=MemoryStore()
+            ) as session:
+                options: Any = {
+                    "rag_options": RAG,
+                    "has_thoughts": True,
+                    "incremental_output": True,
+                }
+                return [await session.send(prompt, **options) for prompt in prompts]
+        finally:
+            sim.delay = delay
+
+    return served.call(turns())
+
+
+def citations(browser: Any) -> list[str]:
+    """The documents listed under the newest reply, in the order shown."""
+    listed: list[str] = browser.execute_script(
+        "return [...[...document.querySelectorAll('.reply')].pop()"
+        ".querySelectorAll('details.refs li')].map(li => li.textContent)"
+    )
+    return listed
 
 
 def open_page(browser: Any, served: RelayThread, size: tuple[int, int] = (960, 720)) -> Any:
@@ -130,17 +168,15 @@ def test_reply_streams_in_and_the_second_turn_remembers_the_first(
     prompt = open_page(browser, served)
     prompt.send_keys("my name is Ada\n")
     last_reply_is(browser, "done")
-    final = default_reply("my name is Ada", [])
     seen: list[str] = browser.execute_script("return window.seen")
-    partial = {text for text in seen if text and text != final}
-    assert len(partial) >= 2, seen
-    assert all(final.startswith(text) for text in partial)
     prompt.send_keys("what's my name?\n")
     last_reply_is(browser, "done")
-    assert reply_texts(browser) == [
-        final,
-        "Your name is Ada. You told me earlier in this conversation.",
-    ]
+    first, second = core_replies(served, "my name is Ada", "what's my name?")
+    partial = {text for text in seen if text and text != first.display_text}
+    assert len(partial) >= 2, seen
+    assert all(first.display_text.startswith(text) for text in partial)
+    assert reply_texts(browser) == [first.display_text, second.display_text]
+    assert second.display_text.startswith("Your name is Ada[4]. You told me earlier")
 
 
 def test_new_conversation_forgets(browser: Any, served: RelayThread) -> None:
@@ -152,9 +188,11 @@ def test_new_conversation_forgets(browser: Any, served: RelayThread) -> None:
     assert reply_texts(browser) == []
     prompt.send_keys("what's my name?\n")
     last_reply_is(browser, "done")
-    assert reply_texts(browser) == [default_reply("what's my name?", [])]
     assert served.sim is not None
     assert "session_id" not in served.sim.requests[-1].body["input"]
+    [fresh] = core_replies(served, "what's my name?")
+    assert "haven't told me your name" in fresh.display_text
+    assert reply_texts(browser) == [fresh.display_text]
 
 
 def test_stop_keeps_the_partial_reply_closes_upstream_and_the_next_turn_works(
@@ -184,7 +222,7 @@ def test_stop_keeps_the_partial_reply_closes_upstream_and_the_next_turn_works(
     sim.delay = 0.0
     prompt.send_keys("and then?\n")
     last_reply_is(browser, "done")
-    assert reply_texts(browser) == [partial, "fine."]
+    assert reply_texts(browser) == [partial, "fine[4]."]
 
 
 def test_an_upstream_error_shows_a_readable_line_with_the_request_id(
@@ -254,15 +292,23 @@ def test_a_custom_hook_can_know_users_by_a_cookie_of_the_site(browser: Any) -> N
 
 
 def test_a_reply_holding_html_is_shown_as_text(browser: Any, served: RelayThread) -> None:
-    """A reply with <img onerror> and <script> shows those characters; no element is
-    made from it and no script of it runs."""
+    """A reply with <img onerror>, <script> and HTML where a citation marker would be
+    shows those characters (its one real marker as [4]); no element is made from it and
+    no script of it runs."""
     assert served.sim is not None
-    hostile = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script><b>bold</b>'
+    hostile = (
+        '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script><b>bold</b>'
+        '<ref>[<img src=y onerror="window.pwned=3">]</ref>'
+    )
     served.sim.reply = lambda prompt, history: hostile
     prompt = open_page(browser, served)
     prompt.send_keys("<i>hi</i>\n")
     last_reply_is(browser, "done")
-    assert reply_texts(browser) == [hostile]
+    # The simulator cites the reply once, at its end, as the service does.
+    assert reply_texts(browser) == [hostile + "[4]"]
+    assert [line.split("\n")[0] for line in citations(browser)] == [
+        "[4] Citations (Bailian simulator handbook)"
+    ]
     assert (
         browser.execute_script("return document.querySelector('.user').textContent") == "<i>hi</i>"
     )
@@ -278,18 +324,59 @@ def test_a_reply_holding_html_is_shown_as_text(browser: Any, served: RelayThread
 def test_thoughts_and_citations_are_folded_under_the_reply(
     browser: Any, served: RelayThread
 ) -> None:
-    """The app's thoughts and cited documents sit closed under the reply, each once."""
+    """The app's thoughts and the cited documents sit closed under the reply; markers
+    read [n] and the documents are listed in the order the text cites them, as tyqw's
+    Reply.display_text and Reply.citations have them."""
     prompt = open_page(browser, served)
     prompt.send_keys("hello there\n")
     last_reply_is(browser, "done")
     folded = browser.execute_script(
         "return [...document.querySelectorAll('.reply details')].map("
-        "d => [d.className, d.open, d.hidden, d.querySelectorAll('li').length, d.textContent])"
+        "d => [d.className, d.open, d.hidden, d.querySelectorAll('li').length])"
     )
-    (thoughts, refs) = folded
-    assert thoughts[:3] == ["thoughts", False, False] and thoughts[3] >= 1
-    assert refs[:4] == ["refs", False, False, 1]
-    assert "[1] About the Bailian simulator" in refs[4]
+    assert folded == [["thoughts", False, False, 1], ["refs", False, False, 3]]
+    [core] = core_replies(served, "hello there")
+    assert reply_texts(browser) == [core.display_text]
+    assert "<ref>" not in core.display_text and "[4]" in core.display_text
+    shown = [line.split("\n") for line in citations(browser)]
+    assert [heading for heading, *_ in shown] == [
+        f"{c.marker} {c.title} ({c.doc_name})" for c in core.citations
+    ]
+    assert [c.marker for c in core.citations] == ["[4]", "[2]", "[3]"]  # not sorted
+    assert [excerpt for _, *excerpt in shown] == [
+        (c.excerpt or "").split("\n") for c in core.citations
+    ]
+
+
+def test_citation_markers_split_anywhere_read_as_tyqw_shows_them(
+    browser: Any, served: RelayThread
+) -> None:
+    """Streamed one character per event, markers (several ids, spaces, not-quite
+    markers, one left unfinished) never show half-made: every step the page shows is
+    the start of the final text, which is tyqw's display_text, and the documents are
+    tyqw's citations in the same order."""
+    sim = served.sim
+    assert sim is not None
+    tricky = (
+        "One<ref>[3]</ref>, two<ref>[5][1]</ref>, spaced<ref> [2] </ref>; a < b, "
+        "<b>not</b> <ref>[]</ref> <ref>[x</ref> < ref>[1]</ref> [4] and <ref>[3]</ref> "
+        "again, then <ref>[2"
+    )
+    sim.reply = lambda prompt, history: tricky
+    sim.chunk_size, sim.delay = 1, 0.0
+    prompt = open_page(browser, served)
+    prompt.send_keys("cite things\n")
+    last_reply_is(browser, "done")
+    seen: list[str] = browser.execute_script("return window.seen")
+    [core] = core_replies(served, "cite things")
+    assert reply_texts(browser) == [core.display_text]
+    assert all(core.display_text.startswith(text) for text in seen), seen
+    assert [line.split(" ")[0] for line in citations(browser)] == [
+        c.marker for c in core.citations
+    ]
+    # " [2] " reads [2], but the service lists no document for it.
+    assert [c.marker for c in core.citations] == ["[3]", "[5]", "[1]"]
+    assert "spaced[2]; a < b, <b>not</b> <ref>[]</ref>" in core.display_text
 
 
 def test_shift_enter_adds_a_line_and_enter_sends(browser: Any, served: RelayThread) -> None:

@@ -143,7 +143,9 @@ async def test_an_oversized_body_is_refused_without_reading_it_all(
 async def test_allowed_biz_params_and_options_reach_the_service(
     sim: BailianSimulator, http: aiohttp.ClientSession
 ) -> None:
-    """What the operator allows (biz_params keys, has_thoughts) is passed on as sent."""
+    """What the operator allows (biz_params keys, has_thoughts) is passed on as sent:
+    an app on a reasoning model then answers with its thinking."""
+    sim.reasoning = True
     async with Relay(sim, biz_params=["user_prompt_params"]) as relay:
         payload = {
             "input": {"prompt": "hi", "biz_params": {"user_prompt_params": {"city": "杭州"}}},
@@ -152,7 +154,8 @@ async def test_allowed_biz_params_and_options_reach_the_service(
             "debug": {},
         }
         answer = await post(http, relay.url(), payload, auth())
-    assert answer.status == 200 and answer.json["output"]["thoughts"]
+    assert answer.status == 200
+    assert [t["action_type"] for t in answer.json["output"]["thoughts"]] == ["reasoning"]
     sent = sim.requests[-1].body
     assert sent["input"]["biz_params"] == {"user_prompt_params": {"city": "杭州"}}
     assert sent["parameters"]["has_thoughts"] is True

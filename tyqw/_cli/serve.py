@@ -57,8 +57,10 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--store",
         metavar="URL",
-        help="where each user's conversation id lives: a folder, or redis://... (which "
-        "also shares the rate limit between relay workers); default: memory",
+        default="memory",
+        help="where each user's conversation lives: memory (the default; gone when the "
+        "relay stops), a folder, or redis://... / rediss://... (relay workers on one Redis "
+        "continue the same conversations and share the rate limit)",
     )
     serve.add_argument(
         "--tokens",

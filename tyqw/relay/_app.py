@@ -11,7 +11,6 @@ cancelling it closes the upstream response at once.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import MessageStream, Options, TyqwError
+from ..stores import Store
 from ._auth import (
     ANONYMOUS,
     Authenticate,
@@ -32,7 +32,7 @@ from ._auth import (
     parse_origins,
     same_origin,
 )
-from ._conversations import Conversations, StoreChoice
+from ._conversations import Conversations, NotCurrent, StoreChoice
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
 from ._request import Refused, TurnRequest, invalid, parse_turn, read_body
@@ -74,7 +74,7 @@ def create_app(
     tokens: Mapping[str, str] | str | os.PathLike[str] | None = None,
     authenticate: Authenticate | None = None,
     allow_anonymous: bool = False,
-    store: str | os.PathLike[str] | None = None,
+    store: Store | str | os.PathLike[str] | None = None,
     cors: Iterable[str] = (),
     rate: int | None = 30,
     api_key: str | None = None,
@@ -98,8 +98,12 @@ def create_app(
       ``authenticate(request) -> user | None`` (may be async). With neither, pass
       ``allow_anonymous=True``: everyone is the one user ``"local"`` and only requests
       to a loopback host name are answered.
-    - ``store``: where each user's conversation id lives: ``None`` (memory), a folder,
-      or ``redis://...`` (then the rate limit is shared by every relay worker on it).
+    - ``store``: where each user's conversation lives: ``"memory"`` (the default,
+      ``None``), a folder (a ``FileStore``), ``redis://...`` / ``rediss://...`` (a
+      ``RedisStore``: every relay worker on that Redis continues the same conversations
+      and shares the rate limit), or a ``tyqw.stores.Store`` of your own making. The
+      relay closes a store it made when it stops, never one you passed (the rate limit
+      of a store you pass is kept per worker process).
     - ``cors``: the origins other sites' pages may call it from; ``rate``: turns per
       user per minute (``None``: no limit); ``max_prompt``: characters per prompt;
       ``biz_params``: the ``input.biz_params`` keys clients may send;
@@ -137,8 +141,6 @@ def create_app(
     if not isinstance(max_prompt, int) or max_prompt < 1:
         raise ValueError("max_prompt must be a number of characters >= 1")
     choice = StoreChoice.parse(store)
-    if choice.kind == "redis" and importlib.util.find_spec("redis") is None:
-        raise ImportError("a redis:// store needs redis-py: pip install 'redis>=5'")
     extra = dict(session_options or {})
     unknown = sorted(set(extra) - _SESSION_OPTIONS)
     if unknown:
@@ -207,7 +209,7 @@ class _Relay:
         await self.conversations.start()
         if self.rate is not None:
             choice = self.conversations.choice
-            if choice.kind == "redis":
+            if choice.kind == "redis":  # one limit for every relay worker on this Redis
                 self.limit = RedisRateLimit(choice.location, self.rate)
             else:
                 self.limit = MemoryRateLimit(self.rate)
@@ -234,15 +236,9 @@ class _Relay:
             turn = parse_turn(raw, max_prompt=self.max_prompt, biz_params=self.biz_params)
         except Refused as refused:
             return refusal(refused, request_id, sse, cors)
-        async with self.conversations.use(app_id, user) as session:
-            if turn.session_id is None:
-                session.clear()  # no session_id: a new conversation, as on the service
-            elif turn.session_id != session.session_id:
-                not_yours = invalid(
-                    "input.session_id is not your current conversation; send no "
-                    "session_id to start a new one"
-                )
-                return refusal(not_yours, request_id, sse, cors)
+        # No session_id: a new conversation, as on the service. Any other id than the
+        # user's current one is refused by the turn itself, under the store's lock.
+        async with self.conversations.use(app_id, user, turn.session_id) as session:
             stream = session.stream(turn.prompt, **self._options(turn, sse))
             if sse:
                 work = self._sse(request, stream, cors, request_id)
@@ -317,6 +313,8 @@ class _Relay:
                         response = await start_sse(request, cors, message.request_id or request_id)
                     event_id += 1
                     await response.write(frame(event_id, "result", 200, dumps(message.raw)))
+            except NotCurrent:
+                return refusal(_not_yours(), request_id, True, cors)
             except TyqwError as exc:
                 status, body = upstream_error(exc, request_id)
                 if response is None:
@@ -334,6 +332,8 @@ class _Relay:
         async with stream:
             try:
                 messages = [message async for message in stream]
+            except NotCurrent:
+                return refusal(_not_yours(), request_id, False, cors)
             except TyqwError as exc:
                 status, body = upstream_error(exc, request_id)
                 return json_response(status, body, cors, body["request_id"])
@@ -401,14 +401,21 @@ async def _unless_gone(
                 return task.result()
             transport = request.transport
             if transport is None or transport.is_closing():
-                # aiohttp ignores a ConnectionError from a handler whose client left.
-                raise ConnectionResetError("the client went away during the turn")
+                # nginx's "client closed request". Nobody reads it: aiohttp's write of it
+                # fails quietly, where an exception raised here is logged as an error.
+                return web.Response(status=499, reason="Client Closed Request")
     finally:
         if not task.done():
             task.cancel()
             await asyncio.wait((task,))
         if not task.cancelled():
             task.exception()  # retrieved: a write that failed after the client left
+
+
+def _not_yours() -> Refused:
+    return invalid(
+        "input.session_id is not your current conversation; send no session_id to start a new one"
+    )
 
 
 def _app_ids(app_ids: str | Iterable[str] | None) -> tuple[str, ...]:

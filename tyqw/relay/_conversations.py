@@ -1,53 +1,96 @@
-"""The relay's conversations: one ``Session`` per ``(app_id, user)``, kept in a store.
+"""The relay's conversations: one ``Session`` per ``(app_id, user)``, all on one store.
 
 Every Session shares one ``aiohttp.ClientSession`` (one connection pool to the
 service), so a relay with thousands of users holds a few kept-alive connections, not
 one per user. Sessions not in use are dropped past ``MAX_SESSIONS``; the store still
 holds their conversation ids, so the next turn of that user continues it.
+
+A client that sends a ``session_id`` may only continue the user's current
+conversation. That is checked where the Session reads the stored record at the start
+of its turn, while it holds the conversation's lock: a check made before the turn
+(``store.get()``, or this worker's copy of the id) could pass, then another worker
+could start a new conversation for the same user, and the turn would go on in a
+conversation the client never named. Under the lock nothing can change the record
+between the check and the request that carries its id.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 
-from .. import Session
+from .. import Session, TyqwError
+from ..stores import FileStore, LocalStore, MemoryStore, Store, TurnStore
 
-__all__ = ["Conversations", "StoreChoice"]
+__all__ = ["MAX_SESSIONS", "Conversations", "NotCurrent", "StoreChoice"]
+
+logger = logging.getLogger("tyqw.relay")
 
 MAX_SESSIONS = 10_000
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class NotCurrent(TyqwError):
+    """The request's ``session_id`` is not the user's current conversation."""
 
 
 @dataclass(frozen=True, slots=True)
 class StoreChoice:
-    """Where conversation ids live: ``memory``, a ``folder``, or ``redis`` (a URL)."""
+    """Where conversations live: ``memory``, a ``folder``, ``redis`` (a URL), or a
+    ``given`` store, which the relay uses and never closes."""
 
-    kind: Literal["memory", "folder", "redis"]
+    kind: Literal["memory", "folder", "redis", "given"]
     location: str = ""
+    given: Store | None = None
 
     @classmethod
-    def parse(cls, store: str | os.PathLike[str] | None) -> StoreChoice:
-        """``None``: memory; ``redis://`` / ``rediss://`` / ``unix://``: Redis; else a folder."""
+    def parse(cls, store: Store | str | os.PathLike[str] | None) -> StoreChoice:
+        """``None`` or ``"memory"``: memory; ``redis://`` / ``rediss://`` / ``unix://``:
+        Redis; another string or path: a folder; a ``tyqw.stores.Store``: that store."""
         if store is None:
             return cls("memory")
-        text = os.fspath(store)
-        if not text:
-            raise ValueError("store must be a folder path or a redis:// URL")
-        if text.startswith(("redis://", "rediss://", "unix://")):
-            return cls("redis", text)
-        return cls("folder", text)
+        if isinstance(store, (str, os.PathLike)):
+            text = os.fspath(store)
+            if not text:
+                raise ValueError("store must be 'memory', a folder path or a redis:// URL")
+            if text == "memory":
+                return cls("memory")
+            if text.startswith(_REDIS_SCHEMES):
+                from ..stores import RedisStore  # an ImportError now names the extra
+
+                del RedisStore
+                return cls("redis", text)
+            return cls("folder", text)
+        if isinstance(store, Store):
+            return cls("given", given=store)
+        raise TypeError(
+            "store must be a tyqw.stores.Store, 'memory', a folder path or a redis:// URL, "
+            f"not {type(store).__name__}"
+        )
+
+    def open(self) -> Store:
+        """The store itself: made now (which connects to nothing yet), unless given."""
+        if self.given is not None:
+            return self.given
+        if self.kind == "redis":
+            from ..stores import RedisStore
+
+            return RedisStore.from_url(self.location)
+        if self.kind == "folder":
+            return FileStore(self.location)
+        return MemoryStore()
 
 
 class Conversations:
-    """Sessions by ``(app_id, user)``; ``async with conversations.use(app, user)``."""
+    """Sessions by ``(app_id, user)``; ``async with conversations.use(app, user, id)``."""
 
     def __init__(self, choice: StoreChoice, session_options: dict[str, Any]) -> None:
         self.choice = choice
@@ -55,13 +98,13 @@ class Conversations:
         self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
         self._busy: dict[tuple[str, str], int] = {}
         self._http: aiohttp.ClientSession | None = None
-        self._scratch: tempfile.TemporaryDirectory[str] | None = None
-        self._folder: Path | None = None
+        # Made here, so that a URL the store refuses fails create_app(), not the start.
+        self._store: Store | None = choice.open()  # closed here if made here
+        self._checked = current_only(self._store)  # what the Sessions use: it checks ids
 
     def check(self, app_id: str) -> None:
         """Raise ``ValueError`` / ``TyqwError`` now for an app id or option Session refuses."""
-        with tempfile.TemporaryDirectory() as empty:
-            Session(app_id, name="check", state_dir=empty, **self._options)
+        Session(app_id, name="check", store=MemoryStore(), **self._options)
 
     async def start(self) -> None:
         # Many users stream at once through one pool; Session sets its own timeouts.
@@ -72,17 +115,22 @@ class Conversations:
         self._sessions.clear()
         self._busy.clear()
         for session in sessions:
-            await session.aclose()
+            await _close(session)
         if self._http is not None:
             await self._http.close()
             self._http = None
-        if self._scratch is not None:
-            self._scratch.cleanup()
-            self._scratch = self._folder = None
+        if self._store is not None and self.choice.given is None:
+            await self._store.aclose()
+        self._store = None
 
     @asynccontextmanager
-    async def use(self, app_id: str, user: str) -> AsyncIterator[Session]:
-        """The user's Session, kept from being dropped while the block runs."""
+    async def use(self, app_id: str, user: str, session_id: str | None) -> AsyncIterator[Session]:
+        """The user's Session, kept from being dropped while the block runs.
+
+        ``session_id`` ``None``: the Session starts a new conversation. Otherwise a turn
+        the block runs raises ``NotCurrent`` (before any request) unless ``session_id``
+        is the user's current conversation in the store.
+        """
         key = (app_id, user)
         session = self._sessions.get(key)
         if session is None:
@@ -90,9 +138,13 @@ class Conversations:
         else:
             self._sessions.move_to_end(key)
         self._busy[key] = self._busy.get(key, 0) + 1
+        if session_id is None:
+            session.clear()  # a shared store gets it under the lock of the next turn
+        expecting = _EXPECTED.set(None if session_id is None else (app_id, user, session_id))
         try:
             yield session
         finally:
+            _EXPECTED.reset(expecting)
             left = self._busy.pop(key) - 1
             if left:
                 self._busy[key] = left
@@ -102,22 +154,8 @@ class Conversations:
     def _new_session(self, app_id: str, user: str) -> Session:
         # The one place that says where a user's conversation lives.
         return Session(
-            app_id,
-            name=user,
-            state_dir=self._state_dir(),
-            http_session=self._http,
-            **self._options,
+            app_id, name=user, store=self._checked, http_session=self._http, **self._options
         )
-
-    def _state_dir(self) -> Path:
-        if self.choice.kind == "folder":
-            return Path(self.choice.location)
-        # Memory, and for now Redis too: conversation ids in a private folder that is
-        # removed when the relay stops (the rate limit already lives in Redis).
-        if self._folder is None:
-            self._scratch = tempfile.TemporaryDirectory(prefix="tyqw-relay-")
-            self._folder = Path(self._scratch.name)
-        return self._folder
 
     async def _drop_idle(self) -> None:
         excess = len(self._sessions) - MAX_SESSIONS
@@ -125,5 +163,117 @@ class Conversations:
             if excess <= 0:
                 break
             if key not in self._busy:
-                await self._sessions.pop(key).aclose()
+                await _close(self._sessions.pop(key))
                 excess -= 1
+
+
+async def _close(session: Session) -> None:
+    try:
+        await session.aclose()  # writes a clear() a shared store does not have yet
+    except TyqwError as exc:
+        logger.warning("tyqw.relay: could not save %r's conversation: %s", session.name, exc)
+
+
+# -- the check of a client's session_id ------------------------------------------------
+
+# (app_id, user, session_id) while a turn that continues session_id runs: the context
+# of the handler, copied into the task that runs the turn.
+_EXPECTED: ContextVar[tuple[str, str, str] | None] = ContextVar(
+    "tyqw_relay_expected_session_id", default=None
+)
+
+
+def _not_current(app_id: str, name: str, record: object) -> bool:
+    expected = _EXPECTED.get()
+    if expected is None or (expected[0], expected[1]) != (app_id, name):
+        return False
+    current = record.get("session_id") if isinstance(record, dict) else None
+    return current != expected[2]
+
+
+def _refusal() -> NotCurrent:
+    return NotCurrent("input.session_id is not the current conversation of this user")
+
+
+class _CurrentOnly:
+    """A store as it is, except that reading the record at the start of a turn raises
+    ``NotCurrent`` when the client named another conversation (see the module)."""
+
+    def __init__(self, store: Store) -> None:
+        self.inner = store
+
+    def __repr__(self) -> str:
+        return f"<relay view of {self.inner!r}>"
+
+    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
+        record = await self.inner.get(app_id, name)
+        if _not_current(app_id, name, record):
+            raise _refusal()
+        return record
+
+    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        await self.inner.set(app_id, name, record)
+
+    async def delete(self, app_id: str, name: str) -> None:
+        await self.inner.delete(app_id, name)
+
+    def lock(self, app_id: str, name: str) -> AbstractAsyncContextManager[object]:
+        return self.inner.lock(app_id, name)
+
+    def conversations(
+        self, app_id: str | None = None
+    ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+        return self.inner.conversations(app_id)
+
+    async def aclose(self) -> None:
+        pass  # the relay closes the store it made, and never one it was given
+
+
+class _CurrentOnlyLocal(_CurrentOnly):
+    """``_CurrentOnly`` of a ``LocalStore``: its quick synchronous calls pass through."""
+
+    inner: Any
+
+    def get_now(self, app_id: str, name: str) -> dict[str, Any] | None:
+        record: dict[str, Any] | None = self.inner.get_now(app_id, name)
+        return record
+
+    def set_now(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        self.inner.set_now(app_id, name, record)
+
+    def delete_now(self, app_id: str, name: str) -> None:
+        self.inner.delete_now(app_id, name)
+
+
+class _CurrentOnlyTurn(_CurrentOnly):
+    """``_CurrentOnly`` of a ``TurnStore``: lock and read stay one call (one round trip)."""
+
+    inner: Any
+
+    async def begin_turn(self, app_id: str, name: str) -> tuple[object, dict[str, Any] | None]:
+        held, record = await self.inner.begin_turn(app_id, name)
+        if _not_current(app_id, name, record):
+            await self.inner.end_turn(held, app_id, name, record)  # as it was; unlocked
+            raise _refusal()
+        return held, record
+
+    async def end_turn(
+        self, held: object, app_id: str, name: str, record: dict[str, Any] | None
+    ) -> None:
+        await self.inner.end_turn(held, app_id, name, record)
+
+
+class _CurrentOnlyLocalTurn(_CurrentOnlyLocal, _CurrentOnlyTurn):
+    pass
+
+
+def current_only(store: Store) -> Store:
+    """``store`` seen through the check, with the same abilities (local, one-call turns)."""
+    local, turn = isinstance(store, LocalStore), isinstance(store, TurnStore)
+    view = {
+        (False, False): _CurrentOnly,
+        (True, False): _CurrentOnlyLocal,
+        (False, True): _CurrentOnlyTurn,
+        (True, True): _CurrentOnlyLocalTurn,
+    }[local, turn]
+    return view(store)
