@@ -328,3 +328,19 @@ async def test_an_expired_conversation_starts_anew_on_any_worker(
         await pubsub.aclose() if hasattr(pubsub, "aclose") else await pubsub.close()
         await client.config_set("notify-keyspace-events", "")
         await client.aclose()
+
+
+async def test_a_store_that_fails_after_the_reply_keeps_the_reply(
+    sim: BailianSimulator, own_redis: RedisProcess, workers: Callable[[Store], Worker]
+) -> None:
+    """Redis gone while a reply streams: the turn fails with StoreError, and the error
+    carries the whole reply the service sent."""
+    session = workers(RedisStore.from_url(own_redis.url))()
+    await session.send("first")
+    session.once("message", lambda message: own_redis.stop())
+    with pytest.raises(StoreError) as info:
+        await asyncio.wait_for(session.send("the reply survives"), BOUND)
+    reply = info.value.reply
+    assert reply is not None
+    assert reply.finish_reason == "stop"
+    assert reply.text == sim.history(reply.session_id or "")[-1][1]  # type: ignore[index]
