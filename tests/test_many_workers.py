@@ -15,6 +15,8 @@ import contextlib
 import itertools
 import json
 import random
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -23,12 +25,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tyqw.stores import FileStore
 from tyqw.testing import BailianSimulator, Fault, SimRequest, default_reply
 
-from .helpers import RedisProcess
+from .cli_helpers import clean_env
+from .helpers import RedisProcess, free_port
 
 try:
     from tyqw.stores import RedisStore
@@ -36,7 +40,8 @@ except ImportError:  # pragma: no cover - the dev extra installs redis-py
     RedisStore = None  # type: ignore[assignment,misc]
 
 BOUND = 30.0
-WORKER = Path(__file__).parent / "workers" / "worker.py"
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "tests" / "workers" / "worker.py"
 
 
 class Worker:
@@ -345,3 +350,79 @@ async def test_a_killed_worker_blocks_its_user_only_until_the_lease_expires(
         # Held until the lease ran out (renewed every lease / 3 until the kill)...
         assert waited > lease / 2
     assert waited < lease + 1.0
+
+
+# -- the README's bot -------------------------------------------------------------------
+
+
+def readme_bot() -> str:
+    """The Python block under "## Many workers": in README.md once it is placed there."""
+    for name in ("README.md", "README-workers.md"):
+        path = ROOT / name
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        if "## Many workers" in text:
+            section = text.split("## Many workers", 1)[1]
+            block = re.search(r"```python\n(.*?)```", section, re.S)
+            assert block is not None, f"no Python block under Many workers in {name}"
+            return block.group(1)
+    pytest.fail("no Many workers section in README.md or README-workers.md")
+
+
+@pytest.mark.slow
+async def test_the_readme_bot_runs_as_is_on_two_workers(
+    sim: BailianSimulator, redis_url: str, tmp_path: Path
+) -> None:
+    """The README's bot, run twice over one Redis: a user's second message, sent to the
+    other worker, continues the first; both workers stop cleanly."""
+    bot = tmp_path / "bot.py"
+    bot.write_text(readme_bot(), encoding="utf-8")
+    env = clean_env(
+        tmp_path,
+        DASHSCOPE_API_KEY=sim.api_key,
+        DASHSCOPE_BASE_URL=sim.base_url,
+        DASHSCOPE_APP_ID=sim.app_id,
+        REDIS_URL=redis_url,
+        PYTHONUNBUFFERED="1",
+    )
+    ports = [free_port(), free_port()]
+    bots = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-W",
+            "error",
+            str(bot),
+            env={**env, "PORT": str(port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for port in ports
+    ]
+    try:
+        for process in bots:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), BOUND)
+            assert b"Running on http://127.0.0.1:" in line, line
+        async with aiohttp.ClientSession() as http:
+
+            async def chat(port: int, user: str, text: str) -> str:
+                url = f"http://127.0.0.1:{port}/chat"
+                async with http.post(url, json={"user": user, "text": text}) as response:
+                    assert response.status == 200, await response.text()
+                    reply: str = (await response.json())["reply"]
+                    return reply
+
+            await asyncio.gather(
+                chat(ports[0], "alice", "你好，我叫小明"), chat(ports[1], "bob", "my name is Bob")
+            )
+            answers = await asyncio.gather(
+                chat(ports[1], "alice", "我叫什么名字？"), chat(ports[0], "bob", "what's my name?")
+            )
+        assert answers[0].startswith("你叫小明")
+        assert answers[1].startswith("Your name is Bob")
+    finally:
+        for process in bots:
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)  # Ctrl-C: aiohttp runs the cleanup
+    for process in bots:
+        _, stderr = await asyncio.wait_for(process.communicate(), BOUND)
+        assert (process.returncode, stderr.decode()) == (0, "")
