@@ -185,6 +185,10 @@ def test_store_and_state_dir_together_are_refused(command: list[str], tmp_path: 
             f"redis://127.0.0.1/0?password={PASSWORD}&socket_timeout=soon",
             "--store: redis://127.0.0.1/0 is not a Redis URL tyqw can use; ",
         ),
+        (
+            f"redis://:{PASSWORD}@[::1/0",
+            "--store: redis://(unparsable) is not a Redis URL tyqw can use; ",
+        ),
         ("file://elsewhere/x", "--store: a file:// store must be on this machine"),
     ],
 )

@@ -117,8 +117,12 @@ def _parse(value: str, source: str) -> ChosenStore:
             f"{source} names Redis, which needs redis-py: pip install 'tyqw[redis]'"
         ) from None
     where = shown_url(value)
+    unusable = f"{source}: {where} is not a Redis URL tyqw can use; expected {_FORMS}"
     try:
         parts = urllib.parse.urlsplit(value)
+    except ValueError:  # an unclosed [IPv6 address
+        raise StoreUsageError(unusable) from None
+    try:
         parts.port  # noqa: B018  (raises ValueError: not a port)
     except ValueError:
         raise StoreUsageError(
@@ -130,9 +134,7 @@ def _parse(value: str, source: str) -> ChosenStore:
     try:
         store = RedisStore.from_url(value)
     except ValueError:
-        raise StoreUsageError(
-            f"{source}: {where} is not a Redis URL tyqw can use; expected {_FORMS}"
-        ) from None
+        raise StoreUsageError(unusable) from None
     return ChosenStore(store, where)
 
 
