@@ -219,6 +219,68 @@ async def test_redis_down_is_a_store_error_and_back_is_fine(
         await store.aclose()
 
 
+async def test_after_a_restart_every_pooled_connection_works(
+    redis_process: RedisProcess, redis_url: str
+) -> None:
+    """Redis restarted between two bursts of turns: the second burst succeeds whole,
+    though every connection in the pool was one the old server had closed."""
+    store = RedisStore.from_url(redis_url)
+
+    async def turns(tag: str) -> None:
+        async def turn(u: int) -> None:
+            held, _ = await begin_turn(store, APP, f"user-{u}")
+            await asyncio.sleep(0.01)  # all ten at once: ten connections in the pool
+            await end_turn(store, held, APP, f"user-{u}", record(f"{tag}-{u}"))
+
+        await asyncio.wait_for(asyncio.gather(*(turn(u) for u in range(10))), BOUND)
+
+    try:
+        await turns("before")
+        redis_process.stop()
+        redis_process.start()
+        await turns("after")
+        assert await store.get(APP, "user-3") == record("after-3")
+    finally:
+        await store.aclose()
+
+
+class LosingConnection(aioredis.Connection):
+    """A connection that, when told, drops the answer to a command Redis has run."""
+
+    lose_next = False
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        response = await super().read_response(*args, **kwargs)
+        if LosingConnection.lose_next:
+            LosingConnection.lose_next = False
+            await self.disconnect()
+            raise aioredis.ConnectionError("the answer was lost")
+        return response
+
+
+async def test_a_lost_answer_is_asked_again_safely(redis_url: str) -> None:
+    """When the connection drops after Redis ran a turn's script, the repeated call
+    answers as the first run did: the lease is this turn's (no wait for it to expire),
+    the write counts as written, and the lock is free afterwards."""
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=LosingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    try:
+        store = RedisStore(client, lease=30.0)
+        held, _ = await begin_turn(store, APP, "warm-up")  # loads the scripts once
+        await end_turn(store, held, APP, "warm-up", None)
+        for final in (record("kept"), None):
+            LosingConnection.lose_next = True
+            held, _ = await asyncio.wait_for(begin_turn(store, APP, "alice"), BOUND)
+            LosingConnection.lose_next = True
+            await asyncio.wait_for(end_turn(store, held, APP, "alice", final), BOUND)
+            assert await store.get(APP, "alice") == final
+        held, _ = await asyncio.wait_for(begin_turn(store, APP, "alice"), 1.0)
+        await end_turn(store, held, APP, "alice", None)
+    finally:
+        await client.aclose()
+        await pool.disconnect()
+
+
 # -- secrets and lifetime -----------------------------------------------------------------
 
 PASSWORD = "pw-7f3a9c1e5b2d4680"

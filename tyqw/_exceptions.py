@@ -6,7 +6,7 @@ The tree::
     ├── MissingAPIKeyError          no api_key and no DASHSCOPE_API_KEY
     ├── SessionClosedError          the Session was used after aclose()
     ├── HandlerError                a handler raised (the original is __cause__)
-    ├── StoreError                  a shared conversation store failed (no request was sent)
+    ├── StoreError                  a conversation store failed (at a turn's start: nothing sent)
     ├── APIStatusError              the service answered with an error
     │   ├── BadRequestError             400
     │   ├── AuthenticationError         401
@@ -108,8 +108,10 @@ class HandlerError(TyqwError):
 class StoreError(TyqwError):
     """A conversation store could not be used: Redis unreachable, a lock not granted...
 
-    Raised before any request is sent, so the turn can simply be tried again. The
-    store's own exception is ``__cause__``.
+    At the start of a turn it is raised before any request is sent, so the turn can
+    simply be tried again. At the end of a turn (the reply arrived, but the store could
+    not record it) ``.reply`` holds the whole reply. The store's own exception is
+    ``__cause__``.
     """
 
 

@@ -235,7 +235,13 @@ class Turn:
         finally:
             pending = self.finish()
             if pending is not None:
-                await pending
+                try:
+                    await pending
+                except TyqwError as exc:
+                    # The store failed after the reply arrived: the error carries it.
+                    if exc.reply is None:
+                        exc.reply = reader.reply(exc)
+                    raise
 
     def _enter(self) -> None:
         self.slot.check_open()

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from .. import __version__
 from . import ask, chat, conversations, serve, simulate
-from ._common import BROKEN_PIPE, INTERRUPTED, USAGE, UsageError
+from ._common import BROKEN_PIPE, ERROR, INTERRUPTED, USAGE, CommandError, UsageError
 from ._output import BrokenPipe, fail, silence_stdout, warnings_as_lines
 
 __all__ = ["main"]
@@ -43,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         fail(str(exc))
         return USAGE
+    except CommandError as exc:
+        fail(str(exc))
+        return ERROR
     except BrokenPipe:
         silence_stdout()
         return BROKEN_PIPE
@@ -65,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Chat with an Alibaba Cloud Bailian (Model Studio) app from the terminal. "
         "Without DASHSCOPE_API_KEY, chat and ask use a built-in offline simulator.",
         epilog="Environment: DASHSCOPE_API_KEY, DASHSCOPE_APP_ID, DASHSCOPE_BASE_URL "
-        "(or DASHSCOPE_HTTP_BASE_URL), DASHSCOPE_WORKSPACE. Flags win over the environment.",
+        "(or DASHSCOPE_HTTP_BASE_URL), DASHSCOPE_WORKSPACE, TYQW_STORE. Flags win over the "
+        "environment.",
     )
     parser.add_argument("--version", action="version", version=f"tyqw {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)

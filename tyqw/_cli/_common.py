@@ -16,15 +16,15 @@ import re
 import signal
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from .. import DEFAULT_BASE_URL, Session, TyqwError
 from .._config import find_api_key
-from .._store import default_state_dir
-from ._output import cli_words
+from ..stores import MemoryStore
+from ._output import cli_words, error_line
 from ._output import fail as fail  # simulate takes it from here
+from ._stores import ChosenStore, StoreUsageError, choose_store, store_parent
 
 if TYPE_CHECKING:
     from .._simulator import BailianSimulator
@@ -48,6 +48,10 @@ OFFLINE_NOTICE = (
 
 class UsageError(Exception):
     """A mistake in the command line or configuration: exit status 2."""
+
+
+class CommandError(Exception):
+    """A failure already worded as one line (a store that could not be written): exit 1."""
 
 
 # -- checking what the command line reads ----------------------------------------------
@@ -115,16 +119,21 @@ def seconds(value: str) -> float:
 
 
 def state_parent() -> argparse.ArgumentParser:
-    """``--state-dir``: where conversation ids live."""
-    state = argparse.ArgumentParser(add_help=False)
-    state.add_argument(
-        "--state-dir",
-        type=Path,
-        metavar="DIR",
-        help="where conversation ids are stored (default: the user state folder, "
-        f"{default_state_dir()})",
-    )
-    return state
+    """``--store`` and ``--state-dir``: where conversation ids live."""
+    return store_parent()
+
+
+def open_store(args: argparse.Namespace) -> ChosenStore:
+    """The store ``--store``, ``--state-dir`` or ``TYQW_STORE`` names; the caller closes it
+    (``close_store``)."""
+    try:
+        return choose_store(args)
+    except StoreUsageError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def close_store(loop: asyncio.AbstractEventLoop, chosen: ChosenStore) -> None:
+    loop.run_until_complete(chosen.store.aclose())
 
 
 def service_parent() -> argparse.ArgumentParser:
@@ -184,17 +193,21 @@ def conversation_parent() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def open_session(
     args: argparse.Namespace, loop: asyncio.AbstractEventLoop
-) -> Iterator[tuple[Session, BailianSimulator | None]]:
-    """The Session the flags and environment ask for (offline, with its simulator).
+) -> Iterator[tuple[Session, BailianSimulator | None, ChosenStore]]:
+    """The Session the flags and environment ask for (offline, with its simulator), and
+    the store it keeps its conversation in.
 
-    Both are closed on the way out, however it is left: Ctrl-C can come at any moment.
+    All are closed on the way out, however it is left: Ctrl-C can come at any moment.
+    A store that cannot take what the Session still had to write (``--new`` before a
+    failed turn) is a ``CommandError``.
     """
     simulator = None
     try:
-        try:
-            key = find_api_key()  # DASHSCOPE_API_KEY, then the key files, as the SDK reads them
-        except (ValueError, TyqwError) as exc:
-            raise UsageError(str(exc)) from None
+        key = find_api_key()  # DASHSCOPE_API_KEY, then the key files, as the SDK reads them
+    except (ValueError, TyqwError) as exc:
+        raise UsageError(str(exc)) from None
+    chosen = open_store(args)
+    try:
         if args.offline or key is None:
             unused = _unused_connection_flags(args)
             from .._simulator import OFFLINE_APP_ID, BailianSimulator
@@ -237,7 +250,7 @@ def open_session(
                 base_url=url,
                 workspace=workspace,
                 name=args.name,
-                state_dir=args.state_dir,
+                store=chosen.store,
                 allow_insecure_http=args.allow_insecure_http,
             )
         except (ValueError, TyqwError) as exc:
@@ -245,12 +258,25 @@ def open_session(
         try:
             if args.new:
                 session.clear()
-            yield session, simulator
+            yield session, simulator, chosen
         finally:
-            loop.run_until_complete(session.aclose())
+            _close_session(loop, session)
     finally:
-        if simulator is not None:
-            loop.run_until_complete(simulator.aclose())
+        try:
+            if simulator is not None:
+                loop.run_until_complete(simulator.aclose())
+        finally:
+            close_store(loop, chosen)
+
+
+def _close_session(loop: asyncio.AbstractEventLoop, session: Session) -> None:
+    leaving = sys.exc_info()[1]  # called from a finally: what is on its way out, if any
+    try:
+        loop.run_until_complete(session.aclose())
+    except TyqwError as exc:
+        if leaving is None:
+            raise CommandError(error_line(exc)) from None
+        fail(error_line(exc))  # the command ends anyway: say this too, and let it go on
 
 
 def _unused_connection_flags(args: argparse.Namespace) -> list[str]:
@@ -272,7 +298,7 @@ def _unused_connection_flags(args: argparse.Namespace) -> list[str]:
                 api_key="unused",
                 base_url=args.base_url or DEFAULT_BASE_URL,
                 workspace=args.workspace or "",
-                state_dir=args.state_dir,
+                store=MemoryStore(),
                 allow_insecure_http=args.allow_insecure_http,
             )
         except ValueError as exc:

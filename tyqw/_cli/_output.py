@@ -28,6 +28,7 @@ from .. import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    StoreError,
     StreamError,
     TyqwError,
 )
@@ -117,6 +118,8 @@ def error_line(error: TyqwError) -> str:
 
 
 def hint(error: TyqwError) -> str:
+    if isinstance(error, StoreError):
+        return "check the conversation store (--store or TYQW_STORE) and that it is reachable"
     if isinstance(error, AuthenticationError):
         return "check DASHSCOPE_API_KEY (a key works only in its own region's base URL)"
     if isinstance(error, PermissionDeniedError):

@@ -6,11 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from .. import TyqwError
+from .. import StoreError, TyqwError
 from ._common import (
     ERROR,
     INTERRUPTED,
     OK,
+    CommandError,
     UsageError,
     conversation_parent,
     ctrl_c_aborts,
@@ -59,12 +60,18 @@ def run(args: argparse.Namespace) -> int:
         printer.end_line()
         fail(error_line(error))
 
-    with event_loop() as loop, open_session(args, loop) as (session, _):
-        session.on("message", printer.message)
-        session.on("error", on_error)
-        with ctrl_c_aborts(loop, session) as pressed:
-            loop.run_until_complete(session.send(prompt))
-        printer.end_line()
+    try:
+        with event_loop() as loop, open_session(args, loop) as (session, _, _):
+            session.on("message", printer.message)
+            session.on("error", on_error)
+            with ctrl_c_aborts(loop, session) as pressed:
+                loop.run_until_complete(session.send(prompt))
+            printer.end_line()
+    except CommandError:
+        # The store failed again at the end: the turn's error line has said so already.
+        if not any(isinstance(error, StoreError) for error in errors):
+            raise
+        return ERROR
     if pressed:
         return INTERRUPTED
     return ERROR if errors else OK

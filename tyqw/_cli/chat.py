@@ -25,6 +25,7 @@ from ._common import (
 )
 from ._output import Printer, error_line
 from ._prompt import Prompter
+from ._stores import ChosenStore
 
 if TYPE_CHECKING:
     from .._simulator import BailianSimulator
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         printer.end_line()
         print(f"error: {error_line(error)}", file=sys.stderr, flush=True)
 
-    with event_loop() as loop, open_session(args, loop) as (session, simulator):
+    with event_loop() as loop, open_session(args, loop) as (session, simulator, chosen):
         session.on("message", printer.message)
         session.on("error", on_error)
         if prompter.interactive:
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         options: dict[str, Any] = {"has_thoughts": True} if args.thoughts else {}
         while True:
             try:
-                if not _turn(loop, session, simulator, printer, prompter, options):
+                if not _turn(loop, session, simulator, chosen, printer, prompter, options):
                     break
             except KeyboardInterrupt:  # Ctrl-C outside a reply: drop the line
                 if not prompter.interactive:
@@ -82,6 +83,7 @@ def _turn(
     loop: asyncio.AbstractEventLoop,
     session: Session,
     simulator: BailianSimulator | None,
+    chosen: ChosenStore,
     printer: Printer,
     prompter: Prompter,
     options: dict[str, Any],
@@ -100,7 +102,7 @@ def _turn(
         print(f"error: the prompt is {problem}; nothing was sent", file=sys.stderr, flush=True)
         return True
     if text.startswith("/") and "\n" not in text:
-        return not _command(text, session, simulator)
+        return not _command(text, loop, session, simulator, chosen)
     printer.start_turn()
     with ctrl_c_aborts(loop, session) as pressed:
         reply = loop.run_until_complete(session.send(prompt, **options))
@@ -110,7 +112,13 @@ def _turn(
     return True
 
 
-def _command(text: str, session: Session, simulator: BailianSimulator | None) -> bool:
+def _command(
+    text: str,
+    loop: asyncio.AbstractEventLoop,
+    session: Session,
+    simulator: BailianSimulator | None,
+    chosen: ChosenStore,
+) -> bool:
     """Run a /command; True means quit."""
     name = text.split()[0].lower()
     if name in ("/exit", "/quit"):
@@ -119,10 +127,13 @@ def _command(text: str, session: Session, simulator: BailianSimulator | None) ->
         session.clear()
         print("(new conversation: the app has forgotten the context)", file=sys.stderr)
     elif name == "/session":
-        sid = session.session_id or "none yet (the next message starts a conversation)"
-        print(f"session_id: {sid}")
+        sid = session.session_id or _stored_id(loop, session, chosen)
+        print(f"session_id: {sid or 'none yet (the next message starts a conversation)'}")
         print(f"name: {session.name}  app_id: {session.app_id}")
-        print(f"stored in: {session.store_path}")
+        if chosen.shared:
+            print(f"stored in: {chosen.where} (shared with every process that uses it)")
+        else:
+            print(f"stored in: {session.store_path}")
         if simulator is not None:
             print("(offline: the simulator forgets its conversations when tyqw exits)")
     elif name in ("/help", "/?"):
@@ -131,3 +142,14 @@ def _command(text: str, session: Session, simulator: BailianSimulator | None) ->
         print(f"unknown command {name}; /help lists the commands", file=sys.stderr)
     sys.stdout.flush()
     return False
+
+
+def _stored_id(loop: asyncio.AbstractEventLoop, session: Session, chosen: ChosenStore) -> str:
+    """The id a shared store holds (a Session reads it at its first turn), or ""."""
+    if not chosen.shared or session.session_id is not None:
+        return ""
+    try:
+        record = loop.run_until_complete(chosen.store.get(session.app_id, session.name))
+    except TyqwError as exc:
+        return f"unknown ({error_line(exc)})"
+    return "" if record is None else str(record["session_id"])

@@ -1,19 +1,35 @@
 """``tyqw conversations list|clear``: the conversation ids tyqw keeps between runs.
 
-The SDK's ``stored_conversations()`` on the command line; ``tyqw sessions`` is an alias
-(Bailian calls a conversation's id its ``session_id``).
+Over any store (``--store``, ``--state-dir`` or ``TYQW_STORE``): a folder's files or a
+Redis database's records, listed with ``Store.conversations()``. A conversation is
+forgotten under its lock, so a turn running meanwhile on some worker cannot write it
+back. ``tyqw sessions`` is an alias (Bailian calls a conversation's id its
+``session_id``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from typing import Any
 
-from .. import stored_conversations
-from .._store import default_state_dir
-from ._common import OK, UsageError, name, state_parent, text
-from ._output import BrokenPipe, shown, width
+from .. import TyqwError
+from ..stores import Store, begin_turn, end_turn
+from ._common import (
+    OK,
+    CommandError,
+    UsageError,
+    close_store,
+    event_loop,
+    name,
+    open_store,
+    state_parent,
+    text,
+)
+from ._output import BrokenPipe, error_line, shown, width
+
+Listed = tuple[str, str, dict[str, Any]]
 
 
 def add_parser(commands: Any) -> None:
@@ -45,21 +61,47 @@ def add_parser(commands: Any) -> None:
     clearing.set_defaults(run=clear)
 
 
+async def _listed(store: Store, app_id: str | None = None) -> list[Listed]:
+    """Every conversation, most recently used first."""
+    found = [c async for c in store.conversations(app_id)]
+    found.sort(key=lambda c: _last_used(c[2]), reverse=True)
+    return found
+
+
+def _last_used(record: dict[str, Any]) -> float:
+    when = record.get("updated_at")
+    return float(when) if isinstance(when, (int, float)) else 0.0
+
+
+async def _forget(store: Store, doomed: list[Listed]) -> None:
+    for app_id, stored_name, _ in doomed:
+        held, _ = await begin_turn(store, app_id, stored_name)
+        await end_turn(store, held, app_id, stored_name, None)
+
+
 def list_(args: argparse.Namespace) -> int:
-    conversations = stored_conversations(args.state_dir)
+    chosen = open_store(args)
+    with event_loop() as loop:
+        try:
+            conversations = loop.run_until_complete(_listed(chosen.store))
+        except TyqwError as exc:
+            raise CommandError(error_line(exc)) from None
+        finally:
+            close_store(loop, chosen)
     if not conversations:
-        where = args.state_dir or default_state_dir()
-        print(f"tyqw: no stored conversations in {where}", file=sys.stderr)
+        print(f"tyqw: no stored conversations in {chosen.where}", file=sys.stderr)
         return OK
     rows = [("NAME", "APP ID", "SESSION ID", "LAST USED")]
     rows += [
         (
-            shown(c.name),
-            shown(c.app_id),
-            shown(c.session_id),
-            c.last_used.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            shown(stored_name),
+            shown(app_id),
+            shown(str(record["session_id"])),
+            dt.datetime.fromtimestamp(_last_used(record))
+            .astimezone()
+            .strftime("%Y-%m-%d %H:%M:%S"),
         )
-        for c in conversations
+        for app_id, stored_name, record in conversations
     ]
     widths = [max(width(row[i]) for row in rows) for i in range(3)]
     try:
@@ -76,13 +118,19 @@ def list_(args: argparse.Namespace) -> int:
 def clear(args: argparse.Namespace) -> int:
     if args.all == (args.name is not None):
         raise UsageError("clear needs a NAME or --all (not both)")
-    doomed = [
-        c
-        for c in stored_conversations(args.state_dir)
-        if (args.all or c.name == args.name) and args.app_id in (None, c.app_id)
-    ]
-    for conversation in doomed:
-        conversation.delete()
+    chosen = open_store(args)
+    with event_loop() as loop:
+        try:
+            doomed = [
+                c
+                for c in loop.run_until_complete(_listed(chosen.store, args.app_id))
+                if args.all or c[1] == args.name
+            ]
+            loop.run_until_complete(_forget(chosen.store, doomed))
+        except TyqwError as exc:
+            raise CommandError(error_line(exc)) from None
+        finally:
+            close_store(loop, chosen)
     plural = "" if len(doomed) == 1 else "s"
     named = "" if args.all else f" named {args.name!r}"
     print(f"tyqw: forgot {len(doomed)} conversation{plural}{named}", file=sys.stderr)

@@ -8,7 +8,13 @@ Keys of one conversation (``<key>`` is ``sha256(app_id NUL name)[:32]``)::
 The ``{...}`` hash tag puts both on one Redis Cluster shard, so each script below
 touches one slot. A turn costs two round trips: one script takes the lease and reads
 the record, one writes the record (refreshing its TTL) and releases the lease, and
-writes only while the lease is still this turn's. Requires ``tyqw[redis]``.
+writes only while the lease is still this turn's.
+
+A call that fails with a connection error is made once more: a pooled connection may
+be one the server has closed (a restart, a failover, an idle timeout), and redis-py
+finds that out only by using it. Every call is safe to repeat, the scripts included:
+a repeated script sees what its first run did (its own lease, its own record) and
+answers as that run did. Requires ``tyqw[redis]``.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import contextlib
 import logging
 import secrets
 import urllib.parse
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .._exceptions import StoreError
 from ._record import conversation_key, decode, encode
@@ -33,20 +40,29 @@ __all__ = ["RedisStore"]
 
 logger = logging.getLogger("tyqw")
 
+_T = TypeVar("_T")
+
 _FIRST_WAIT = 0.002
 _LONGEST_WAIT = 0.05
 
 # KEYS: lock, record. ARGV: token, lease ms. -> {1, record or nil} or {0, lock's PTTL}
+# A lease that already holds this token was granted by a run whose answer was lost.
 _BEGIN = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+    or redis.call('GET', KEYS[1]) == ARGV[1] then
   return {1, redis.call('GET', KEYS[2])}
 end
 return {0, redis.call('PTTL', KEYS[1])}
 """
 # KEYS: lock, record. ARGV: token, 'set' or 'delete', record, ttl ms (0: none).
-# -> 1, or 0 when the lease was no longer this token's (then nothing is written).
+# -> 1, or 0 when the lease was no longer this token's (then nothing is written), unless
+# the record is already what this call writes (a run whose answer was lost wrote it).
 _END = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if ARGV[2] == 'set' and redis.call('GET', KEYS[2]) == ARGV[3] then return 1 end
+  if ARGV[2] == 'delete' and redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
+  return 0
+end
 if ARGV[2] == 'set' then
   if ARGV[4] == '0' then
     redis.call('SET', KEYS[2], ARGV[3])
@@ -73,6 +89,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+async def _again(call: Callable[[], Awaitable[_T]]) -> _T:
+    """``call()``, made once more if it fails with a connection error (a pooled
+    connection the server had closed; the failed one is dropped and a new one dialled)."""
+    try:
+        return await call()
+    except RedisConnectionError:
+        return await call()
 
 
 class _Lease:
@@ -225,7 +250,7 @@ class RedisStore:
         self._check_open()
         record_key, _ = self._keys(app_id, name)
         try:
-            value = await self._client.get(record_key)
+            value = await _again(lambda: self._client.get(record_key))
         except Exception as exc:
             raise self._failed("read a conversation", exc) from exc
         return self._parse(app_id, name, value)
@@ -236,7 +261,7 @@ class RedisStore:
         record_key, _ = self._keys(app_id, name)
         data = self._encode(app_id, name, record)
         try:
-            await self._client.set(record_key, data, px=self._ttl_ms or None)
+            await _again(lambda: self._client.set(record_key, data, px=self._ttl_ms or None))
         except Exception as exc:
             raise self._failed("write a conversation", exc) from exc
 
@@ -245,7 +270,7 @@ class RedisStore:
         self._check_open()
         record_key, _ = self._keys(app_id, name)
         try:
-            await self._client.delete(record_key)
+            await _again(lambda: self._client.delete(record_key))
         except Exception as exc:
             raise self._failed("delete a conversation", exc) from exc
 
@@ -255,17 +280,10 @@ class RedisStore:
         """Poll until the lease is ours; with ``read``, the record in the same call."""
         self._check_open()
         wait = _FIRST_WAIT
+        keys, args = [lease.lock_key, lease.record_key], [lease.token, self._lease_ms]
         while True:
             try:
-                if read:
-                    got, value = await self._begin(
-                        keys=[lease.lock_key, lease.record_key], args=[lease.token, self._lease_ms]
-                    )
-                else:
-                    got = await self._client.set(
-                        lease.lock_key, lease.token, nx=True, px=self._lease_ms
-                    )
-                    value = None
+                got, value = await _again(lambda: self._begin(keys=keys, args=args))
             except asyncio.CancelledError:
                 self._release_later(lease)  # the server may have granted it already
                 raise
@@ -274,7 +292,7 @@ class RedisStore:
             if got:
                 lease.renewer = asyncio.create_task(self._keep(lease))
                 return value if read else None
-            remaining = value / 1000 if read and isinstance(value, int) and value > 0 else wait
+            remaining = value / 1000 if isinstance(value, int) and value > 0 else wait
             await asyncio.sleep(min(wait, remaining))
             wait = min(wait * 2, _LONGEST_WAIT)
 
@@ -283,8 +301,8 @@ class RedisStore:
         while True:
             await asyncio.sleep(self.lease / 3)
             try:
-                renewed = await self._renew(
-                    keys=[lease.lock_key], args=[lease.token, self._lease_ms]
+                renewed = await _again(
+                    lambda: self._renew(keys=[lease.lock_key], args=[lease.token, self._lease_ms])
                 )
             except Exception as exc:
                 logger.debug("tyqw: cannot renew a conversation lock in Redis: %r", exc)
@@ -302,7 +320,7 @@ class RedisStore:
     async def _give_back(self, lease: _Lease) -> None:
         self._stop(lease)
         try:
-            await self._release(keys=[lease.lock_key], args=[lease.token])
+            await _again(lambda: self._release(keys=[lease.lock_key], args=[lease.token]))
         except Exception as exc:
             raise self._failed("release a conversation lock", exc) from exc
 
@@ -313,7 +331,7 @@ class RedisStore:
 
         async def release() -> None:
             with contextlib.suppress(Exception):
-                await self._release(keys=[lease.lock_key], args=[lease.token])
+                await _again(lambda: self._release(keys=[lease.lock_key], args=[lease.token]))
 
         task = asyncio.get_running_loop().create_task(release())
         self._releasing.add(task)
@@ -356,9 +374,8 @@ class RedisStore:
             raise
         mode = "delete" if record is None else "set"
         try:
-            done = await self._end(
-                keys=[held.lock_key, held.record_key], args=[held.token, mode, data, self._ttl_ms]
-            )
+            keys, args = [held.lock_key, held.record_key], [held.token, mode, data, self._ttl_ms]
+            done = await _again(lambda: self._end(keys=keys, args=args))
         except asyncio.CancelledError:
             self._release_later(held)
             raise
