@@ -26,7 +26,7 @@ from typing import Any
 from ._models import TokenUsage
 from ._options import is_session_id
 from .stores import LocalStore, Store, TurnLock, begin_turn, end_turn
-from .stores._base import KEEP
+from .stores._base import KEEP, is_local
 from .stores._record import record_problem
 
 logger = logging.getLogger("tyqw")
@@ -54,7 +54,7 @@ class Conversation:
         self.store = store
         self.app_id = app_id
         self.name = name
-        self.local = isinstance(store, LocalStore)
+        self.local = is_local(store)
         self.session_id: str | None = None
         self.stored: dict[str, TokenUsage] = {}  # the totals the store holds
         self.added: dict[str, TokenUsage] = {}  # this process's, not yet written
@@ -63,8 +63,9 @@ class Conversation:
         # the change does not write over it.
         self.generation = 0
         self.dirty = False  # a caller's change not yet written to a shared store
-        if isinstance(store, LocalStore):
-            self._load(store.get_now(app_id, name))
+        self._loaded: object = None  # the record last taken from the store
+        if self.local:
+            self._load(store.get_now(app_id, name))  # type: ignore[attr-defined]
 
     @property
     def usage(self) -> dict[str, TokenUsage]:
@@ -78,7 +79,8 @@ class Conversation:
         self.session_id = session_id
         self.stored, self.added = {}, {}
         store = self.store
-        if isinstance(store, LocalStore):
+        if self.local:
+            assert isinstance(store, LocalStore)
             record = self._record()
             if record is None:
                 store.delete_now(self.app_id, self.name)
@@ -165,6 +167,9 @@ class Conversation:
         self._load(record)
 
     def _load(self, record: object) -> None:
+        if record is not None and record == self._loaded:
+            return  # what the store held last time: nothing to check again
+        self._loaded = record
         # tyqw's stores check a record's shape before they hand it out; a store written
         # by a user may not, and an id that cannot go on the wire is no conversation.
         problem = None if record is None else record_problem(record)

@@ -18,6 +18,8 @@ __all__ = ["Options", "RagOptions", "TurnOptions"]
 _WORKSPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # What may go in an HTTP header value: visible ASCII and spaces, no CR, LF or NUL.
 HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
+_PLAIN_ID = re.compile(r"[0-9A-Za-z_.:-]{1,256}")
+_SPACE = re.compile(r"\s")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 FlowStreamMode = Literal["full_thoughts", "agent_format", "message_format", "message_format_plus"]
@@ -291,11 +293,14 @@ def check_session_id(value: Any) -> str:
 
 def is_session_id(value: object) -> bool:
     """True for a usable conversation id (the server's, or the caller's)."""
+    if not isinstance(value, str):
+        return False
+    if _PLAIN_ID.fullmatch(value):  # what Bailian sends: 32 hex digits
+        return True
     return (
-        isinstance(value, str)
-        and 0 < len(value) <= 256
+        0 < len(value) <= 256
         and value.isprintable()
-        and not any(ch.isspace() for ch in value)
+        and not _SPACE.search(value)
         and _encodable(value)
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, final, runtime_checkable
+from typing import Any, Protocol, TypeGuard, cast, final, runtime_checkable
 
 from .._exceptions import StoreError, TyqwError
 
@@ -156,6 +156,29 @@ class TurnLock:
         return f"<TurnLock {self.app_id!r} {self.name!r} {state}>"
 
 
+_methods_of: dict[tuple[type, tuple[str, ...]], bool] = {}
+
+
+def _has_methods(cls: type, names: tuple[str, ...]) -> bool:
+    found = _methods_of.get((cls, names))
+    if found is None:
+        found = _methods_of[cls, names] = all(callable(getattr(cls, n, None)) for n in names)
+    return found
+
+
+def has_turn_methods(store: object) -> bool:
+    """``isinstance(store, TurnStore)``, answered once per class: a runtime protocol
+    check walks every member and costs more than a store's whole turn in memory."""
+    return _has_methods(type(store), ("begin_turn", "end_turn"))
+
+
+def is_local(store: object) -> TypeGuard[LocalStore]:
+    """``isinstance(store, LocalStore)``, answered once per class."""
+    return _has_methods(
+        type(store), ("get_now", "set_now", "delete_now", "get", "set", "delete", "lock")
+    )
+
+
 def _store_error(store: Store, action: str, exc: Exception) -> StoreError:
     return StoreError(f"{type(store).__name__}: cannot {action} ({type(exc).__name__})")
 
@@ -177,9 +200,9 @@ async def begin_turn(
         finally:
             await end_turn(store, held, app_id, name, new_record)
     """
-    if isinstance(store, TurnStore):
+    if has_turn_methods(store):
         try:
-            token, record = await store.begin_turn(app_id, name)
+            token, record = await cast("TurnStore", store).begin_turn(app_id, name)
         except TyqwError:
             raise
         except Exception as exc:
@@ -220,12 +243,12 @@ async def end_turn(
     if turn_lock._store is not store or (turn_lock.app_id, turn_lock.name) != (app_id, name):
         raise RuntimeError("end_turn() got a lock of another store or conversation")
     turn_lock._ended = True
-    if isinstance(store, TurnStore):
+    if has_turn_methods(store):
         if isinstance(record, _Keep):
             # Its own end_turn writes every turn (which renews a TTL, for one).
             raise ValueError("KEEP is for stores without their own end_turn()")
         try:
-            await store.end_turn(turn_lock._held, app_id, name, record)
+            await cast("TurnStore", store).end_turn(turn_lock._held, app_id, name, record)
         except TyqwError:
             raise
         except Exception as exc:

@@ -55,6 +55,13 @@ _in_memory_guard = threading.Lock()
 _locks = KeyedLocks()
 
 Found = tuple[str, str, dict[str, Any], float]
+
+# What the last read of each file found, under what its lstat() said then. A turn reads
+# its conversation at every start (another process may have changed it): when the file
+# is the one read last time (tyqw replaces a file, so a change is a new inode), the
+# record is not read and parsed again.
+_read_cache: dict[Path, tuple[tuple[int, int, int, int], Found]] = {}
+_READ_CACHE_SIZE = 4096
 """``(app_id, name, record, mtime)`` read from one file."""
 
 
@@ -79,13 +86,27 @@ class FileStore:
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(state_dir) if state_dir is not None else default_state_dir()
+        # (app_id, name) -> (its file, its lock file): a turn needs both every time.
+        self._paths_of: dict[tuple[str, str], tuple[Path, Path]] = {}
+
+    def _files(self, app_id: str, name: str) -> tuple[Path, Path]:
+        paths = self._paths_of.get((app_id, name))
+        if paths is None:
+            if len(self._paths_of) >= 4096:
+                self._paths_of.clear()
+            key = conversation_key(app_id, name)
+            paths = self._paths_of[app_id, name] = (
+                self.directory / f"{key}.json",
+                self.directory / ".locks" / f"{key}.lock",
+            )
+        return paths
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.directory)!r})"
 
     def path(self, app_id: str, name: str) -> Path:
         """The file that holds the conversation ``(app_id, name)``."""
-        return self.directory / f"{conversation_key(app_id, name)}.json"
+        return self._files(app_id, name)[0]
 
     # -- synchronous: quick, local, never waits on another process ---------------------
 
@@ -190,9 +211,9 @@ class FileStore:
         A lock file that cannot be used (an unusable folder) leaves the in-process lock
         only, with the folder's one warning.
         """
-        key = conversation_key(app_id, name)
-        async with _locks.hold((self.directory, key)):
-            fd = await self._lock_file(self.directory / ".locks" / f"{key}.lock")
+        lock_path = self._files(app_id, name)[1]
+        async with _locks.hold(lock_path):
+            fd = await self._lock_file(lock_path)
             try:
                 yield
             finally:
@@ -310,6 +331,29 @@ def _read(path: Path) -> Found | None:
         before = os.lstat(path)
     except FileNotFoundError:
         return None
+    signature = (before.st_ino, before.st_dev, before.st_size, before.st_mtime_ns)
+    cached = _read_cache.get(path)
+    if cached is not None and cached[0] == signature:
+        app_id, name, record, mtime = cached[1]
+        return app_id, name, _copy(record), mtime
+    found = _read_fresh(path, before)
+    if found is not None:
+        if len(_read_cache) >= _READ_CACHE_SIZE:
+            _read_cache.clear()
+        _read_cache[path] = (signature, found)
+        found = (found[0], found[1], _copy(found[2]), found[3])
+    return found
+
+
+def _copy(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``record`` that a caller may change: its known parts copied deeply."""
+    usage = record.get("usage")
+    if isinstance(usage, dict):
+        return {**record, "usage": {model: dict(counts) for model, counts in usage.items()}}
+    return dict(record)
+
+
+def _read_fresh(path: Path, before: os.stat_result) -> Found | None:
     if not stat.S_ISREG(before.st_mode):
         _damaged(path, "not a regular file")
         return None

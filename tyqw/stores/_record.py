@@ -7,6 +7,7 @@ exactly, and a value that cannot be JSON is refused before anything is written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -18,6 +19,7 @@ MAX_RECORD = 64 * 1024
 _OWN_KEYS = ("app_id", "name")
 
 
+@functools.lru_cache(maxsize=4096)  # every turn needs it: a hash costs a few microseconds
 def conversation_key(app_id: str, name: str) -> str:
     """A short, fixed-length key for ``(app_id, name)``: the same as tyqw 0.1's file name.
 
