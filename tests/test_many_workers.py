@@ -356,16 +356,12 @@ async def test_a_killed_worker_blocks_its_user_only_until_the_lease_expires(
 
 
 def readme_bot() -> str:
-    """The Python block under "## Many workers": in README.md once it is placed there."""
-    for name in ("README.md", "README-workers.md"):
-        path = ROOT / name
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-        if "## Many workers" in text:
-            section = text.split("## Many workers", 1)[1]
-            block = re.search(r"```python\n(.*?)```", section, re.S)
-            assert block is not None, f"no Python block under Many workers in {name}"
-            return block.group(1)
-    pytest.fail("no Many workers section in README.md or README-workers.md")
+    """The Python block under "## Many workers" in README.md."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Many workers\n", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block is not None, "no Python block under Many workers in README.md"
+    return block.group(1)
 
 
 @pytest.mark.slow

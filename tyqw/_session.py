@@ -9,6 +9,7 @@ and the turn-level events derived from it, to the handlers, awaiting them in ord
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
 
 __all__ = ["DEFAULT_BASE_URL", "MessageStream", "Options", "Session"]
+
+logger = logging.getLogger("tyqw")
 
 
 class Session(Subscriptions):
@@ -442,4 +445,11 @@ _finishing: set[asyncio.Task[None]] = set()
 
 def _keep(task: asyncio.Task[None]) -> None:
     _finishing.add(task)
-    task.add_done_callback(_finishing.discard)
+    task.add_done_callback(_finished)
+
+
+def _finished(task: asyncio.Task[None]) -> None:
+    _finishing.discard(task)
+    if not task.cancelled() and (error := task.exception()) is not None:
+        # Nobody awaits this task: a store write that failed is reported here.
+        logger.warning("tyqw: could not finish a stream that was left early: %s", error)
