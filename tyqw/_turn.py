@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import io
 import json
 import logging
@@ -112,7 +113,9 @@ class Turn:
         self.slot = slot
         self.conversation = conversation
         self.options = options
-        self.reader = ReplyReader(incremental=options.incremental, on_session_id=self._seen)
+        # The reader tells the conversation of a new id once the turn holds it (see
+        # _acquire); a callback into the Turn itself would make a reference cycle.
+        self.reader = ReplyReader(incremental=options.incremental, on_session_id=_ignore)
         self.response: aiohttp.ClientResponse | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
@@ -272,6 +275,7 @@ class Turn:
             self.slot.active = self
             if self.options.session_id is None:
                 self.ticket, session_id = await self.conversation.begin()
+                self.reader.on_session_id = functools.partial(self.conversation.seen, self.ticket)
             else:
                 session_id = self.options.session_id  # this turn only: the store stays out
             if session_id is not None:
@@ -302,10 +306,6 @@ class Turn:
             f"no answer from {self.config.base_url} within {read_timeout:g}s of sending "
             "the request (read_timeout)"
         )
-
-    def _seen(self, session_id: str) -> None:
-        if self.ticket is not None:
-            self.conversation.seen(self.ticket, session_id)
 
     async def _single(self, response: aiohttp.ClientResponse) -> Message:
         """A reply that is not an event stream: JSON (``stream=False``, or a relay that
@@ -508,6 +508,8 @@ class Turn:
         if self.ticket is not None:
             reader = self.reader
             pending = self.conversation.end(self.ticket, reader.session_id, reader.token_usage())
+            self.ticket = None
+            reader.on_session_id = _ignore
         if not self.holding:
             return pending
         self.holding = False
@@ -518,6 +520,10 @@ class Turn:
 
     def reply(self, error: TyqwError | None) -> Reply:
         return self.reader.reply(error)
+
+
+def _ignore(session_id: str) -> None:
+    pass
 
 
 async def _then_release(pending: Awaitable[None], lock: asyncio.Lock) -> None:
