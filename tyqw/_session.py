@@ -24,7 +24,7 @@ from ._exceptions import StreamError, TyqwError
 from ._models import Message, Reply, TokenUsage
 from ._options import Options, TurnOptions, check_session_id
 from ._store import default_state_dir
-from ._turn import Slot, Turn
+from ._turn import Slot, Turn, on_loop
 from .stores import FileStore, Store
 
 if TYPE_CHECKING:
@@ -427,16 +427,8 @@ class MessageStream:
         if pending is None:
             return
         loop = turn.loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            _keep(loop.create_task(pending))  # type: ignore[arg-type]
-        else:
-            loop.call_soon_threadsafe(lambda: _keep(loop.create_task(pending)))  # type: ignore[arg-type]
+        if loop is not None:
+            on_loop(loop, lambda: _keep(loop.create_task(pending)))  # type: ignore[arg-type]
 
 
 # Tasks that finish a stream left early: referenced until done, as asyncio asks.

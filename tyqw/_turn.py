@@ -40,7 +40,7 @@ from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
 from .sse import SSEDecoder
 
-__all__ = ["Conversation", "Slot", "Turn"]
+__all__ = ["Conversation", "Slot", "Turn", "on_loop"]
 
 logger = logging.getLogger("tyqw")
 
@@ -440,18 +440,8 @@ class Turn:
 
     def abort(self) -> None:
         """``interrupt("abort")`` from any thread, at once."""
-        loop = self.loop
-        if loop is None or self.done:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self.interrupt("abort")
-        elif not loop.is_closed():
-            # Wakes the loop's selector now, whatever it was waiting for.
-            loop.call_soon_threadsafe(self.interrupt, "abort")
+        if self.loop is not None and not self.done:
+            on_loop(self.loop, self.interrupt, "abort")
 
     def interrupt(self, reason: Literal["abort", "deadline"]) -> None:
         if self.interrupted or self.done or self.task is None:
@@ -520,6 +510,19 @@ class Turn:
 
     def reply(self, error: TyqwError | None) -> Reply:
         return self.reader.reply(error)
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:
+    """Call ``fn(*args)`` now when running on ``loop``, else as soon as ``loop`` can, from
+    any thread: ``call_soon_threadsafe`` wakes its selector whatever it waits for."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        fn(*args)
+    elif not loop.is_closed():
+        loop.call_soon_threadsafe(fn, *args)
 
 
 def _ignore(session_id: str) -> None:

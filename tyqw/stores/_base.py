@@ -113,6 +113,32 @@ class LocalStore(Store, Protocol):
         ...
 
 
+class LocalStoreMethods:
+    """The async ``get`` / ``set`` / ``delete`` of a ``LocalStore``, from its ``*_now``
+    methods: a local operation is quicker than a trip through a thread."""
+
+    def get_now(self, app_id: str, name: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def set_now(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def delete_now(self, app_id: str, name: str) -> None:
+        raise NotImplementedError
+
+    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
+        """``get_now()``."""
+        return self.get_now(app_id, name)
+
+    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        """``set_now()``."""
+        self.set_now(app_id, name, record)
+
+    async def delete(self, app_id: str, name: str) -> None:
+        """``delete_now()``."""
+        self.delete_now(app_id, name)
+
+
 @runtime_checkable
 class TurnStore(Protocol):
     """A store with its own versions of a turn's two steps (``RedisStore``: one round

@@ -29,6 +29,7 @@ from typing import Any
 
 import platformdirs
 
+from ._base import LocalStoreMethods
 from ._keyed import KeyedLocks
 from ._oslock import lock_file, unlock_file
 from ._record import MAX_RECORD, conversation_key, decode, encode
@@ -70,7 +71,7 @@ def default_state_dir() -> Path:
     return platformdirs.user_state_path("tyqw", appauthor=False)
 
 
-class FileStore:
+class FileStore(LocalStoreMethods):
     """Conversations in a local folder: the default store.
 
     Atomic (a temporary file, then ``os.replace``), mode 0600 in a 0700 folder, and
@@ -191,18 +192,6 @@ class FileStore:
             self._unusable("write", exc)
 
     # -- the Store protocol --------------------------------------------------------------
-
-    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
-        """``get_now()``: a local read is quicker than a trip through a thread."""
-        return self.get_now(app_id, name)
-
-    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
-        """``set_now()``."""
-        self.set_now(app_id, name, record)
-
-    async def delete(self, app_id: str, name: str) -> None:
-        """``delete_now()``."""
-        self.delete_now(app_id, name)
 
     @contextlib.asynccontextmanager
     async def lock(self, app_id: str, name: str) -> AsyncIterator[None]:

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .._exceptions import StoreError
+from ._base import LocalStoreMethods
 from ._keyed import KeyedLocks
 from ._record import decode, encode
 
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(LocalStoreMethods):
     """Conversations in a dict, locked per conversation with asyncio locks.
 
     Records are stored encoded, exactly as the shared stores keep them: what you read
@@ -54,18 +55,6 @@ class MemoryStore:
     def delete_now(self, app_id: str, name: str) -> None:
         """Forget the record."""
         self._records.pop((app_id, name), None)
-
-    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
-        """``get_now()``."""
-        return self.get_now(app_id, name)
-
-    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
-        """``set_now()``."""
-        self.set_now(app_id, name, record)
-
-    async def delete(self, app_id: str, name: str) -> None:
-        """``delete_now()``."""
-        self.delete_now(app_id, name)
 
     @contextlib.asynccontextmanager
     async def lock(self, app_id: str, name: str) -> AsyncIterator[None]:
