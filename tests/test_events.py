@@ -80,7 +80,8 @@ async def test_each_thought_and_reference_is_announced_once_in_order(
     tcp_server: TcpServerFactory, state_dir: Path
 ) -> None:
     """thought and reference fire once per item, as it first appears, among the
-    messages in stream order; the repeated lists announce nothing new."""
+    messages in stream order (a thought before the message that brought it, a citation
+    after); the repeated lists announce nothing new."""
     seen: list[tuple[str, str]] = []
     async with raw_session(await serve(tcp_server, cited_stream()), state_dir) as session:
         session.on("message", lambda m: seen.append(("message", m.delta)))
@@ -88,12 +89,12 @@ async def test_each_thought_and_reference_is_announced_once_in_order(
         session.on("reference", lambda c: seen.append(("reference", c.marker)))
         await session.send("hi")
     assert seen == [
-        ("message", "杭州"),
         ("thought", "知识检索"),
+        ("message", "杭州"),
         ("message", "西湖<ref>[4]</ref>"),
         ("reference", "[4]"),
-        ("message", "和雷峰塔<ref>[2]</ref>"),
         ("thought", "思考过程"),
+        ("message", "和雷峰塔<ref>[2]</ref>"),
         ("reference", "[2]"),
         ("message", "，西湖<ref>[4]</ref>"),
         ("message", "与龙井<ref>[3]</ref>。"),

@@ -166,7 +166,8 @@ class TurnEvents:
     def derive(
         self, message: Message, handlers: dict[str, list[Handler]]
     ) -> list[tuple[str, Any]]:
-        """The ``thought``, ``reference`` and ``workflow`` events in ``message``. The
+        """The events of ``message``, in the order they are emitted: its new thoughts,
+        the ``message`` itself, its newly cited documents, its workflow event. The
         service repeats every thought and every reference on each event: each is
         announced once, when it first appears."""
         found: list[tuple[str, Any]] = []
@@ -175,12 +176,20 @@ class TurnEvents:
                 if isinstance(raw, dict) and raw not in self.thoughts:
                     self.thoughts.append(raw)
                     found.append(("thought", Thought.from_raw(raw)))
+        if handlers["message"]:
+            found.append(("message", message))
         if handlers["reference"] and message.doc_references:
+            new: list[Citation] = []
             for raw in message.doc_references:
                 citation = Citation.from_raw(raw) if isinstance(raw, dict) else None
                 if citation is not None and citation.index_id not in self.references:
                     self.references.add(citation.index_id)
-                    found.append(("reference", citation))
+                    new.append(citation)
+            if len(new) > 1:
+                # Several documents cited by one event: in the order the text cites them.
+                text = message.text
+                new.sort(key=lambda c: text.find(c.marker) % (len(text) + 1))
+            found += [("reference", citation) for citation in new]
         if handlers["workflow"] and message.workflow_message:
             found.append(("workflow", WorkflowEvent.from_raw(message.workflow_message)))
         return found

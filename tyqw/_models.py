@@ -316,6 +316,15 @@ _REF = re.compile(r"<ref>((?:\s*\[[^\[\]<>]{1,32}\]\s*)+)</ref>")
 _REF_ID = re.compile(r"\[([^\[\]<>]{1,32})\]")
 
 
+def plain_markers(text: str) -> str:
+    """``text`` with each ``<ref>[n]</ref>`` citation marker as a plain ``[n]``."""
+    if "<ref>" not in text:
+        return text
+    return _REF.sub(
+        lambda match: "".join(f"[{i.strip()}]" for i in _REF_ID.findall(match.group(1))), text
+    )
+
+
 def cite(
     text: str, doc_references: list[dict[str, Any]] | None
 ) -> tuple[str, tuple[Citation, ...]]:

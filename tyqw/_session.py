@@ -263,16 +263,19 @@ class Session(Subscriptions):
                     item.reply = turn.reply(item)
                     await emit_error(emitter, item)
                     continue
-                pending = emit(emitter, "message", emitter.message, item, reply_for)
-                if pending is not None:
-                    await pending
-                if emitter.derived:
-                    handlers = emitter.handlers
-                    assert isinstance(item, Message)
-                    for event, value in derived.derive(item, handlers):
-                        pending = emit(emitter, event, handlers[event], value, reply_for)
-                        if pending is not None:
-                            await pending
+                if not emitter.derived:
+                    pending = emit(emitter, "message", emitter.message, item, reply_for)
+                    if pending is not None:
+                        await pending
+                    continue
+                # A thought comes before the text it led to; a citation after the text
+                # that cites it, and a workflow event after its piece of text.
+                handlers = emitter.handlers
+                assert isinstance(item, Message)
+                for event, value in derived.derive(item, handlers):
+                    pending = emit(emitter, event, handlers[event], value, reply_for)
+                    if pending is not None:
+                        await pending
         finally:
             await items.aclose()
         if emitter.replies:

@@ -14,7 +14,7 @@ import re
 import sys
 import unicodedata
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TextIO
 
 from .. import (
     APIConnectionError,
@@ -22,6 +22,7 @@ from .. import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    Citation,
     IncompleteStreamError,
     InternalServerError,
     Message,
@@ -30,8 +31,10 @@ from .. import (
     RateLimitError,
     StoreError,
     StreamError,
+    Thought,
     TyqwError,
 )
+from .._models import plain_markers
 
 
 class BrokenPipe(Exception):
@@ -39,53 +42,65 @@ class BrokenPipe(Exception):
 
 
 class Printer:
-    """Writes a reply as it streams and keeps track of whether the line is open."""
+    """Writes a reply as it streams and keeps track of whether the line is open.
+
+    Thoughts (``thought`` events) are printed as they first appear, before the text they
+    led to; citation markers ``<ref>[n]</ref>`` are shown as ``[n]``, and the documents
+    cited (``reference`` events) are listed under the reply.
+    """
 
     def __init__(self, out: TextIO, *, json_lines: bool = False, thoughts: bool = False):
         self.out = out
         self.json_lines = json_lines
         self.show_thoughts = thoughts
-        self.dim = thoughts and out.isatty()
+        self.dim = out.isatty()
         self.line_open = False
-        self.shown_thoughts: list[Any] = []
+        self.pending = ""  # text that may be the start of a citation marker
+        self.cited: list[Citation] = []
 
     def start_turn(self) -> None:
-        self.shown_thoughts = []
+        self.pending = ""
+        self.cited = []
 
     def message(self, message: Message) -> None:
         try:
             if self.json_lines:
                 self._write(json_line(message))
                 return
-            if self.show_thoughts and message.thoughts:
-                self._thoughts(message.thoughts)
-            if message.delta:
-                self._write(message.delta)
-                self.line_open = not message.delta.endswith("\n")
+            text = plain_markers(self.pending + message.delta)
+            # A marker may arrive split over events: its start waits for the rest.
+            self.pending = "" if message.finish_reason is not None else _marker_start(text)
+            if self.pending:
+                text = text[: -len(self.pending)]
+            if text:
+                self._write(text)
+                self.line_open = not text.endswith("\n")
         except BrokenPipeError:
             raise BrokenPipe from None
 
-    def _thoughts(self, thoughts: list[dict[str, Any]]) -> None:
-        # Some apps repeat every thought in each event, others send each once: show
-        # each distinct one once per turn.
-        for thought in thoughts:
-            if thought in self.shown_thoughts:
-                continue
-            self.shown_thoughts.append(thought)
-            label = thought.get("action_name") or thought.get("action_type") or "thought"
-            body = next(
-                (
-                    str(thought[key])
-                    for key in ("thought", "response", "observation", "action_input_stream")
-                    if thought.get(key)
-                ),
-                "",
-            )
-            line = f"[{label}] {body}".rstrip()
-            if self.dim:
-                line = f"\x1b[2m{line}\x1b[0m"
+    def thought(self, thought: Thought) -> None:
+        if self.show_thoughts:
+            label = thought.action_name or thought.action_type or "thought"
+            self._note(f"[{label}] {thought.text}".rstrip())
+
+    def reference(self, citation: Citation) -> None:
+        self.cited.append(citation)
+
+    def references(self) -> None:
+        """The documents the turn cited, a line each, under the reply."""
+        for citation in self.cited:
+            about = citation.title or citation.doc_name or citation.doc_id or ""
+            self._note(f"{citation.marker} {about}".rstrip())
+        self.cited = []
+
+    def _note(self, line: str) -> None:
+        if self.dim:
+            line = f"\x1b[2m{line}\x1b[0m"
+        try:
             self.end_line()
             self._write(line + "\n")
+        except BrokenPipeError:
+            raise BrokenPipe from None
 
     def end_line(self) -> None:
         if self.line_open:
@@ -96,6 +111,17 @@ class Printer:
     def _write(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()
+
+
+def _marker_start(text: str) -> str:
+    """The end of ``text`` that may be the start of a citation marker, or ``""``."""
+    opened = text.rfind("<ref>")
+    if opened >= 0 and "</ref>" not in text[opened:] and len(text) - opened < 200:
+        return text[opened:]  # "<ref>[4" or "<ref>[4]</re": the marker is not whole yet
+    start = text.rfind("<")
+    if start >= 0 and "<ref>".startswith(text[start:]):
+        return text[start:]  # "<", "<r", "<re", "<ref"
+    return ""
 
 
 def json_line(message: Message) -> str:

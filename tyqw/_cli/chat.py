@@ -34,6 +34,7 @@ BANNER = "Type a message; /help lists commands. Ctrl-C stops a reply, Ctrl-D or 
 HELP = """\
 /new      start a new conversation (the app forgets the context)
 /session  show the conversation id and where it is stored
+/usage    show the tokens this conversation has used, per model
 /help     show this help
 /exit     quit (or Ctrl-D)
 Enter sends. A line ending in \\ continues on the next line; pasted lines are one message.
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     with event_loop() as loop, open_session(args, loop) as (session, simulator, chosen):
         session.on("message", printer.message)
+        session.on("thought", printer.thought)
+        session.on("reference", printer.reference)
         session.on("error", on_error)
         if prompter.interactive:
             print(BANNER, file=sys.stderr, flush=True)
@@ -107,6 +110,7 @@ def _turn(
     with ctrl_c_aborts(loop, session) as pressed:
         reply = loop.run_until_complete(session.send(prompt, **options))
     printer.end_line()
+    printer.references()
     if pressed and reply.finish_reason is None:  # stopped, not a Ctrl-C just after the end
         print("[stopped]", file=sys.stderr, flush=True)
     return True
@@ -136,6 +140,12 @@ def _command(
             print(f"stored in: {session.store_path}")
         if simulator is not None:
             print("(offline: the simulator forgets its conversations when tyqw exits)")
+    elif name == "/usage":
+        usage = session.usage
+        if not usage:
+            print("no tokens used yet in this conversation")
+        for model, used in usage.items():
+            print(f"{model}: {used.input_tokens} input, {used.output_tokens} output tokens")
     elif name in ("/help", "/?"):
         print(HELP)
     else:
