@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from tyqw import Message, Session
+from tyqw import Message, Session, SyncSession
 from tyqw._simulator.wire import dumps, frame
 from tyqw.testing import BailianSimulator
 
@@ -54,6 +54,13 @@ def sim_session(sim: BailianSimulator, state_dir: Path, **kwargs: Any) -> Sessio
     kwargs.setdefault("base_url", sim.base_url)
     kwargs.setdefault("state_dir", state_dir)
     return Session(kwargs.pop("app_id", sim.app_id), **kwargs)
+
+
+def stored_file(session: Session | SyncSession) -> Path:
+    """The file a FileStore-backed session keeps its conversation in."""
+    path = session.store_path
+    assert path is not None, "this session has no file store"
+    return path
 
 
 def raw_session(base_url: str, state_dir: Path, **kwargs: Any) -> Session:

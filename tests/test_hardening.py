@@ -403,8 +403,9 @@ def test_a_key_a_header_cannot_carry_is_refused_early(tmp_path: Path, key: str) 
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 0, -1])
 def test_timeouts_must_be_finite_and_positive(tmp_path: Path, name: str, value: float) -> None:
     """float("inf") is refused at construction, not with an OverflowError mid-turn."""
+    options: dict[str, Any] = {name: value}
     with pytest.raises(ValueError, match=name):
-        Session("app", api_key="sk-x", state_dir=tmp_path, **{name: value})
+        Session("app", api_key="sk-x", state_dir=tmp_path, **options)
 
 
 @pytest.mark.parametrize(

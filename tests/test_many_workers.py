@@ -132,9 +132,8 @@ class Arrivals:
     async def arrived(self, prompt: str, answer: asyncio.Future[dict[str, Any]]) -> None:
         """Wait until the request of ``prompt`` reached the simulator (or it failed)."""
         event = asyncio.ensure_future(self.events[prompt].wait())
-        done, _ = await asyncio.wait(
-            {event, answer}, timeout=BOUND, return_when=asyncio.FIRST_COMPLETED
-        )
+        waiters: set[asyncio.Future[Any]] = {event, answer}
+        done, _ = await asyncio.wait(waiters, timeout=BOUND, return_when=asyncio.FIRST_COMPLETED)
         event.cancel()
         assert done, f"{prompt!r} neither arrived nor failed"
 

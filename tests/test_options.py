@@ -101,8 +101,9 @@ async def test_an_option_with_choices_refuses_others(
     make_session: SessionFactory, name: str, value: str
 ) -> None:
     """flow_stream_mode and doc_reference_type take only the documented values."""
+    options: dict[str, Any] = {name: value}
     with pytest.raises(ValueError, match=name):
-        await make_session().send("hi", **{name: value})
+        await make_session().send("hi", **options)
 
 
 # -- per-call overrides ---------------------------------------------------------------------
@@ -166,6 +167,7 @@ async def test_per_call_session_id_leaves_the_sessions_conversation_alone(
     conversation (and its stored id) is unchanged."""
     other = make_session(name="other")
     theirs = await other.send("my name is Ada")
+    assert theirs.session_id is not None
     mine = make_session(name="mine")
     own = await mine.send("hello")
     borrowed = await mine.send("what's my name?", session_id=theirs.session_id)
@@ -302,7 +304,8 @@ async def test_http_proxy_from_the_environment(
         async with Session(sim.app_id, **options) as session:
             assert (await session.send("hi")).finish_reason == "stop"
         assert seen and seen[0].startswith("http://bailian.proxied.test/api/v1/apps/")
-        for off in ({"trust_env": False}, {}):
+        offs: list[dict[str, Any]] = [{"trust_env": False}, {}]
+        for off in offs:
             if not off:
                 monkeypatch.setenv("NO_PROXY", "proxied.test")
             async with Session(sim.app_id, **options, **off) as session:

@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -141,7 +142,7 @@ async def test_text_mode_is_what_the_client_asked_the_service_for(
     relay: Relay,
     sim: BailianSimulator,
     http: aiohttp.ClientSession,
-    parameters: dict[str, bool],
+    parameters: dict[str, Any],
     cumulative: bool,
 ) -> None:
     """Without incremental_output the client gets cumulative text, the service's default;

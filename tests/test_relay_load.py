@@ -39,7 +39,8 @@ async def test_200_concurrent_clients_each_get_their_own_whole_replies(
             "Content-Type": "application/json",
             **SSE_HEADERS,
         }
-        texts, session_ids = [], []
+        texts: list[str] = []
+        session_ids: list[str] = []
         session_id = None
         for prompt in (f"my name is U{i}", "what's my name?"):
             payload = json.dumps(body(prompt, session_id, incremental_output=True))

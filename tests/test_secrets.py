@@ -143,12 +143,13 @@ async def test_the_key_never_leaks(
     async with make(base_url=f"http://127.0.0.1:{port}/api/v1", max_retries=1) as session:
         await turn(session)
 
-    for bad, match in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"base_url": "http://example.com/api/v1"}, "allow_insecure_http"),
         ({"base_url": "ftp://example.com"}, "base_url"),
         ({"workspace": "bad workspace"}, "workspace"),
         ({"max_retries": -1}, "max_retries"),
-    ]:
+    ]
+    for bad, match in cases:
         with pytest.raises(ValueError, match=match) as info:
             make(**bad)
         errors.append(info.value)

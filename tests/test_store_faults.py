@@ -28,7 +28,7 @@ from tyqw import Session
 from tyqw.stores import FileStore, begin_turn, end_turn
 from tyqw.testing import BailianSimulator
 
-from .helpers import SessionFactory, sim_session
+from .helpers import SessionFactory, sim_session, stored_file
 
 SUBPROCESS_BOUND = 60.0
 
@@ -188,7 +188,7 @@ async def test_files_stay_owner_only(make_session: SessionFactory, state_dir: Pa
     try:
         session = make_session()
         await session.send("hi")
-        path = session.store_path
+        path = stored_file(session)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(state_dir).st_mode) == 0o700
         os.chmod(path, 0o644)  # loosened by hand, or restored from a backup

@@ -38,6 +38,8 @@ from tyqw import (
 )
 from tyqw.testing import BailianSimulator, Fault, SimRequest
 
+from .helpers import stored_file
+
 BOUND = 30.0
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -197,7 +199,7 @@ def test_unknown_event_names_are_refused_as_session_refuses_them(
 ) -> None:
     """An event name Session does not know raises Session's ValueError."""
     with make() as session, pytest.raises(ValueError, match="unknown event 'mesage'"):
-        session.on("mesage", print)
+        session.on("mesage", print)  # type: ignore[call-overload]
 
 
 def test_an_error_goes_to_error_handlers_and_send_returns(
@@ -381,7 +383,12 @@ def test_abort_from_another_thread_returns_the_partial_reply(
     first = threading.Event()
     with make() as session:
         session.on("message", lambda m: first.set())
-        stopper = threading.Thread(target=lambda: first.wait(BOUND) and session.abort())
+
+        def stop() -> None:
+            if first.wait(BOUND):
+                session.abort()
+
+        stopper = threading.Thread(target=stop)
         stopper.start()
         reply = session.send("long")
         stopper.join(BOUND)
@@ -458,7 +465,7 @@ def test_conversations_are_named_and_stored(
     again = make(name="alice")
     assert again.session_id == alice.session_id != bob.session_id
     assert again.send("我叫什么名字？").text.startswith("你叫爱丽丝")
-    assert again.store_path.exists()
+    assert stored_file(again).exists()
     again.session_id = bob.session_id
     assert again.send("我叫什么名字？").text.startswith("你叫鲍勃")
     assert make(name="alice").session_id == bob.session_id  # stored at once

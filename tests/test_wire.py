@@ -138,7 +138,7 @@ async def test_malformed_event_is_reported_and_skipped(
         reply = await session.send("hi")
     assert reply.text == "ab" and reply.finish_reason == "stop"
     assert [type(e) for e in errors] == [tyqw.StreamError, tyqw.StreamError]
-    assert "{not json" in errors[0].excerpt
+    assert isinstance(errors[0], tyqw.StreamError) and "{not json" in errors[0].excerpt
     assert "output" in str(errors[1])
     assert reply.error is None  # reported as events; the turn itself completed
 

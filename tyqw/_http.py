@@ -11,6 +11,7 @@ first.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,7 +75,10 @@ def _clean(value: Any) -> Any:
         headers = CIMultiDictProxy(CIMultiDict(redacted(value.headers)))
         return aiohttp.RequestInfo(value.url, value.method, headers, value.real_url)
     if isinstance(value, aiohttp.client_reqrep.ConnectionKey) and value.proxy_auth is not None:
-        return value._replace(proxy_auth=None)
+        key: Any = value  # a NamedTuple in newer aiohttp, a frozen dataclass in 3.10
+        if hasattr(key, "_replace"):
+            return key._replace(proxy_auth=None)
+        return dataclasses.replace(key, proxy_auth=None)
     if isinstance(value, tuple) and any(isinstance(v, aiohttp.ClientResponse) for v in value):
         return ()  # a redirect history: each response keeps its request's headers
     return value

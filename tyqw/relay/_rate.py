@@ -11,7 +11,7 @@ the only clock, so workers whose clocks disagree still share one limit.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 __all__ = ["LimitUnavailable", "MemoryRateLimit", "RateLimit", "RedisRateLimit"]
 
@@ -79,7 +79,9 @@ class RedisRateLimit:
         except ImportError:
             raise ImportError("a redis:// store needs redis-py: pip install 'redis>=5'") from None
         self._errors = (redis.RedisError, OSError)
-        self._client: Any = redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        self._client: Any = cast(Any, redis).from_url(
+            url, socket_connect_timeout=5, socket_timeout=5
+        )
         self._script = self._client.register_script(_GCRA)
         self._interval_ms = max(1, round(60_000 / per_minute))
         self._tolerance_ms = 60_000 - self._interval_ms
