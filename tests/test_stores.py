@@ -132,6 +132,27 @@ async def test_round_trip(store: Store) -> None:
     await store.delete(APP, "alice")  # deleting nothing is fine
 
 
+async def test_a_record_read_or_written_is_the_callers_to_change(shipped: Store) -> None:
+    """Changing the dict given to set(), or one get() or the listing returned, down to
+    its token counts, leaves the stored record as it was."""
+    usage = {"qwen-plus": {"input_tokens": 12, "output_tokens": 34}}
+    given = record("5b1f8d2a" * 4, usage=usage, tags=["a"])
+    await shipped.set(APP, "alice", given)
+    kept = record("5b1f8d2a" * 4, usage={"qwen-plus": dict(usage["qwen-plus"])}, tags=["a"])
+    usage["qwen-plus"]["input_tokens"] = 999
+    for _ in range(2):
+        read = await shipped.get(APP, "alice")
+        assert read == kept
+        read["usage"]["qwen-plus"]["output_tokens"] = 0
+        read["session_id"] = "changed"
+        [(_, _, listed_record)] = [c async for c in shipped.conversations(APP)]
+        listed_record.pop("updated_at", None)  # a FileStore lists the file's time
+        assert listed_record == kept
+        listed_record["usage"]["qwen-plus"].clear()
+        listed_record["tags"].append("b")
+    assert await shipped.get(APP, "alice") == kept
+
+
 async def test_conversations_are_kept_apart(store: Store) -> None:
     """Every (app_id, name) pair has its own record, even pairs that join alike."""
     pairs = [("a", "b"), ("b", "a"), ("a", "b\0c"), ("a\0b", "c"), ("other", "b"), ("a", "B")]

@@ -25,14 +25,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, final
 
 import platformdirs
 
 from ._base import LocalStoreMethods
 from ._keyed import KeyedLocks
 from ._oslock import lock_file, unlock_file
-from ._record import MAX_RECORD, conversation_key, decode, encode
+from ._record import MAX_RECORD, conversation_key, copy_record, decode, encode
 
 __all__ = ["FileStore", "default_state_dir"]
 
@@ -193,21 +193,13 @@ class FileStore(LocalStoreMethods):
 
     # -- the Store protocol --------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def lock(self, app_id: str, name: str) -> AsyncIterator[None]:
+    def lock(self, app_id: str, name: str) -> _FileLock:
         """Exclusive per conversation, across tasks and processes on this machine.
 
         A lock file that cannot be used (an unusable folder) leaves the in-process lock
         only, with the folder's one warning.
         """
-        lock_path = self._files(app_id, name)[1]
-        async with _locks.hold(lock_path):
-            fd = await self._lock_file(lock_path)
-            try:
-                yield
-            finally:
-                if fd is not None:
-                    unlock_file(fd)
+        return _FileLock(self, self._files(app_id, name)[1])
 
     async def conversations(
         self, app_id: str | None = None
@@ -308,6 +300,36 @@ def _damaged(path: Path, why: str) -> None:
     )
 
 
+@final
+class _FileLock:
+    """``FileStore.lock()``: the in-process lock of the file, then the OS lock on it (a
+    class, not an ``asynccontextmanager``: it is on every turn's path)."""
+
+    __slots__ = ("_fd", "_hold", "_path", "_store")
+
+    def __init__(self, store: FileStore, path: Path) -> None:
+        self._store = store
+        self._path = path
+        self._hold = _locks.hold(path)
+        self._fd: int | None = None
+
+    async def __aenter__(self) -> None:
+        await self._hold.__aenter__()
+        try:
+            self._fd = await self._store._lock_file(self._path)
+        except BaseException:
+            await self._hold.__aexit__(None, None, None)
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        fd, self._fd = self._fd, None
+        try:
+            if fd is not None:
+                unlock_file(fd)
+        finally:
+            await self._hold.__aexit__(None, None, None)
+
+
 def _read(path: Path) -> Found | None:
     """What ``path`` holds: ``None`` if nothing, or damage (warned about once, here).
 
@@ -324,22 +346,14 @@ def _read(path: Path) -> Found | None:
     cached = _read_cache.get(path)
     if cached is not None and cached[0] == signature:
         app_id, name, record, mtime = cached[1]
-        return app_id, name, _copy(record), mtime
+        return app_id, name, copy_record(record), mtime
     found = _read_fresh(path, before)
     if found is not None:
         if len(_read_cache) >= _READ_CACHE_SIZE:
             _read_cache.clear()
         _read_cache[path] = (signature, found)
-        found = (found[0], found[1], _copy(found[2]), found[3])
+        found = (found[0], found[1], copy_record(found[2]), found[3])
     return found
-
-
-def _copy(record: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``record`` that a caller may change: its known parts copied deeply."""
-    usage = record.get("usage")
-    if isinstance(usage, dict):
-        return {**record, "usage": {model: dict(counts) for model, counts in usage.items()}}
-    return dict(record)
 
 
 def _read_fresh(path: Path, before: os.stat_result) -> Found | None:

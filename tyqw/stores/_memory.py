@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from .._exceptions import StoreError
 from ._base import LocalStoreMethods
-from ._keyed import KeyedLocks
-from ._record import decode, encode
+from ._keyed import Hold, KeyedLocks
+from ._record import copy_record, decode, encode
 
 __all__ = ["MemoryStore"]
 
@@ -17,8 +16,8 @@ __all__ = ["MemoryStore"]
 class MemoryStore(LocalStoreMethods):
     """Conversations in a dict, locked per conversation with asyncio locks.
 
-    Records are stored encoded, exactly as the shared stores keep them: what you read
-    is a copy, and a record a shared store would refuse is refused here too (a
+    Records go through the encoding the shared stores use (and are kept as it decodes
+    them): what you read is a copy, and a record a shared store would refuse is refused here too (a
     ``StoreError``), so tests with a MemoryStore catch what production would.
 
     Example::
@@ -30,7 +29,7 @@ class MemoryStore(LocalStoreMethods):
     """
 
     def __init__(self) -> None:
-        self._records: dict[tuple[str, str], bytes] = {}
+        self._records: dict[tuple[str, str], dict[str, Any]] = {}
         self._locks = KeyedLocks()
 
     def __repr__(self) -> str:
@@ -38,39 +37,33 @@ class MemoryStore(LocalStoreMethods):
 
     def get_now(self, app_id: str, name: str) -> dict[str, Any] | None:
         """The record of ``(app_id, name)``, or ``None``."""
-        data = self._records.get((app_id, name))
-        if data is None:
-            return None
-        decoded = decode(data)
-        assert not isinstance(decoded, str), decoded  # only encode() writes here
-        return decoded[2]
+        record = self._records.get((app_id, name))
+        return None if record is None else copy_record(record)
 
     def set_now(self, app_id: str, name: str, record: dict[str, Any]) -> None:
         """Replace the record; ``StoreError`` for a record that is not storable."""
         try:
-            self._records[app_id, name] = encode(app_id, name, record)
+            decoded = decode(encode(app_id, name, record))
         except ValueError as exc:
             raise StoreError(f"MemoryStore: cannot store this record ({exc})") from None
+        assert not isinstance(decoded, str), decoded  # what encode() wrote
+        self._records[app_id, name] = decoded[2]
 
     def delete_now(self, app_id: str, name: str) -> None:
         """Forget the record."""
         self._records.pop((app_id, name), None)
 
-    @contextlib.asynccontextmanager
-    async def lock(self, app_id: str, name: str) -> AsyncIterator[None]:
+    def lock(self, app_id: str, name: str) -> Hold:
         """Exclusive per conversation among the tasks of this process."""
-        async with self._locks.hold((app_id, name)):
-            yield
+        return self._locks.hold((app_id, name))
 
     async def conversations(
         self, app_id: str | None = None
     ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
         """Every conversation (of ``app_id``), as it was when the listing started."""
-        for (stored_app_id, stored_name), data in list(self._records.items()):
+        for (stored_app_id, stored_name), record in list(self._records.items()):
             if app_id is None or stored_app_id == app_id:
-                decoded = decode(data)
-                assert not isinstance(decoded, str), decoded
-                yield stored_app_id, stored_name, decoded[2]
+                yield stored_app_id, stored_name, copy_record(record)
 
     async def aclose(self) -> None:
         """Nothing to close; the records stay (a test may read them afterwards)."""

@@ -7,6 +7,7 @@ exactly, and a value that cannot be JSON is refused before anything is written.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -68,6 +69,18 @@ def record_problem(record: object) -> str | None:
     if "updated_at" in record and not _is_number(record["updated_at"]):
         return "updated_at is not a finite number"
     return None
+
+
+def copy_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a decoded record that a caller may change, as deep as the record is
+    (``usage`` is checked to hold flat dicts of ints: copied without ``deepcopy``)."""
+    copied = dict(record)
+    for key, value in record.items():
+        if key == "usage" and isinstance(value, dict):
+            copied[key] = {model: dict(counts) for model, counts in value.items()}
+        elif isinstance(value, (dict, list)):
+            copied[key] = copy.deepcopy(value)
+    return copied
 
 
 def encode(app_id: str, name: str, record: dict[str, Any]) -> bytes:
