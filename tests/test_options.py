@@ -5,6 +5,7 @@ one turn only; the key, proxies and logging come from where the official SDK rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,7 +20,14 @@ import tyqw
 from tyqw import Session
 from tyqw.testing import BailianSimulator, Fault
 
-from .helpers import SessionFactory, TcpServerFactory, bailian_event, raw_session, read_request
+from .helpers import (
+    SessionFactory,
+    TcpServerFactory,
+    bailian_event,
+    raw_session,
+    reachable_strings,
+    read_request,
+)
 
 BOUND = 5.0
 
@@ -314,6 +322,47 @@ async def test_http_proxy_from_the_environment(
         assert len(seen) == 1
     finally:
         await runner.cleanup()
+
+
+async def start_connect_proxy() -> tuple[asyncio.Server, int]:
+    """A proxy that accepts every CONNECT and then answers with bytes that are not TLS."""
+
+    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            writer.write(b"this is not a TLS handshake\r\n" * 4)
+            await writer.drain()
+            await reader.read(65536)
+        writer.close()
+
+    server = await asyncio.start_server(tunnel, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_a_proxy_password_is_in_no_error(tmp_path: Path) -> None:
+    """HTTPS through a proxy with credentials, and the TLS handshake in the tunnel fails:
+    aiohttp's error names the connection with the proxy's login; tyqw's error, its causes
+    and everything reachable from them hold neither that password nor the API key."""
+    server, port = await start_connect_proxy()
+    try:
+        async with Session(
+            "app",
+            api_key="sk-proxy-test-key",
+            base_url="https://bailian.proxied.test/api/v1",
+            proxy=f"http://relay-user:proxy-pw-7f3a@127.0.0.1:{port}",
+            state_dir=tmp_path,
+            max_retries=0,
+        ) as session:
+            with pytest.raises(tyqw.APIConnectionError) as info:
+                await session.send("hi")
+    finally:
+        server.close()
+        await server.wait_closed()
+    strings = reachable_strings(info.value)
+    assert any("ConnectionKey(" in s and "bailian.proxied.test" in s for s in strings)
+    assert not [s for s in strings if "proxy-pw-7f3a" in s or "sk-proxy-test-key" in s]
 
 
 def test_loopback_is_never_proxied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,12 +11,12 @@ first.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from ._exceptions import APIConnectionError, APITimeoutError, ConnectionLostError, TyqwError
 
@@ -71,14 +71,23 @@ def scrub(exc: BaseException) -> BaseException:
 
 
 def _clean(value: Any) -> Any:
+    if isinstance(value, URL):
+        # A proxy URL keeps its user and password (aiohttp errors name the proxy).
+        return value.with_user(None) if value.user or value.password else value
     if isinstance(value, aiohttp.RequestInfo):
         headers = CIMultiDictProxy(CIMultiDict(redacted(value.headers)))
-        return aiohttp.RequestInfo(value.url, value.method, headers, value.real_url)
-    if isinstance(value, aiohttp.client_reqrep.ConnectionKey) and value.proxy_auth is not None:
-        key: Any = value  # a NamedTuple in newer aiohttp, a frozen dataclass in 3.10
-        if hasattr(key, "_replace"):
-            return key._replace(proxy_auth=None)
-        return dataclasses.replace(key, proxy_auth=None)
+        return aiohttp.RequestInfo(
+            _clean(value.url), value.method, headers, _clean(value.real_url)
+        )
+    if isinstance(value, aiohttp.client_reqrep.ConnectionKey) and (
+        value.proxy_auth is not None or _clean(value.proxy) is not value.proxy
+    ):
+        key: Any = value
+        fields = {"proxy_auth": None, "proxy": _clean(value.proxy)}
+        if hasattr(key, "_replace"):  # a NamedTuple (aiohttp 3.11 and later)
+            return key._replace(**fields)
+        names = [a.name for a in key.__attrs_attrs__]  # an attrs class (aiohttp 3.10)
+        return type(key)(**{name: fields.get(name, getattr(key, name)) for name in names})
     if isinstance(value, tuple) and any(isinstance(v, aiohttp.ClientResponse) for v in value):
         return ()  # a redirect history: each response keeps its request's headers
     return value
