@@ -126,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print one JSON line instead")
+    parser.add_argument(
+        "--quick", action="store_true", help="2,000 events, 1 repetition (CI: the harness runs)"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.reps = 2_000, 1
 
     events = Rendered(Reply(events=args.events)).events
     stream = b"".join(events)
