@@ -6,11 +6,12 @@ Fixtures live in ``conftest.py``; everything here is an ordinary function or cla
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import shutil
 import types
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -264,3 +265,35 @@ def reachable_strings(root: object, limit: int = 20_000) -> list[str]:
             if isinstance(name, str) and hasattr(value, name):
                 pending.append(getattr(value, name))
     return found
+
+
+class DictStore:
+    """The whole of a user's store: a dict and a lock per conversation."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], dict[str, Any]] = {}
+        self.locks: collections.defaultdict[tuple[str, str], asyncio.Lock] = (
+            collections.defaultdict(asyncio.Lock)
+        )
+
+    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
+        return self.records.get((app_id, name))
+
+    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        self.records[app_id, name] = record
+
+    async def delete(self, app_id: str, name: str) -> None:
+        self.records.pop((app_id, name), None)
+
+    def lock(self, app_id: str, name: str) -> contextlib.AbstractAsyncContextManager[object]:
+        return self.locks[app_id, name]
+
+    async def conversations(
+        self, app_id: str | None = None
+    ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+        for (a, n), record in list(self.records.items()):
+            if app_id in (None, a):
+                yield a, n, record
+
+    async def aclose(self) -> None:
+        pass

@@ -8,7 +8,6 @@ load balancer would be), all in front of one simulator; the Redis tests share on
 from __future__ import annotations
 
 import asyncio
-import collections
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from tyqw.relay import create_app
 from tyqw.testing import BailianSimulator
 
+from .helpers import DictStore
 from .relay_helpers import ALICE, BOB, BOUND, SSE_HEADERS, Relay, auth, body, post
 
 
@@ -100,26 +100,14 @@ async def test_users_stay_apart_across_workers(
     assert "Alice" in back.json["output"]["text"]
 
 
-class GatedStore:
+class GatedStore(DictStore):
     """A user-written store (a dict and asyncio locks) that tells when a turn waits for
     a conversation another holder has locked."""
 
     def __init__(self) -> None:
-        self.records: dict[tuple[str, str], dict[str, Any]] = {}
-        self.locks: collections.defaultdict[tuple[str, str], asyncio.Lock] = (
-            collections.defaultdict(asyncio.Lock)
-        )
+        super().__init__()
         self.waiting = asyncio.Event()
         self.closed = False
-
-    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
-        return self.records.get((app_id, name))
-
-    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
-        self.records[app_id, name] = record
-
-    async def delete(self, app_id: str, name: str) -> None:
-        self.records.pop((app_id, name), None)
 
     @asynccontextmanager
     async def lock(self, app_id: str, name: str) -> AsyncIterator[None]:
@@ -128,13 +116,6 @@ class GatedStore:
             self.waiting.set()
         async with lock:
             yield
-
-    async def conversations(
-        self, app_id: str | None = None
-    ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
-        for (a, n), record in list(self.records.items()):
-            if app_id in (None, a):
-                yield a, n, record
 
     async def aclose(self) -> None:
         self.closed = True

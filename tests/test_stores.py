@@ -1,7 +1,7 @@
 """The store contract: one suite over every shipped store and a store a user writes.
 
 Each test takes the ``store`` fixture, so it runs against ``FileStore``,
-``MemoryStore``, ``RedisStore`` (a real redis-server) and ``DictStore`` below, which is
+``MemoryStore``, ``RedisStore`` (a real redis-server) and ``DictStore`` (``helpers.py``), which is
 what a user writes in ten lines. Store-specific behaviour is in ``test_store_faults.py``
 and ``test_redis_store.py``; the processes sharing one store are here.
 """
@@ -9,7 +9,6 @@ and ``test_redis_store.py``; the processes sharing one store are here.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import subprocess
@@ -34,40 +33,10 @@ from tyqw.stores import (
     end_turn,
 )
 
+from .helpers import DictStore
+
 BOUND = 5.0
 APP = "app-1"
-
-
-class DictStore:
-    """The whole of a user's store: a dict and a lock per conversation."""
-
-    def __init__(self) -> None:
-        self.records: dict[tuple[str, str], dict[str, Any]] = {}
-        self.locks: collections.defaultdict[tuple[str, str], asyncio.Lock] = (
-            collections.defaultdict(asyncio.Lock)
-        )
-
-    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
-        return self.records.get((app_id, name))
-
-    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
-        self.records[app_id, name] = record
-
-    async def delete(self, app_id: str, name: str) -> None:
-        self.records.pop((app_id, name), None)
-
-    def lock(self, app_id: str, name: str) -> asyncio.Lock:
-        return self.locks[app_id, name]
-
-    async def conversations(
-        self, app_id: str | None = None
-    ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
-        for (a, n), record in list(self.records.items()):
-            if app_id in (None, a):
-                yield a, n, record
-
-    async def aclose(self) -> None:
-        pass
 
 
 def make_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
