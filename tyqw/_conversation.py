@@ -25,7 +25,7 @@ from typing import Any
 
 from ._models import TokenUsage
 from ._options import is_session_id
-from .stores import LocalStore, Store, TurnLock, begin_turn, end_turn
+from .stores import Store, TurnLock, begin_turn, end_turn
 from .stores._base import KEEP, is_local
 from .stores._record import record_problem
 
@@ -64,8 +64,8 @@ class Conversation:
         self.generation = 0
         self.dirty = False  # a caller's change not yet written to a shared store
         self._loaded: object = None  # the record last taken from the store
-        if self.local:
-            self._load(store.get_now(app_id, name))  # type: ignore[attr-defined]
+        if is_local(store):
+            self._load(store.get_now(app_id, name))
 
     @property
     def usage(self) -> dict[str, TokenUsage]:
@@ -79,8 +79,7 @@ class Conversation:
         self.session_id = session_id
         self.stored, self.added = {}, {}
         store = self.store
-        if self.local:
-            assert isinstance(store, LocalStore)
+        if is_local(store):
             record = self._record()
             if record is None:
                 store.delete_now(self.app_id, self.name)

@@ -79,11 +79,12 @@ def _clean(value: Any) -> Any:
         return aiohttp.RequestInfo(
             _clean(value.url), value.method, headers, _clean(value.real_url)
         )
-    if isinstance(value, aiohttp.client_reqrep.ConnectionKey) and (
-        value.proxy_auth is not None or _clean(value.proxy) is not value.proxy
-    ):
+    if isinstance(value, aiohttp.client_reqrep.ConnectionKey):
+        proxy = _clean(value.proxy)
+        if value.proxy_auth is None and proxy is value.proxy:
+            return value
         key: Any = value
-        fields = {"proxy_auth": None, "proxy": _clean(value.proxy)}
+        fields = {"proxy_auth": None, "proxy": proxy}
         if hasattr(key, "_replace"):  # a NamedTuple (aiohttp 3.11 and later)
             return key._replace(**fields)
         names = [a.name for a in key.__attrs_attrs__]  # an attrs class (aiohttp 3.10)

@@ -56,6 +56,7 @@ _in_memory_guard = threading.Lock()
 _locks = KeyedLocks()
 
 Found = tuple[str, str, dict[str, Any], float]
+"""``(app_id, name, record, mtime)`` read from one file."""
 
 # What the last read of each file found, under what its lstat() said then. A turn reads
 # its conversation at every start (another process may have changed it): when the file
@@ -63,7 +64,6 @@ Found = tuple[str, str, dict[str, Any], float]
 # record is not read and parsed again.
 _read_cache: dict[Path, tuple[tuple[int, int, int, int], Found]] = {}
 _READ_CACHE_SIZE = 4096
-"""``(app_id, name, record, mtime)`` read from one file."""
 
 
 def default_state_dir() -> Path:

@@ -17,8 +17,8 @@ class MemoryStore(LocalStoreMethods):
     """Conversations in a dict, locked per conversation with asyncio locks.
 
     Records go through the encoding the shared stores use (and are kept as it decodes
-    them): what you read is a copy, and a record a shared store would refuse is refused here too (a
-    ``StoreError``), so tests with a MemoryStore catch what production would.
+    them): what you read is a copy, and a record a shared store would refuse is refused
+    here too (a ``StoreError``), so tests with a MemoryStore catch what production would.
 
     Example::
 
