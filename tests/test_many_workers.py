@@ -32,7 +32,7 @@ from tyqw.stores import FileStore
 from tyqw.testing import BailianSimulator, Fault, SimRequest, default_reply
 
 from .cli_helpers import clean_env
-from .helpers import RedisProcess, free_port
+from .helpers import RedisProcess, free_port, missing
 
 try:
     from tyqw.stores import RedisStore
@@ -189,7 +189,7 @@ def shared(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where the workers keep conversations: a Redis URL or a folder."""
     if kind == "redis":
         if RedisStore is None:
-            pytest.skip("RedisStore needs redis-py: pip install 'tyqw[redis]'")
+            missing("RedisStore needs redis-py: pip install 'tyqw[redis]'")
         url: str = request.getfixturevalue("redis_url")
         return url
     return str(tmp_path / "state")
@@ -269,7 +269,7 @@ async def test_redis_stopped_mid_run_fails_turns_before_they_are_sent(
     """Redis stopped under load: every failing turn is a StoreError, and one that failed
     at its start sent nothing; with Redis back, every worker serves turns again."""
     if RedisStore is None:
-        pytest.skip("RedisStore needs redis-py: pip install 'tyqw[redis]'")
+        missing("RedisStore needs redis-py: pip install 'tyqw[redis]'")
     workers = await start_workers(3, own_redis.url)
     rng = random.Random(7)
     outcomes: list[tuple[str, dict[str, Any]]] = []
