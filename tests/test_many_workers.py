@@ -355,11 +355,10 @@ async def test_a_killed_worker_blocks_its_user_only_until_the_lease_expires(
 
 
 def readme_bot() -> str:
-    """The Python block under "## Many workers" in README.md."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Many workers\n", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, re.S)
-    assert block is not None, "no Python block under Many workers in README.md"
+    """The first Python block of docs/many-workers.md."""
+    text = (ROOT / "docs" / "many-workers.md").read_text(encoding="utf-8")
+    block = re.search(r"```python\n(.*?)```", text, re.S)
+    assert block is not None, "no Python block in docs/many-workers.md"
     return block.group(1)
 
 
