@@ -366,8 +366,8 @@ def readme_bot() -> str:
 async def test_the_readme_bot_runs_as_is_on_two_workers(
     sim: BailianSimulator, redis_url: str, tmp_path: Path
 ) -> None:
-    """The README's bot, run twice over one Redis: a user's second message, sent to the
-    other worker, continues the first; both workers stop cleanly."""
+    """The docs' many-workers bot, run twice over one Redis: a user's second message, sent
+    to the other worker, continues the first; both workers stop cleanly."""
     bot = tmp_path / "bot.py"
     bot.write_text(readme_bot(), encoding="utf-8")
     env = clean_env(
