@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
 import re
 import textwrap
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +90,34 @@ async def test_python_block_runs(
     if "REDIS_URL" in code:
         monkeypatch.setenv("REDIS_URL", request.getfixturevalue("redis_url"))
     monkeypatch.chdir(tmp_path)  # a file a block writes lands in this test's folder
-    await asyncio.wait_for(asyncio.to_thread(run_block, name, code, tmp_path), BOUND)
+    await asyncio.wait_for(on_a_thread(run_block, name, code, tmp_path), BOUND)
+
+
+async def on_a_thread(function: Callable[..., None], *args: Any) -> None:
+    """``function(*args)`` on a daemon thread of its own: a block that hangs fails its test
+    at the bound and never holds up the end of the test run (as an executor thread would)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish(error: BaseException | None) -> None:
+        if done.done():  # the test gave up waiting
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def target() -> None:
+        error: BaseException | None = None
+        try:
+            function(*args)
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the test's loop is already closed
+            loop.call_soon_threadsafe(finish, error)
+
+    threading.Thread(target=target, name="docs-block", daemon=True).start()
+    await done
 
 
 @pytest.mark.parametrize(("name", "code"), python_blocks(run=False))
