@@ -154,3 +154,15 @@ def test_readme_commands_match_ci() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "pip\" install -q --disable-pip-version-check -e '.[dev]'" in ci
     assert '/bin/pytest"' in ci
+
+
+def test_readme_is_a_front_page_with_absolute_links() -> None:
+    """The README stays short, and every link and image in it is absolute, so it reads the
+    same on a package index page as in the repository."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 300
+    targets = re.findall(r"\]\(([^)\s]+)\)|<(https?://[^>\s]+)>|src=\"([^\"]+)\"", readme)
+    links = [next(part for part in target if part) for target in targets]
+    assert links, "no link found: the pattern above no longer matches the README"
+    relative = [link for link in links if not link.startswith("https://")]
+    assert relative == []
