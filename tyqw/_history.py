@@ -79,8 +79,8 @@ class Exchange:
         return {
             "v": FORMAT_VERSION,
             "prompt": self.prompt,
-            "started_at": self.started_at.isoformat(),
-            "ended_at": self.ended_at.isoformat(),
+            "started_at": self.started_at.astimezone(dt.timezone.utc).isoformat(),
+            "ended_at": self.ended_at.astimezone(dt.timezone.utc).isoformat(),
             "reply": {
                 "text": reply.text,
                 "session_id": reply.session_id,
