@@ -266,6 +266,18 @@ async def test_forget_removes_the_files(
     assert [p for p in files_in(state_dir) if p.parent == state_dir] == []
 
 
+async def test_deleting_a_listed_conversation_removes_its_transcript(
+    sim: BailianSimulator, make_session: SessionFactory, state_dir: Path
+) -> None:
+    """StoredConversation.delete() (what the CLI's delete uses) leaves no transcript."""
+    session = make_session(name="alice")
+    await session.send("我叫小明")
+    [listed] = tyqw.stored_conversations(state_dir)
+    listed.delete()
+    assert await session.history() == []
+    assert [p for p in files_in(state_dir) if p.parent == state_dir] == []
+
+
 # -- a store without transcripts ----------------------------------------------------------
 
 
