@@ -266,6 +266,26 @@ async def test_forget_removes_the_files(
     assert [p for p in files_in(state_dir) if p.parent == state_dir] == []
 
 
+async def test_forget_from_a_handler_is_refused_not_a_deadlock(
+    sim: BailianSimulator, make_session: SessionFactory
+) -> None:
+    """forget() awaited in a handler of the same Session raises RuntimeError at once
+    (it would wait for the turn that runs the handler); the turn is kept."""
+    session = make_session()
+    refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def on_message(message: tyqw.Message) -> None:
+        try:
+            await session.forget()
+        except RuntimeError as exc:
+            refused.set_result(exc)
+
+    session.once("message", on_message)
+    await asyncio.wait_for(session.send("你好"), BOUND)
+    assert "forget() called while a turn of the same Session runs" in str(refused.result())
+    assert [e.prompt for e in await session.history()] == ["你好"]
+
+
 async def test_deleting_a_listed_conversation_removes_its_transcript(
     sim: BailianSimulator, make_session: SessionFactory, state_dir: Path
 ) -> None:

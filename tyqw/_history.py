@@ -15,7 +15,7 @@ from typing import Any
 from ._exceptions import RecordedError, TyqwError
 from ._models import Reply
 
-__all__ = ["DEFAULT_HISTORY", "FORMAT_VERSION", "Exchange", "check_history"]
+__all__ = ["DEFAULT_HISTORY", "FORMAT_VERSION", "Exchange", "check_history", "ended_now"]
 
 DEFAULT_HISTORY = 200
 """Exchanges a Session keeps per conversation unless told otherwise.
@@ -124,10 +124,10 @@ class Exchange:
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not an exchange: {type(exc).__name__}: {exc}") from None
 
-    @classmethod
-    def now(cls, prompt: str, reply: Reply, started_at: dt.datetime) -> Exchange:
-        """An exchange that ends now."""
-        return cls(prompt, reply, started_at, _now())
+
+def ended_now(prompt: str, reply: Reply, started_at: dt.datetime) -> Exchange:
+    """The exchange of a turn that ends now."""
+    return Exchange(prompt, reply, started_at, _now())
 
 
 def _error_dict(error: TyqwError) -> dict[str, Any]:

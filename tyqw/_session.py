@@ -25,7 +25,7 @@ from ._history import Exchange
 from ._models import Message, Reply, TokenUsage
 from ._options import Options, TurnOptions, check_session_id
 from ._store import default_state_dir
-from ._turn import Slot, Turn, on_loop
+from ._turn import Slot, Turn, on_loop, refuse_inside_turn
 from .stores import FileStore, Store
 
 if TYPE_CHECKING:
@@ -43,7 +43,9 @@ class Session(Subscriptions):
 
     The conversation id is kept in a store per ``(app_id, name)`` (by default a small
     file under ``state_dir``), so a script that restarts continues the same conversation.
-    Turns are serialized, across processes too when they share a store.
+    Turns are serialized, across processes too when they share a store. Each turn is
+    added to the conversation's transcript in the store (``history()``): the 200 most
+    recent by default, ``history=N`` keeps ``N``, ``history=False`` none.
 
     Example::
 
@@ -218,6 +220,7 @@ class Session(Subscriptions):
             await session.forget()
         """
         self._slot.check_open()
+        refuse_inside_turn(self._slot, "forget()")
         await self._conversation.forget()
 
     def clear(self) -> None:

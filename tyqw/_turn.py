@@ -34,7 +34,7 @@ from ._exceptions import (
     UnexpectedContentTypeError,
     excerpt,
 )
-from ._history import Exchange
+from ._history import Exchange, ended_now
 from ._http import read_body, redacted, scrub, wrap
 from ._models import Message, Reply, TokenUsage
 from ._options import TurnOptions
@@ -42,7 +42,7 @@ from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
 from .sse import SSEDecoder
 
-__all__ = ["Conversation", "Slot", "Turn", "on_loop"]
+__all__ = ["Conversation", "Slot", "Turn", "on_loop", "refuse_inside_turn"]
 
 logger = logging.getLogger("tyqw")
 
@@ -258,17 +258,8 @@ class Turn:
     def _enter(self) -> None:
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self.slot.check_open()
-        active = _ACTIVE.get()
-        for turn in active:
-            if turn.slot is self.slot and not turn.done:
-                raise RuntimeError(
-                    "send()/stream() called while a turn of the same Session runs in this "
-                    "task or its parent (from a handler, a task a handler started, a stream "
-                    "loop, or a stream left early without closing it); it would wait for "
-                    "itself. Close an unfinished stream with 'async with session.stream(...)' "
-                    "or 'await stream.aclose()'"
-                )
-        _ACTIVE.set((*(turn for turn in active if not turn.done), self))
+        refuse_inside_turn(self.slot, "send()/stream()")
+        _ACTIVE.set((*(turn for turn in _ACTIVE.get() if not turn.done), self))
 
     async def _acquire(self) -> None:
         """Take the slot and the conversation, within the deadline."""
@@ -528,9 +519,21 @@ class Turn:
         assert self.started_at is not None
         error = self.error
         reply = error.reply if error is not None and error.reply is not None else None
-        return Exchange.now(
-            self.options.prompt, reply or self.reader.reply(error), self.started_at
-        )
+        return ended_now(self.options.prompt, reply or self.reader.reply(error), self.started_at)
+
+
+def refuse_inside_turn(slot: Slot, what: str) -> None:
+    """``RuntimeError`` if a turn of ``slot``'s Session runs in this task or its parent:
+    ``what`` would wait for the conversation that turn holds, that is for itself."""
+    for turn in _ACTIVE.get():
+        if turn.slot is slot and not turn.done:
+            raise RuntimeError(
+                f"{what} called while a turn of the same Session runs in this "
+                "task or its parent (from a handler, a task a handler started, a stream "
+                "loop, or a stream left early without closing it); it would wait for "
+                "itself. Close an unfinished stream with 'async with session.stream(...)' "
+                "or 'await stream.aclose()'"
+            )
 
 
 def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:
