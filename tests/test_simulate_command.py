@@ -19,9 +19,21 @@ BAD_APP = "Required parameter(AppId) missing or invalid, please check the reques
 @pytest.mark.parametrize(
     ("args", "stderr"),
     [
-        (["--port", "99999"], "tyqw: error: --port must be 0 to 65535, not '99999'\n"),
-        (["--port", "-1"], "tyqw: error: --port must be 0 to 65535, not '-1'\n"),
-        (["--port", "http"], "tyqw: error: --port must be 0 to 65535, not 'http'\n"),
+        (
+            ["--port", "99999"],
+            "tyqw: error: argument --port: must be 0 to 65535, not '99999' "
+            "— see tyqw simulate --help\n",
+        ),
+        (
+            ["--port", "-1"],
+            "tyqw: error: argument --port: must be 0 to 65535, not '-1' "
+            "— see tyqw simulate --help\n",
+        ),
+        (
+            ["--port", "http"],
+            "tyqw: error: argument --port: must be 0 to 65535, not 'http' "
+            "— see tyqw simulate --help\n",
+        ),
         (["--app-id", "a/b"], "tyqw: error: --app-id 'a/b': expected 1-64 of A-Z a-z 0-9 _ -\n"),
         (
             ["--fault", "teapot"],

@@ -20,7 +20,18 @@ from typing import Any
 from aiohttp import web
 
 from .. import TyqwError
-from ._common import ERROR, OFFLINE_DELAY, OK, UsageError, event_loop, fail
+from ._common import (
+    ERROR,
+    OFFLINE_DELAY,
+    OK,
+    SERVE_PORT,
+    UsageError,
+    cannot_listen,
+    event_loop,
+    fail,
+    port_number,
+    seconds,
+)
 
 NO_KEY_NOTICE = (
     "tyqw: no DASHSCOPE_API_KEY set, so the relay answers with the built-in offline "
@@ -44,7 +55,10 @@ def add_parser(commands: Any) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     serve.add_argument(
-        "--port", type=int, default=8000, help="default: %(default)s; 0 picks a free port"
+        "--port",
+        type=port_number,
+        default=SERVE_PORT,
+        help="default: %(default)s (tyqw simulate's is 8100); 0 picks a free port",
     )
     serve.add_argument(
         "--app-id",
@@ -91,7 +105,7 @@ def add_parser(commands: Any) -> None:
     )
     serve.add_argument(
         "--delay",
-        type=float,
+        type=seconds,
         default=OFFLINE_DELAY,
         metavar="SECONDS",
         help="offline only: seconds between the simulator's events (default: %(default)s)",
@@ -177,8 +191,8 @@ def _serve(
         site = web.TCPSite(runner, args.host, args.port)
         try:
             loop.run_until_complete(site.start())
-        except OSError as exc:
-            fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        except (OSError, OverflowError) as exc:
+            fail(cannot_listen(args.host, args.port, exc))
             return ERROR
         host, port = _address(runner, args.host)
         base = f"http://{host}:{port}{prefix}"
