@@ -295,27 +295,40 @@ async def test_a_finish_reason_that_is_not_one_leaves_the_reply_incomplete(
     assert info.value.reply is not None and info.value.reply.text == "半句"
 
 
-@pytest.mark.parametrize("finish_reason", [False, 0, [], {"stop": True}])
-async def test_a_wrong_typed_finish_reason_is_a_malformed_event(
-    tcp_server: TcpServerFactory, state_dir: Path, finish_reason: object
+@pytest.mark.parametrize("path", ["fast", "slow"])
+@pytest.mark.parametrize(
+    "finish_reason", [False, 0, [], {"stop": True}], ids=["false", "0", "list", "dict"]
+)
+async def test_a_wrong_typed_finish_reason_keeps_the_text_and_is_not_final(
+    tcp_server: TcpServerFactory, state_dir: Path, finish_reason: object, path: str
 ) -> None:
-    """finish_reason false (or any non-string) makes that event a StreamError; the
-    stream then ends without a final event."""
+    """finish_reason false (or any non-string) means "not finished": the event's text is
+    kept and the reply goes on to its real end, on the fast and the slow decoding path."""
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         events = bailian_event(1, {"text": "a", "finish_reason": "null"})
         events += bailian_event(2, {"text": "b", "finish_reason": finish_reason})
+        events += bailian_event(3, {"text": "c", "finish_reason": "stop"})
+        if path == "slow":  # an event type of another spelling is read by the slow path
+            events = events.replace(b"event:result", b"event:message")
         writer.write(event_stream_head() + chunk(events) + b"0\r\n\r\n")
         await writer.drain()
 
     base_url = await tcp_server(script)
     errors: list[tyqw.TyqwError] = []
+    messages: list[Message] = []
     async with raw_session(base_url, state_dir) as session:
         session.on("error", errors.append)
+        session.on("message", messages.append)
         reply = await session.send("hi")
-    assert [type(e) for e in errors] == [tyqw.StreamError, tyqw.IncompleteStreamError]
-    assert reply.text == "a"  # the malformed event's text is not kept
+    assert errors == []
+    assert [(m.delta, m.finish_reason) for m in messages] == [
+        ("a", None),
+        ("b", None),
+        ("c", "stop"),
+    ]
+    assert (reply.text, reply.finish_reason) == ("abc", "stop")
 
 
 # -- wrong-typed values -------------------------------------------------------------------
