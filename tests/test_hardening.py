@@ -503,3 +503,37 @@ async def test_errors_are_json_serializable_without_the_key(
     assert isinstance(cause, aiohttp.ClientResponseError)  # still aiohttp's, for callers
     dumped = json.dumps({k: repr(v) for k, v in vars(cause).items()}) + repr(cause.args)
     assert KEY not in dumped
+
+
+# -- an empty session_id ------------------------------------------------------------------
+
+
+async def test_an_empty_session_id_is_no_conversation(
+    sim: BailianSimulator, make_session: SessionFactory
+) -> None:
+    """session_id "" means "none", as None does: the per-turn option is as if not given, and
+    assigning it starts anew, as code ported from the TypeScript class expects."""
+    session = make_session()
+    first = await session.send("你好，我叫小明")
+    same = await session.send("我叫什么名字？", session_id="")
+    assert same.session_id == first.session_id and same.text.startswith("你叫小明")
+    assert sim.requests[-1].body["input"]["session_id"] == first.session_id
+
+    session.session_id = ""
+    assert session.session_id is None
+    anew = await session.send("我叫什么名字？")
+    assert anew.session_id != first.session_id and anew.text.startswith("你还没告诉我")
+
+
+async def test_the_simulator_reads_an_empty_session_id_as_none(sim: BailianSimulator) -> None:
+    """A body with input.session_id "" starts a conversation, as one without it does."""
+    headers = {"Authorization": f"Bearer {sim.api_key}"}
+    url = f"{sim.base_url}/apps/{sim.app_id}/completion"
+    async with aiohttp.ClientSession() as http:
+        for text in ("my name is Ada", "what is my name?"):
+            body = {"input": {"prompt": text, "session_id": ""}, "parameters": {}}
+            async with http.post(url, json=body, headers=headers) as response:
+                assert response.status == 200
+                answer = await response.json()
+    assert "Ada" not in answer["output"]["text"]
+    assert sim.requests[-1].session_id == answer["output"]["session_id"] != ""
