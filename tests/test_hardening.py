@@ -29,6 +29,7 @@ from .helpers import (
     TcpServerFactory,
     bailian_event,
     bailian_stream,
+    free_port,
     raw_session,
     reachable_strings,
     read_request,
@@ -537,3 +538,74 @@ async def test_the_simulator_reads_an_empty_session_id_as_none(sim: BailianSimul
                 answer = await response.json()
     assert "Ada" not in answer["output"]["text"]
     assert sim.requests[-1].session_id == answer["output"]["session_id"] != ""
+
+
+# -- network failures in the user's words ---------------------------------------------------
+
+
+class _NoSuchHost(aiohttp.abc.AbstractResolver):
+    """What the system resolver says of a name that does not exist, at once."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    async def close(self) -> None:
+        pass
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1)  # the TLS client hello
+    writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")  # plain HTTP where TLS was expected
+    await writer.drain()
+
+
+@pytest.mark.parametrize("failure", ["refused", "no-such-host", "not-tls"])
+async def test_a_failed_connection_is_told_in_the_users_words(
+    tcp_server: TcpServerFactory, state_dir: Path, failure: str
+) -> None:
+    """A connection that fails says what happened, without aiohttp's jargon ("ssl:default",
+    class names); aiohttp's own error stays in __cause__."""
+    resolver = _NoSuchHost() if failure == "no-such-host" else None
+    if failure == "refused":
+        base_url = f"http://127.0.0.1:{free_port()}/api/v1"
+        host = base_url.split("/")[2]
+        expected = f"could not connect to {host}: the connection was refused"
+    elif failure == "no-such-host":
+        base_url = "https://chat.example.invalid/api/v1"
+        expected = "could not connect to chat.example.invalid:443: no such host (its name"
+    else:
+        base_url = (await tcp_server(_garbage)).replace("http://", "https://")
+        host = base_url.split("/")[2]
+        expected = f"could not make a secure (TLS) connection to {host}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver)) as http:
+        session = raw_session(base_url, state_dir, http_session=http, max_retries=0)
+        with pytest.raises(tyqw.APIConnectionError) as info:
+            await asyncio.wait_for(session.send("hi"), BOUND)
+        await session.aclose()
+    message = str(info.value)
+    assert message.startswith(expected), message
+    for jargon in ("ssl:", "Cannot connect", "Client", "Error", "[", "_ssl.c"):
+        assert jargon not in message
+    assert isinstance(info.value.__cause__, aiohttp.ClientError)
+
+
+async def test_a_cut_reply_is_told_in_the_users_words(
+    tcp_server: TcpServerFactory, state_dir: Path
+) -> None:
+    """A reply cut mid-stream says so and how much arrived, without aiohttp's class name."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        events = bailian_event(1, {"text": "半", "finish_reason": "null"})
+        writer.write(event_stream_head() + chunk(events) + b"ff\r\npartial")
+        await writer.drain()
+
+    base_url = await tcp_server(script)
+    async with raw_session(base_url, state_dir, max_retries=0) as session:
+        with pytest.raises(tyqw.ConnectionLostError) as info:
+            await session.send("hi")
+    assert str(info.value) == (
+        "the connection closed before the reply finished; 1 characters received"
+    )
+    assert info.value.reply is not None and info.value.reply.text == "半"
+    assert isinstance(info.value.__cause__, aiohttp.ClientError)
