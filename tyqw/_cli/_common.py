@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from .. import DEFAULT_BASE_URL, Session, TyqwError
-from .._config import find_api_key
+from .._config import environment_app_id, find_api_key
 from ..stores import MemoryStore
 from ._output import cli_words, error_line
 from ._output import fail as fail  # simulate takes it from here
@@ -254,15 +254,19 @@ def open_session(
                     file=sys.stderr,
                     flush=True,
                 )
-            # Offline conversations are stored under an app id of their own, apart from the
-            # real app's (a simulator session id is never sent to the real service) and from
-            # those held with a `tyqw simulate` process, which this run would not know.
+            # An offline conversation lives in this run's memory only: its id means
+            # something to this run's simulator alone, which ends with the run. Stored, it
+            # would make a second offline run at the same time (same app id, same name)
+            # continue an id its own simulator never knew, and both would silently forget.
+            # The store named by the flags was checked all the same; it is left untouched.
+            close_store(loop, chosen)
+            chosen = ChosenStore(MemoryStore(), "memory, for this run only")
             app_id = simulator.app_id
             api_key: str | None = simulator.api_key
             url: str | None = simulator.base_url
             workspace: str | None = ""
         else:
-            app_id = args.app_id or os.environ.get("DASHSCOPE_APP_ID", "")
+            app_id = args.app_id or environment_app_id()
             if not app_id:
                 raise UsageError(
                     "no app id: pass --app-id or set DASHSCOPE_APP_ID (the id on your "

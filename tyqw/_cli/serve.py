@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import sys
@@ -20,6 +19,8 @@ from typing import Any
 from aiohttp import web
 
 from .. import TyqwError
+from .._config import environment_api_key, environment_app_id
+from ..stores import StoreLocation
 from ._common import (
     ERROR,
     OFFLINE_DELAY,
@@ -71,10 +72,10 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--store",
         metavar="URL",
-        default="memory",
-        help="where each user's conversation lives: memory (the default; gone when the "
-        "relay stops), a folder, or redis://... / rediss://... (relay workers on one Redis "
-        "continue the same conversations and share the rate limit)",
+        help="where each user's conversation lives: memory (the default unless TYQW_STORE "
+        "names another; gone when the relay stops), a folder, or redis://... / rediss://... "
+        "(relay workers on one Redis continue the same conversations and share the rate "
+        "limit)",
     )
     serve.add_argument(
         "--tokens",
@@ -120,6 +121,21 @@ def rate(value: str) -> int:
     return int(match.group(1))
 
 
+def _store(args: argparse.Namespace) -> str | Path:
+    """``--store``, else ``TYQW_STORE``, else memory, read as every command reads them
+    (a mistake is a usage error naming its source); what ``create_app`` takes."""
+    try:
+        if args.store is not None:
+            location = StoreLocation.parse(args.store, source="--store")
+        else:
+            location = StoreLocation.from_environment() or StoreLocation("memory")
+    except (ValueError, ImportError) as exc:
+        raise UsageError(str(exc)) from None
+    if location.kind == "folder":
+        return Path(location.target)  # a path: never read again as "memory" or a URL
+    return location.target or "memory"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..relay import create_app
     from ..relay._auth import is_loopback
@@ -132,12 +148,13 @@ def run(args: argparse.Namespace) -> int:
             f"refusing to listen on {args.host or 'every address'} without authentication: "
             "pass --tokens FILE, or --host 127.0.0.1"
         )
+    store = _store(args)
     with event_loop() as loop:
         simulator = None
         upstream: dict[str, Any] = {}
-        from_env = os.environ.get("DASHSCOPE_APP_ID")
+        from_env = environment_app_id()
         app_ids: list[str] = args.app_ids or ([from_env] if from_env else [])
-        if not os.environ.get("DASHSCOPE_API_KEY"):
+        if not environment_api_key():
             from .._simulator import BailianSimulator
 
             simulator = loop.run_until_complete(BailianSimulator(delay=args.delay).start())
@@ -151,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 app_ids,
                 tokens=args.tokens,
                 allow_anonymous=args.tokens is None,
-                store=args.store,
+                store=store,
                 cors=args.cors,
                 rate=args.rate,
                 **upstream,

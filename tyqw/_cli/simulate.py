@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import Any
 
+from .._config import simulator_environment
 from ._common import (
     ERROR,
     OFFLINE_DELAY,
@@ -122,14 +123,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_banner(simulator: Any, args: argparse.Namespace) -> None:
-    # Both base URL names: tyqw reads either, the official SDK's Application.call only
-    # the second, and it must not send the simulator's key to the real service.
-    env = {
-        "DASHSCOPE_BASE_URL": simulator.base_url,
-        "DASHSCOPE_HTTP_BASE_URL": simulator.base_url,
-        "DASHSCOPE_API_KEY": simulator.api_key,
-        "DASHSCOPE_APP_ID": simulator.app_id,
-    }
+    # Both base URL names: the official SDK must not send the simulator's key to the
+    # real service.
+    env = simulator_environment(simulator.base_url, simulator.api_key, simulator.app_id)
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     print(f"Bailian simulator listening on {simulator.base_url}")
     if len(args.app_id) > 1:

@@ -6,6 +6,8 @@
 - ``RedisStore(client)`` / ``RedisStore.from_url(url)``: shared by every worker on
   every machine (``pip install 'tyqw[redis]'``; redis-py is imported only when
   ``RedisStore`` is first used).
+- ``StoreLocation.parse(text)``: one of those named by text (``memory``, a folder or
+  ``file://`` URL, ``redis://...``), read as the ``tyqw`` commands read ``--store``.
 
 Example::
 
@@ -21,6 +23,7 @@ import typing as _typing
 from .._exceptions import StoreError
 from ._base import LocalStore, Store, TurnLock, TurnStore, begin_turn, end_turn
 from ._file import FileStore
+from ._location import StoreLocation
 from ._memory import MemoryStore
 
 if _typing.TYPE_CHECKING:
@@ -33,6 +36,7 @@ __all__ = [
     "RedisStore",
     "Store",
     "StoreError",
+    "StoreLocation",
     "TurnLock",
     "TurnStore",
     "begin_turn",
