@@ -236,6 +236,29 @@ async def test_every_command_reads_a_store_location_alike(
         assert session_id in out
 
 
+@pytest.mark.parametrize(
+    ("text", "kind", "shown"),
+    [
+        pytest.param("memory", "memory", "memory", id="memory"),
+        pytest.param(" Memory ", "memory", "memory", id="memory-any-case"),
+        pytest.param("/srv/bot", "folder", "/srv/bot", id="path"),
+        pytest.param("file:///srv/bot%20x", "folder", "/srv/bot x", id="file-url"),
+        pytest.param("FILE://localhost/srv/bot", "folder", "/srv/bot", id="file-url-upper"),
+        pytest.param(f"REDIS://:{PASSWORD}@h:1/2", "redis", "redis://h:1/2", id="redis-upper"),
+        pytest.param(f"rediss://u:{PASSWORD}@h/0", "redis", "rediss://h/0", id="rediss"),
+        pytest.param("unix:///run/redis.sock", "redis", "unix:///run/redis.sock", id="unix"),
+    ],
+)
+def test_a_store_location_is_read_one_way(text: str, kind: str, shown: str) -> None:
+    """StoreLocation.parse: the kind and the name messages show, never a password."""
+    location = StoreLocation.parse(text)
+    assert (location.kind, location.shown) == (kind, shown)
+    assert PASSWORD not in repr(location) + str(location)
+    if kind == "memory":
+        with pytest.raises(ValueError, match=r"^TYQW_STORE: a memory store forgets"):
+            StoreLocation.parse(text, memory=False, source="TYQW_STORE")
+
+
 # -- mistakes and failures ----------------------------------------------------------------
 
 

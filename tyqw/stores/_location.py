@@ -22,7 +22,8 @@ __all__ = ["StoreLocation"]
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-STORE_FORMS = "a folder, redis://[[user]:password@]host[:port][/db], rediss://... or unix://..."
+_REDIS_FORMS = "redis://[[user]:password@]host[:port][/db], rediss://... or unix://..."
+STORE_FORMS = f"a folder, {_REDIS_FORMS}"
 """The forms a store location takes, for help texts."""
 
 
@@ -128,7 +129,7 @@ class StoreLocation:
 
 
 def _expected(memory: bool) -> str:
-    return f"expected {'memory, ' if memory else ''}a folder or a redis:// URL ({STORE_FORMS})"
+    return f"expected {'memory, ' if memory else ''}a folder or a redis:// URL ({_REDIS_FORMS})"
 
 
 def _folder(path: Path) -> StoreLocation:
