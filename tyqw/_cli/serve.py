@@ -52,7 +52,8 @@ def add_parser(commands: Any) -> None:
         "only from DASHSCOPE_API_KEY in this server's environment and never leaves it. "
         "Without the key the upstream is the built-in offline simulator.",
         epilog="Environment: DASHSCOPE_API_KEY, DASHSCOPE_APP_ID, DASHSCOPE_BASE_URL, "
-        "DASHSCOPE_WORKSPACE. Tokens file: one 'TOKEN USER' per line, '#' comments.",
+        "DASHSCOPE_WORKSPACE, TYQW_STORE. Tokens file: one 'TOKEN USER' per line, '#' "
+        "comments.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     serve.add_argument(
