@@ -25,11 +25,13 @@ __all__ = ["read_body", "redacted", "scrub", "wrap"]
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body up to ``limit`` bytes; what lies past the limit is never buffered."""
+async def read_body(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """At most ``limit`` bytes of a body (a response's or, in the relay, a request's);
+    what lies past them is never read. Ask for one byte more than you accept to tell a
+    body at the limit from one past it."""
     chunks = bytearray()
     while len(chunks) < limit:
-        chunk = await response.content.read(limit - len(chunks))
+        chunk = await content.read(limit - len(chunks))
         if not chunk:
             break
         chunks += chunk

@@ -314,7 +314,7 @@ class Turn:
         if media_type == "application/json" or media_type.endswith("+json"):
             # A non-streaming answer is one event: the same cap applies.
             limit = self.config.max_event_size
-            body = await read_body(response, limit + 1)
+            body = await read_body(response.content, limit + 1)
             if len(body) > limit:
                 raise EventTooLargeError(f"JSON answer larger than {limit} bytes", limit=limit)
             obj = parse_json(body.decode("utf-8", "replace"))
@@ -322,7 +322,7 @@ class Turn:
                 shown = excerpt(body)
                 raise StreamError(f"the answer is not valid JSON: {shown}", excerpt=shown)
             return self.reader.json_answer(obj)
-        body = await read_body(response, 1024)
+        body = await read_body(response.content, 1024)
         content_type = response.headers.get("Content-Type", "")
         expected = "text/event-stream" if self.options.stream else "application/json"
         raise UnexpectedContentTypeError(
@@ -388,7 +388,7 @@ class Turn:
                     return response
                 self.waiting = True
                 try:
-                    answer = await read_body(response, _ERROR_BODY_LIMIT)
+                    answer = await read_body(response.content, _ERROR_BODY_LIMIT)
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     answer = b""
                 finally:

@@ -107,8 +107,8 @@ def rate(value: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._config import is_loopback
     from ..relay import create_app
-    from ..relay._auth import is_loopback
 
     prefix = args.prefix.rstrip("/")
     if prefix and not prefix.startswith("/"):

@@ -21,6 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from .. import MessageStream, Options, TyqwError
+from .._http import read_body
+from .._wire import dumps, error_body, frame, wants_sse
 from ..stores import Store
 from ._auth import (
     ANONYMOUS,
@@ -35,17 +37,8 @@ from ._auth import (
 from ._conversations import Conversations, NotCurrent, StoreChoice
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
-from ._request import Refused, TurnRequest, invalid, parse_turn, read_body
-from ._wire import (
-    dumps,
-    error_body,
-    frame,
-    json_response,
-    refusal,
-    start_sse,
-    upstream_error,
-    wants_sse,
-)
+from ._request import Refused, TurnRequest, invalid, parse_turn
+from ._responses import json_response, refusal, start_sse, upstream_error
 
 __all__ = ["create_app"]
 
@@ -225,14 +218,16 @@ class _Relay:
     async def completion(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
         cors = self._cors(request)
-        sse = wants_sse(request)
+        sse = wants_sse(request.headers)
         try:
             user = await self._user(request)
             app_id = request.match_info["app_id"]
             if app_id not in self.app_ids:
                 raise Refused(404, "NotFound", "This relay does not serve that app id.")
             await self._spend(user)
-            raw = await read_body(request.content, self.body_limit)
+            raw = await read_body(request.content, self.body_limit + 1)
+            if len(raw) > self.body_limit:
+                raise invalid(f"the request body is larger than {self.body_limit} bytes")
             turn = parse_turn(raw, max_prompt=self.max_prompt, biz_params=self.biz_params)
         except Refused as refused:
             return refusal(refused, request_id, sse, cors)
@@ -312,7 +307,7 @@ class _Relay:
                     if response is None:
                         response = await start_sse(request, cors, message.request_id or request_id)
                     event_id += 1
-                    await response.write(frame(event_id, "result", 200, dumps(message.raw)))
+                    await response.write(frame(event_id, dumps(message.raw)))
             except NotCurrent:
                 return refusal(_not_yours(), request_id, True, cors)
             except TyqwError as exc:
@@ -320,7 +315,7 @@ class _Relay:
                 if response is None:
                     response = await start_sse(request, cors, body["request_id"])
                 event_id += 1
-                await response.write(frame(event_id, "error", status, dumps(body)))
+                await response.write(frame(event_id, dumps(body), event="error", status=status))
         if response is None:  # the relay is stopping: the turn ended before any event
             response = await start_sse(request, cors, request_id)
         await response.write_eof()

@@ -11,7 +11,6 @@ through a visitor's browser.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from inspect import isawaitable
@@ -20,9 +19,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from .._config import is_loopback
 from ._request import Refused
 
-__all__ = ["ANONYMOUS", "Authenticate", "is_loopback", "load_tokens"]
+__all__ = ["ANONYMOUS", "Authenticate", "load_tokens"]
 
 Authenticate = Callable[[web.Request], str | Awaitable[str | None] | None]
 """``authenticate(request) -> user name | None`` (or a coroutine function returning it)."""
@@ -102,17 +102,6 @@ async def identify(authenticate: Authenticate, request: web.Request) -> str | No
     if user is not None and not isinstance(user, str):
         raise TypeError(f"authenticate() returned {type(user).__name__}, not str or None")
     return user or None
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
-    host = host.strip().strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def host_name(host_header: str) -> str:

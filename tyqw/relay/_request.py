@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Refused", "TurnRequest", "parse_turn", "read_body"]
+__all__ = ["Refused", "TurnRequest", "invalid", "parse_turn"]
 
 _TOP_LEVEL = frozenset({"input", "parameters", "model", "debug"})
 _INPUT = ("prompt", "session_id", "biz_params")
@@ -59,20 +59,6 @@ class TurnRequest:
     prompt: str
     session_id: str | None
     options: dict[str, Any] = field(default_factory=dict)
-
-
-async def read_body(content: Any, limit: int) -> bytes:
-    """The request body, refused past ``limit`` bytes without buffering the rest."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk: bytes = await content.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise invalid(f"the request body is larger than {limit} bytes")
 
 
 def parse_turn(raw: bytes, *, max_prompt: int, biz_params: Collection[str]) -> TurnRequest:
