@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -544,6 +545,39 @@ async def test_non_string_prompt_is_a_type_error(
         await session.send(prompt)
     with pytest.raises(TypeError, match="str"):
         session.stream(prompt)
+    assert sim.requests == []
+
+
+@pytest.mark.parametrize(
+    ("prompt", "options", "field"),
+    [
+        pytest.param("hi \ud800", {}, "prompt", id="surrogate-prompt"),
+        pytest.param(
+            PROMPT, {"biz_params": {"city": "\udc00"}}, "biz_params.city", id="surrogate"
+        ),
+        pytest.param(PROMPT, {"biz_params": {"n": float("nan")}}, "biz_params.n", id="nan"),
+        pytest.param(
+            PROMPT, {"biz_params": {"n": [1, float("-inf")]}}, "biz_params.n[1]", id="infinity"
+        ),
+        pytest.param(PROMPT, {"input": {"x": {"\ud800": 1}}}, "input.x", id="surrogate-key"),
+        pytest.param(PROMPT, {"parameters": {"t": float("inf")}}, "parameters.t", id="parameters"),
+        pytest.param(PROMPT, {"image_list": ["a\ud800"]}, "image_list[0]", id="list-option"),
+    ],
+)
+async def test_text_and_numbers_json_cannot_carry_are_refused_before_any_request(
+    make_session: SessionFactory,
+    sim: BailianSimulator,
+    prompt: str,
+    options: dict[str, Any],
+    field: str,
+) -> None:
+    """A lone surrogate or NaN / infinity anywhere in the prompt or an option:
+    send() and stream() raise ValueError naming the field; nothing is sent."""
+    session = make_session()
+    with pytest.raises(ValueError, match=f"^{re.escape(field)} "):
+        await session.send(prompt, **options)
+    with pytest.raises(ValueError, match=f"^{re.escape(field)} "):
+        session.stream(prompt, **options)
     assert sim.requests == []
 
 

@@ -128,6 +128,73 @@ async def test_a_body_beyond_what_a_chat_needs_is_refused_naming_the_field(
     assert sim.requests == []
 
 
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        pytest.param(b'{"input":{"prompt":"hi \\ud800"}}', "input.prompt", id="surrogate-prompt"),
+        pytest.param(
+            b'{"input":{"prompt":"hi","biz_params":{"city":"\\udc00x"}}}',
+            "input.biz_params.city",
+            id="surrogate-biz-param",
+        ),
+        pytest.param(
+            b'{"input":{"prompt":"hi","biz_params":{"city":{"n":NaN}}}}',
+            "input.biz_params.city.n",
+            id="nan",
+        ),
+        pytest.param(
+            b'{"input":{"prompt":"hi","biz_params":{"city":[1,-Infinity]}}}',
+            "input.biz_params.city[1]",
+            id="infinity",
+        ),
+        pytest.param(
+            b'{"input":{"prompt":"hi","biz_params":{"city":1e400}}}',
+            "input.biz_params.city",
+            id="1e400",
+        ),
+    ],
+)
+@pytest.mark.parametrize("sse", [False, True], ids=["json", "sse"])
+async def test_text_and_numbers_json_cannot_carry_are_a_400_naming_the_field(
+    sim: BailianSimulator,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    raw: bytes,
+    field: str,
+    sse: bool,
+) -> None:
+    """A lone surrogate or NaN / Infinity / 1e400 in the prompt or an allowed biz_params
+    value is the client's mistake: 400 InvalidParameter naming the field (in-band on a
+    stream), no traceback logged, nothing sent upstream."""
+    caplog.set_level(logging.WARNING)
+    async with Relay(sim, biz_params=["city"]) as relay:
+        answer = await post(http, relay.url(), raw, auth(**(SSE_HEADERS if sse else {})))
+    if sse:
+        assert answer.status == 200
+        [frame] = answer.events
+        assert frame.event == "error" and frame.comment == "HTTP_STATUS/400"
+        error = json.loads(frame.data)
+    else:
+        assert answer.status == 400
+        error = answer.json
+    assert error["code"] == "InvalidParameter"
+    assert error["message"].startswith(f"{field} ")
+    assert sim.requests == []
+    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
+
+
+async def test_an_empty_session_id_starts_a_new_conversation(
+    relay: Relay, sim: BailianSimulator, http: aiohttp.ClientSession
+) -> None:
+    """input.session_id "" means no conversation yet, as on the simulator and in the
+    TypeScript class: a new conversation, not a 400."""
+    first = await post(http, relay.url(), body("my name is Alice"), auth())
+    fresh = await post(http, relay.url(), body("what's my name?", ""), auth())
+    assert fresh.status == 200, fresh.raw
+    assert fresh.json["output"]["session_id"] != first.json["output"]["session_id"]
+    assert "session_id" not in sim.requests[-1].body["input"]
+
+
 async def test_an_oversized_body_is_refused_without_reading_it_all(
     relay: Relay, sim: BailianSimulator, http: aiohttp.ClientSession
 ) -> None:
