@@ -19,7 +19,17 @@ from aiohttp import web
 from tyqw.relay import create_app, load_tokens
 from tyqw.testing import BailianSimulator, Fault
 
-from .relay_helpers import ALICE, BOB, SSE_HEADERS, TOKENS, Relay, auth, body, post
+from .relay_helpers import (
+    ALICE,
+    BOB,
+    SSE_HEADERS,
+    TOKENS,
+    Relay,
+    auth,
+    body,
+    outside_address,
+    post,
+)
 
 CANARY = "sk-canary-relay-7d3f9b1c5e2a"
 
@@ -359,6 +369,24 @@ async def test_an_anonymous_relay_answers_only_to_loopback_host_names(
     assert local.status == 200
     assert rebound.status == 403 and rebound.json["code"] == "AccessDenied"
     assert len(sim.requests) == 1
+
+
+async def test_an_anonymous_relay_refuses_a_remote_peer_that_claims_a_loopback_host(
+    sim: BailianSimulator, http: aiohttp.ClientSession
+) -> None:
+    """Listening on an address other than loopback, an anonymous relay refuses a peer
+    that is not on loopback even when it sends Host: localhost (or 127.0.0.1)."""
+    address = outside_address()
+    async with Relay(sim, allow_anonymous=True, host=address) as relay:
+        answers = [
+            await post(http, relay.url(), body("hi"), {"Host": host})
+            for host in ("localhost", "127.0.0.1:8000", "[::1]")
+        ]
+        async with http.get(f"{relay.root}/relay.json", headers={"Host": "localhost"}) as got:
+            assert got.status == 403
+    assert [a.status for a in answers] == [403, 403, 403]
+    assert {a.json["code"] for a in answers} == {"AccessDenied"}
+    assert sim.requests == []
 
 
 async def test_the_authenticate_hook_names_the_user(

@@ -90,7 +90,8 @@ def create_app(
     - Users: ``tokens`` (``{token: user}`` or a tokens file, see ``load_tokens``) or
       ``authenticate(request) -> user | None`` (may be async). With neither, pass
       ``allow_anonymous=True``: everyone is the one user ``"local"`` and only requests
-      to a loopback host name are answered.
+      from a loopback address (the peer's socket, not its ``Host`` header) to a
+      loopback host name are answered.
     - ``store``: where each user's conversation lives: ``"memory"`` (the default,
       ``None``), a folder (a ``FileStore``), ``redis://...`` / ``rediss://...`` (a
       ``RedisStore``: every relay worker on that Redis continues the same conversations

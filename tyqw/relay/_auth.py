@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from inspect import isawaitable
 from pathlib import Path
@@ -123,11 +124,32 @@ def same_origin(origin: str, request: web.Request) -> bool:
     return bool(netloc) and netloc.lower() == request.host.lower()
 
 
+def peer(request: web.Request) -> str:
+    """The address of the socket's other end: ``"unix"`` for a Unix socket, ``""`` once
+    the connection is gone.
+
+    Read from the transport, not ``request.remote``, which a middleware may have taken
+    from ``X-Forwarded-For``, a header any client can write.
+    """
+    transport = request.transport
+    if transport is None:
+        return ""
+    name = transport.get_extra_info("peername")
+    if isinstance(name, (tuple, list)) and name:
+        return str(name[0])
+    sock = transport.get_extra_info("socket")
+    unix = getattr(socket, "AF_UNIX", None)
+    return "unix" if sock is not None and unix is not None and sock.family == unix else ""
+
+
 def only_loopback(request: web.Request) -> None:
-    # Without authentication the relay is for this machine only. Checking the Host
-    # header also stops DNS rebinding: a page of evil.example whose name now points at
-    # 127.0.0.1 still sends "Host: evil.example".
-    if not is_loopback(host_name(request.host)):
+    # Without authentication the relay is for this machine only: the peer's socket
+    # address says who is asking (a Host header is whatever the client wrote). The Host
+    # header is checked too, which stops DNS rebinding: a page of evil.example whose
+    # name now points at 127.0.0.1 still sends "Host: evil.example".
+    address = peer(request)
+    local = address == "unix" or (bool(address) and is_loopback(address))
+    if not local or not is_loopback(host_name(request.host)):
         raise Refused(
             403,
             "AccessDenied",
