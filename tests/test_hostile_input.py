@@ -548,6 +548,23 @@ async def test_non_string_prompt_is_a_type_error(
     assert sim.requests == []
 
 
+async def test_a_key_the_service_quotes_back_is_not_in_the_error(
+    make_session: SessionFactory, sim: BailianSimulator
+) -> None:
+    """A service or gateway error that quotes the API key: the error's message, args
+    and str() hold *** instead, in an HTTP error and in an in-stream error."""
+    session = make_session(max_retries=0)
+    for fault in (
+        Fault.http(401, "InvalidApiKey", f"bad key {sim.api_key}!"),
+        Fault.stream_error(after=1, status=400, code="X", message=f"bad key {sim.api_key}!"),
+    ):
+        sim.inject(fault)
+        with pytest.raises(tyqw.APIStatusError) as info:
+            await session.send(PROMPT)
+        assert info.value.message == "bad key ***!"
+        assert sim.api_key not in str(info.value) and sim.api_key not in repr(info.value.args)
+
+
 @pytest.mark.parametrize(
     ("prompt", "options", "field"),
     [

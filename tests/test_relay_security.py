@@ -451,3 +451,77 @@ async def test_the_upstream_key_appears_in_no_answer_header_or_log(
     for text in [*seen, caplog.text]:
         assert CANARY not in text
         assert ALICE not in text and BOB not in text
+
+
+async def test_a_key_the_upstream_quotes_never_leaves_the_relay(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream error that quotes the key (retried HTTP error, in-band error frame,
+    gateway page) reaches the client and the log (retry lines at INFO included) with
+    the key replaced by ***, never the key."""
+    caplog.set_level(logging.DEBUG)
+    quoted = f"the key {CANARY} is not valid here"
+    async with (
+        BailianSimulator(api_key=CANARY) as sim,
+        Relay(sim, session_options={"max_retries": 1}) as relay,
+    ):
+        sim.inject(Fault.http(500, "InternalError", quoted))  # retried: logged at INFO
+        sim.inject(Fault.http(500, "InternalError", quoted))
+        as_json = await post(http, relay.url(), body("hi"), auth())
+        sim.inject(
+            Fault.stream_error(after=1, status=400, code="InvalidParameter", message=quoted)
+        )
+        in_band = await post(http, relay.url(), body("hi"), auth(**SSE_HEADERS))
+        sim.inject(Fault.content_type("text/html", f"<p>{quoted}</p>".encode(), status=401))
+        page = await post(http, relay.url(), body("hi"), auth())
+    assert as_json.status == 500 and as_json.json["message"] == "the key *** is not valid here"
+    assert json.loads(in_band.events[-1].data)["message"] == "the key *** is not valid here"
+    assert page.status == 502
+    assert "retrying" in caplog.text and "the key *** is not valid" in caplog.text
+    for text in (as_json.raw.decode(), in_band.raw.decode(), page.raw.decode(), caplog.text):
+        assert CANARY not in text
+
+
+@pytest.mark.parametrize("sse", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize(
+    ("content_type", "page"),
+    [
+        pytest.param(
+            "text/html",
+            b"<html><h1>502 Bad Gateway</h1>upstream 10.20.30.40:8080 (api.corp.internal)</html>",
+            id="html",
+        ),
+        pytest.param(
+            "application/json", b'{"message": "upstream 10.20.30.40 corp.internal"}', id="json"
+        ),
+    ],
+)
+async def test_a_gateway_page_reaches_the_client_as_a_fixed_message_with_the_request_id(
+    sim: BailianSimulator,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    content_type: str,
+    page: bytes,
+    sse: bool,
+) -> None:
+    """An upstream error answer that is not the service's own JSON (a gateway's page
+    naming internal hosts): a fixed 502 message with the relay's request id; the page's
+    words stay in the relay's log."""
+    caplog.set_level(logging.WARNING, logger="tyqw.relay")
+    async with Relay(sim, session_options={"max_retries": 0}) as relay:
+        sim.inject(Fault.content_type(content_type, page, status=502))
+        answer = await post(http, relay.url(), body("hi"), auth(**(SSE_HEADERS if sse else {})))
+    if sse:
+        [frame] = answer.events
+        assert frame.comment == "HTTP_STATUS/502"
+        error = json.loads(frame.data)
+    else:
+        assert answer.status == 502
+        error = answer.json
+    assert error["code"] == "InternalError"
+    assert error["message"] == (
+        "The Bailian service (or a gateway before it) answered HTTP 502 without a Bailian error."
+    )
+    assert error["request_id"] == answer.headers["x-request-id"]
+    assert "10.20.30.40" not in answer.raw.decode() and "corp.internal" not in answer.raw.decode()
+    assert error["request_id"] in caplog.text and "corp.internal" in caplog.text

@@ -20,7 +20,7 @@ from yarl import URL
 
 from ._exceptions import APIConnectionError, APITimeoutError, ConnectionLostError, TyqwError
 
-__all__ = ["read_body", "redacted", "scrub", "wrap"]
+__all__ = ["read_body", "redacted", "scrub", "unquote_secrets", "wrap"]
 
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
@@ -46,6 +46,27 @@ def redacted(headers: Mapping[str, str]) -> dict[str, str]:
         else value
         for name, value in headers.items()
     }
+
+
+def unquote_secrets(error: TyqwError, headers: Mapping[str, str]) -> TyqwError:
+    """``error`` with every credential of ``headers`` (the API key) that the server
+    quoted back replaced by ``***``, in its message, ``args`` and ``excerpt``; returns
+    ``error``. A gateway that echoes the request ("invalid key sk-...") must not put the
+    key into an exception, a log line or a relay's answer."""
+    secrets = [
+        value.split(" ", 1)[-1]
+        for name, value in headers.items()
+        if name.lower() in _SECRET_HEADERS and len(value.split(" ", 1)[-1]) >= 8
+    ]
+    for secret in secrets:
+        for name in ("message", "excerpt"):
+            value = getattr(error, name, None)
+            if isinstance(value, str) and secret in value:
+                setattr(error, name, value.replace(secret, "***"))
+        error.args = tuple(
+            arg.replace(secret, "***") if isinstance(arg, str) else arg for arg in error.args
+        )
+    return error
 
 
 def scrub(exc: BaseException) -> BaseException:

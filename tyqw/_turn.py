@@ -33,7 +33,7 @@ from ._exceptions import (
     UnexpectedContentTypeError,
     excerpt,
 )
-from ._http import read_body, redacted, scrub, wrap
+from ._http import read_body, redacted, scrub, unquote_secrets, wrap
 from ._models import Message, Reply, TokenUsage
 from ._options import TurnOptions
 from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
@@ -232,6 +232,7 @@ class Turn:
                     f"the turn took longer than its deadline of {self._deadline():g}s"
                 )
         except TyqwError as exc:
+            unquote_secrets(exc, self.config.headers(True, {}))
             if exc.reply is None:
                 exc.reply = reader.reply(exc)
             raise
@@ -394,6 +395,7 @@ class Turn:
                 finally:
                     self.waiting = False
                 error = error_from_body(response.status, response.reason, answer, response.headers)
+                unquote_secrets(error, headers)  # before the retry line below logs it
                 self.release()
                 if self.interrupted:
                     # abort() or the deadline closed the response while its error body

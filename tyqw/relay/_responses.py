@@ -31,18 +31,31 @@ logger = logging.getLogger("tyqw.relay")
 
 
 def upstream_error(exc: TyqwError, request_id: str) -> tuple[int, dict[str, str]]:
-    """The status and error body a client gets for a turn that failed upstream.
+    """The status and error body a client gets for a turn that failed upstream: the one
+    place that decides what of an upstream failure a client may see.
 
-    An error the service answered is passed on as the service worded it. Anything else
-    (the network, a reply tyqw could not read, a store) gets a fixed message: the
-    details name internal hosts, so they go to the ``tyqw.relay`` log and not to the
-    client.
+    An error in the service's own JSON (it has a ``code``) is passed on as the service
+    worded it. Anything else (an HTML page or text from a gateway, the network, a reply
+    tyqw could not read, a store) gets a fixed message and the relay's request id: the
+    details may name internal hosts, so they go to the ``tyqw.relay`` log, not to the
+    client. The API key never reaches either: tyqw removes it from every error built from
+    what a server said.
     """
-    if isinstance(exc, APIStatusError):
-        body = error_body(exc.code or "InternalError", exc.message, exc.request_id or request_id)
+    if isinstance(exc, APIStatusError) and exc.code:
+        body = error_body(exc.code, exc.message, exc.request_id or request_id)
         return exc.status_code, body
     logger.warning("tyqw.relay: turn %s failed upstream: %s", request_id, exc)
-    if isinstance(exc, APITimeoutError):
+    if isinstance(exc, APIStatusError):
+        if exc.status_code == 429:
+            status, code, message = 429, "Throttling", "The Bailian service is throttling."
+        else:
+            status, code, message = (
+                502,
+                "InternalError",
+                f"The Bailian service (or a gateway before it) answered HTTP {exc.status_code} "
+                "without a Bailian error.",
+            )
+    elif isinstance(exc, APITimeoutError):
         status, code, message = (
             504,
             "RequestTimeOut",
