@@ -525,3 +525,30 @@ async def test_a_gateway_page_reaches_the_client_as_a_fixed_message_with_the_req
     assert error["request_id"] == answer.headers["x-request-id"]
     assert "10.20.30.40" not in answer.raw.decode() and "corp.internal" not in answer.raw.decode()
     assert error["request_id"] in caplog.text and "corp.internal" in caplog.text
+
+
+async def test_token_guessing_is_throttled_per_address_and_a_typo_is_not(
+    relay: Relay,
+    sim: BailianSimulator,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two mistyped tokens then the right one: answered at once. Ten wrong tokens in a
+    minute: the address is refused with 429 and Retry-After, the right token included,
+    without the service being called; the log says so twice at most, without a token."""
+    caplog.set_level(logging.DEBUG)
+    guesses = [f"guess-{n:02d}-0000000000000" for n in range(12)]
+    for guess in guesses[:2]:
+        assert (await post(http, relay.url(), body("hi"), auth(guess))).status == 401
+    assert (await post(http, relay.url(), body("hi"), auth())).status == 200
+    statuses = [
+        (await post(http, relay.url(), body("hi"), auth(guess))).status for guess in guesses[2:]
+    ]
+    assert statuses == [401] * 8 + [429, 429]
+    refused = await post(http, relay.url(), body("hi"), auth())
+    assert refused.status == 429 and refused.json["code"] == "Throttling"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert len(sim.requests) == 1
+    lines = [r.getMessage() for r in caplog.records if "authentication" in r.getMessage()]
+    assert len(lines) == 2 and "10 failed authentications from 127.0.0.1" in lines[1]
+    assert not any(guess in caplog.text for guess in guesses) and ALICE not in caplog.text

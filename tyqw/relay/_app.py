@@ -27,6 +27,7 @@ from ..stores import Store
 from ._auth import (
     ANONYMOUS,
     Authenticate,
+    FailedAuthentications,
     TokenTable,
     identify,
     load_tokens,
@@ -197,6 +198,7 @@ class _Relay:
         # escape, plus room for biz_params and the rest of the body.
         self.body_limit = max_prompt * 6 + 64 * 1024
         self.limit: RateLimit | None = None
+        self.failures = FailedAuthentications()
         self.chat_page = Page.load()
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
@@ -266,8 +268,20 @@ class _Relay:
         if self.authenticate is None:
             only_loopback(request)
             return ANONYMOUS
+        # request.remote: the socket's peer, or the client a forwarded-header middleware
+        # of the operator's app names (behind a proxy, every client would share one).
+        address = request.remote or ""
+        wait = self.failures.wait(address)
+        if wait is not None:
+            raise Refused(
+                429,
+                "Throttling",
+                "Too many failed authentications from your address; try again later.",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         user = await identify(self.authenticate, request)
         if user is None:
+            self.failures.failed(address)
             raise Refused(
                 401,
                 "InvalidApiKey",

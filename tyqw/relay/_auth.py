@@ -11,8 +11,10 @@ through a visitor's browser.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from inspect import isawaitable
 from pathlib import Path
@@ -24,6 +26,8 @@ from .._config import is_loopback
 from ._request import Refused
 
 __all__ = ["ANONYMOUS", "Authenticate", "load_tokens"]
+
+logger = logging.getLogger("tyqw.relay")
 
 Authenticate = Callable[[web.Request], str | Awaitable[str | None] | None]
 """``authenticate(request) -> user name | None`` (or a coroutine function returning it)."""
@@ -155,6 +159,49 @@ def only_loopback(request: web.Request) -> None:
             "AccessDenied",
             "This relay has no authentication and answers only on localhost.",
         )
+
+
+class FailedAuthentications:
+    """Failed authentications counted per client address, in windows of ``window`` s.
+
+    Past ``limit`` failures in a window, that address is refused without its token being
+    looked at until the window ends: a guesser gets ``limit`` tries a minute, a user who
+    mistyped a token once or twice never notices. Each address is logged at most twice
+    a window (its first failure, and when it is throttled), never with the token.
+    """
+
+    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._windows: dict[str, tuple[float, int]] = {}  # address: (window end, failures)
+
+    def wait(self, address: str) -> float | None:
+        """Seconds until ``address`` may try again, or None when it may try now."""
+        end, failures = self._windows.get(address, (0.0, 0))
+        now = time.monotonic()
+        if failures < self.limit or end <= now:
+            return None
+        return end - now
+
+    def failed(self, address: str) -> None:
+        now = time.monotonic()
+        end, failures = self._windows.get(address, (0.0, 0))
+        if end <= now:
+            end, failures = now + self.window, 0
+            if len(self._windows) > 10_000:  # forget addresses whose window has ended
+                self._windows = {a: w for a, w in self._windows.items() if w[0] > now}
+        failures += 1
+        self._windows[address] = (end, failures)
+        if failures == 1:
+            logger.warning("tyqw.relay: a failed authentication from %s", address or "?")
+        elif failures == self.limit:
+            logger.warning(
+                "tyqw.relay: %d failed authentications from %s within %gs; refusing it for %.0fs",
+                failures,
+                address or "?",
+                self.window,
+                end - now,
+            )
 
 
 def parse_origins(cors: Iterable[str]) -> frozenset[str]:
