@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import re
 import signal
@@ -96,6 +97,50 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="offline only: seconds between the simulator's events (default: %(default)s)",
     )
+    bounds = serve.add_argument_group(
+        "clients that stall or crowd",
+        "Every connection is bounded in time and number, so slow or many clients cannot "
+        "hold the relay (a stalled answer also holds that user's conversation).",
+    )
+    bounds.add_argument(
+        "--head-timeout",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="drop a connection whose request head is not complete in this time; also "
+        "how long an idle kept-alive connection stays open (default: %(default)g)",
+    )
+    bounds.add_argument(
+        "--body-timeout",
+        type=seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="answer 408 to a request whose body does not arrive in this time "
+        "(default: %(default)g)",
+    )
+    bounds.add_argument(
+        "--send-timeout",
+        type=seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="drop a client that reads nothing of its answer for this long, ending its "
+        "turn (default: %(default)g)",
+    )
+    bounds.add_argument(
+        "--max-connections",
+        type=count,
+        default=None,
+        metavar="N",
+        help="open connections in all; past it, new ones get a 503 (default: half of "
+        "what the open-file limit leaves after 32, between 8 and 1000)",
+    )
+    bounds.add_argument(
+        "--max-connections-per-peer",
+        type=count,
+        default=32,
+        metavar="N",
+        help="open connections from one address other than loopback (default: %(default)s)",
+    )
     serve.set_defaults(run=run)
 
 
@@ -104,6 +149,22 @@ def rate(value: str) -> int:
     if not match or int(match.group(1)) < 1:
         raise argparse.ArgumentTypeError(f"expected turns per minute like 30/min, got {value!r}")
     return int(match.group(1))
+
+
+def seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {value!r}")
+    return number
+
+
+def count(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
                 store=args.store,
                 cors=args.cors,
                 rate=args.rate,
+                body_timeout=args.body_timeout,
+                send_timeout=args.send_timeout,
                 **upstream,
             )
         except (ValueError, ImportError, TyqwError) as exc:
@@ -170,11 +233,21 @@ def _serve(
 
         root.router.add_get(prefix, to_page)  # before the sub-app, which would match it
         root.add_subapp(prefix, relay)
-    # handler_cancellation: a browser that goes away ends its turn at once.
-    runner = web.AppRunner(root, handler_cancellation=True, access_log=None)
+    from ..relay._limits import ConnectionLimits, Site, default_max_connections
+
+    # handler_cancellation: a browser that goes away ends its turn at once. A kept-alive
+    # connection's next request head gets the time its first had (aiohttp's timer).
+    runner = web.AppRunner(
+        root, handler_cancellation=True, access_log=None, keepalive_timeout=args.head_timeout
+    )
     loop.run_until_complete(runner.setup())
+    limits = ConnectionLimits(
+        head_timeout=args.head_timeout,
+        max_connections=args.max_connections or default_max_connections(),
+        max_connections_per_peer=args.max_connections_per_peer,
+    )
     try:
-        site = web.TCPSite(runner, args.host, args.port)
+        site = Site(runner, args.host, args.port, limits)
         try:
             loop.run_until_complete(site.start())
         except OSError as exc:
