@@ -182,6 +182,7 @@ class TurnOptions:
         "deadline",
         "headers",
         "incremental",
+        "prompt",
         "read_timeout",
         "session_id",
         "stream",
@@ -193,6 +194,7 @@ class TurnOptions:
         if not prompt.strip():
             raise ValueError("prompt is empty")
         check_json(prompt, "prompt")
+        self.prompt = prompt
         input_: dict[str, Any] = {"prompt": prompt}
         parameters: dict[str, Any] = {"incremental_output": True}
         self.stream = True
