@@ -166,8 +166,8 @@ class FailedAuthentications:
 
     Past ``limit`` failures in a window, that address is refused without its token being
     looked at until the window ends: a guesser gets ``limit`` tries a minute, a user who
-    mistyped a token once or twice never notices. Each address is logged at most twice
-    a window (its first failure, and when it is throttled), never with the token.
+    mistyped a token once or twice never notices. Each address is logged once a window
+    (its first failure), never with the token.
     """
 
     def __init__(self, limit: int = 10, window: float = 60.0) -> None:
@@ -192,15 +192,13 @@ class FailedAuthentications:
                 self._windows = {a: w for a, w in self._windows.items() if w[0] > now}
         failures += 1
         self._windows[address] = (end, failures)
-        if failures == 1:
-            logger.warning("tyqw.relay: a failed authentication from %s", address or "?")
-        elif failures == self.limit:
+        if failures == 1:  # one line per address and window, whatever a guesser does
             logger.warning(
-                "tyqw.relay: %d failed authentications from %s within %gs; refusing it for %.0fs",
-                failures,
+                "tyqw.relay: a failed authentication from %s; its next failures in %gs are "
+                "not logged, and after %d of them it is refused until then",
                 address or "?",
                 self.window,
-                end - now,
+                self.limit,
             )
 
 
