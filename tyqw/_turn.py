@@ -38,6 +38,8 @@ from ._models import Message, Reply, TokenUsage
 from ._options import TurnOptions
 from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
+from ._telemetry import TurnObserver, telemetry_on
+from ._telemetry import turn as observe_turn
 from .sse import SSEDecoder
 
 __all__ = ["Conversation", "Slot", "Turn", "on_loop"]
@@ -126,6 +128,8 @@ class Turn:
         self.holding = False
         self.ticket: object = None
         self.timer: asyncio.TimerHandle | None = None
+        # OpenTelemetry's view of the turn; None (every hook a None test) when it is off.
+        self.observer: TurnObserver | None = None
 
     # -- the one code path -------------------------------------------------------------
 
@@ -134,6 +138,8 @@ class Turn:
         yielded as a ``StreamError`` when ``yield_malformed``, else raised."""
         self._enter()
         reader = self.reader
+        observer = self.observer = self._observe() if telemetry_on() else None
+        observe = None if observer is None else observer.message
         try:
             try:
                 await self._acquire()
@@ -177,6 +183,8 @@ class Turn:
                                         item = reader.malformed(sse, exc)
                                         if not yield_malformed:
                                             raise item from None
+                                    if observe is not None:
+                                        observe(item)
                                     yield item
                                     if reader.finish_reason is not None:
                                         break
@@ -184,6 +192,8 @@ class Turn:
                             for item in reader.irregular(sse):
                                 if not yield_malformed and item.__class__ is not Message:
                                     raise item  # type: ignore[misc]
+                                if observe is not None:
+                                    observe(item)
                                 yield item
                             if reader.finish_reason is not None:
                                 break
@@ -192,7 +202,10 @@ class Turn:
                     if reader.finish_reason is not None and not self.interrupted:
                         await self._drain(response)
                 else:
-                    yield await self._single(response)
+                    single = await self._single(response)
+                    if observe is not None:
+                        observe(single)
+                    yield single
                 if not self.interrupted and reader.finish_reason is None:
                     raise IncompleteStreamError(
                         "the reply ended before its final event (no finish_reason 'stop'); "
@@ -234,6 +247,13 @@ class Turn:
         except TyqwError as exc:
             if exc.reply is None:
                 exc.reply = reader.reply(exc)
+            if observer is not None:
+                observer.failed(exc)
+            raise
+        except asyncio.CancelledError as exc:
+            # The caller's cancellation (ours became a result or a TyqwError above).
+            if observer is not None:
+                observer.failed(exc)
             raise
         finally:
             pending = self.finish()
@@ -245,6 +265,25 @@ class Turn:
                     if exc.reply is None:
                         exc.reply = reader.reply(exc)
                     raise
+
+    def _observe(self) -> TurnObserver | None:
+        """The turn's telemetry: an ``invoke_agent`` span named after the app."""
+        parameters = self.options.body["parameters"]
+        model = parameters.get("model_id")
+        rag = parameters.get("rag_options")
+        pipelines = rag.get("pipeline_ids") if isinstance(rag, dict) else None
+        source = pipelines[0] if isinstance(pipelines, list) and pipelines else None
+        prompt = self.options.body["input"].get("prompt")
+        return observe_turn(
+            "invoke_agent",
+            name=self.config.app_id,
+            base_url=self.config.base_url,
+            agent_id=self.config.app_id,
+            request_model=model if isinstance(model, str) else None,
+            data_source_id=source if isinstance(source, str) else None,
+            prompt=prompt if isinstance(prompt, str) else None,
+            stream=self.options.stream,
+        )
 
     def _enter(self) -> None:
         self.slot.check_open()
@@ -352,6 +391,9 @@ class Turn:
         # aiohttp writes a large bytes body in one go (and warns); from a file-like
         # object it writes in pieces, letting the loop run between them.
         payload: bytes | io.BytesIO = data
+        observer = self.observer
+        if observer is not None:
+            observer.sending()
         attempt = 0
         while True:
             if self.interrupted:
@@ -376,6 +418,7 @@ class Turn:
                 if not retryable_connection_error(exc) or attempt >= config.max_retries:
                     raise
                 reason = f"connection failed: {exc.__class__.__name__}"
+                failure: BaseException = exc
                 response = None
             finally:
                 self.waiting = False
@@ -402,10 +445,15 @@ class Turn:
                 if response.status not in RETRY_STATUSES or attempt >= config.max_retries:
                     raise error
                 reason = str(error)
+                failure = error
                 delay = retry_after(response.headers)
             if delay is None:
                 delay = backoff(attempt)
             attempt += 1
+            if observer is not None:
+                observer.retry(
+                    attempt, delay, failure, None if response is None else response.status
+                )
             logger.info(
                 "tyqw: retrying %s in %.2fs (retry %d of %d): %s",
                 config.url,
@@ -489,6 +537,18 @@ class Turn:
         self.done = True
         if self.timer is not None:
             self.timer.cancel()
+        observer = self.observer
+        if observer is not None:
+            reader = self.reader
+            observer.end(
+                session_id=reader.session_id,
+                request_id=reader.request_id or reader.header_request_id,
+                finish_reason=reader.finish_reason,
+                usage=reader.token_usage(),
+                text=reader.text.upto(reader.text.length) if observer.capture else None,
+                doc_references=reader.doc_references,
+                interrupted=self.interrupted,
+            )
         self.release()
         slot = self.slot
         if slot.active is self:
