@@ -609,7 +609,8 @@ def server_span(
     name: str, headers: Mapping[str, str], attributes: Mapping[str, Any]
 ) -> Iterator[Span | None]:
     """A SERVER span continuing the caller's ``traceparent``, current inside the block
-    (so a turn run under it is its child); yields ``None`` when telemetry is off."""
+    (so a turn run under it is its child); yields ``None`` when telemetry is off. The
+    caller records the outcome (``set_error``)."""
     instruments = _instruments()
     if instruments is None:
         yield None
@@ -623,9 +624,6 @@ def server_span(
     token = context.attach(trace.set_span_in_context(span, parent))
     try:
         yield span
-    except BaseException as exc:
-        _set_error(span, error_type(exc))
-        raise
     finally:
         context.detach(token)
         span.end()

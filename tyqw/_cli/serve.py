@@ -96,6 +96,13 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="offline only: seconds between the simulator's events (default: %(default)s)",
     )
+    serve.add_argument(
+        "--trace-user",
+        choices=("id", "hash"),
+        default=None,
+        help="with OpenTelemetry on (docs/telemetry.md): the user on each request's span "
+        "as user.id, or as user.hash (a SHA-256 prefix); default: not at all",
+    )
     serve.set_defaults(run=run)
 
 
@@ -140,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 store=args.store,
                 cors=args.cors,
                 rate=args.rate,
+                trace_user=args.trace_user,
                 **upstream,
             )
         except (ValueError, ImportError, TyqwError) as exc:

@@ -36,6 +36,7 @@ from ._conversations import Conversations, NotCurrent, StoreChoice
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
 from ._request import Refused, TurnRequest, invalid, parse_turn, read_body
+from ._trace import TraceUser, note_user, tracing
 from ._wire import (
     dumps,
     error_body,
@@ -85,6 +86,7 @@ def create_app(
     turn_options: Mapping[str, Any] | None = None,
     page: bool = True,
     session_options: Mapping[str, Any] | None = None,
+    trace_user: TraceUser = None,
 ) -> web.Application:
     """A relay that lets browsers and SDKs chat with Bailian apps without the key.
 
@@ -113,6 +115,11 @@ def create_app(
     - The upstream: ``api_key`` (default ``DASHSCOPE_API_KEY``; never taken from a
       request), ``base_url``, ``workspace``, and ``session_options`` for each user's
       ``Session`` (``read_timeout``, ``deadline``, ``max_retries``...).
+    - Telemetry (docs/telemetry.md): with an OpenTelemetry provider configured, each
+      request is a SERVER span continuing the caller's ``traceparent``, the turn its
+      child. ``trace_user``: the user on that span as ``"id"`` (``user.id``), ``"hash"``
+      (``user.hash``, a SHA-256 prefix) or ``f(user) -> str``; ``None`` (the default): not
+      at all.
 
     Example::
 
@@ -165,7 +172,7 @@ def create_app(
         turn_options=fixed,
         auth_kind=auth_kind,
     )
-    app = web.Application()
+    app = web.Application(middlewares=[tracing(trace_user)])
     app.cleanup_ctx.append(relay.lifetime)
     completion = "/api/v1/apps/{app_id}/completion"
     app.router.add_post(completion, relay.completion)
@@ -228,6 +235,7 @@ class _Relay:
         sse = wants_sse(request)
         try:
             user = await self._user(request)
+            note_user(user)
             app_id = request.match_info["app_id"]
             if app_id not in self.app_ids:
                 raise Refused(404, "NotFound", "This relay does not serve that app id.")
