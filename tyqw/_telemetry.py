@@ -7,7 +7,7 @@ configured a tracer or meter provider has imported ``opentelemetry.trace`` or
 and returns ``None`` when neither is there or neither provider is configured. Every hook
 site in the turn is then one ``is not None`` test. ``configure_telemetry()`` sets providers of its
 own (tests, an application with more than one provider) and the content-capture switch.
-``telemetry_on()`` is that check alone, for a caller that has arguments to compute.
+``active()`` is that check alone, for a caller that has arguments to compute first.
 
 The internal API, for every kind of turn (app turns use it from ``tyqw/_turn.py``)::
 
@@ -49,6 +49,7 @@ recorded, so neither the API key nor a relay token can reach an attribute.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram, MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-__all__ = ["TurnObserver", "configure_telemetry", "server_span", "telemetry_on", "turn"]
+__all__ = ["TurnObserver", "active", "configure_telemetry", "server_span", "turn"]
 
 PROVIDER = "dashscope"  # not among the conventions' well-known values: the custom value
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -238,10 +239,11 @@ def _noop() -> tuple[Any, Any]:
     return _NOOP_TRACER_PROVIDER, _NOOP_METER_PROVIDER
 
 
-def telemetry_on() -> bool:
-    """Whether a turn starting now is observed (a dict lookup while nobody imported
+def active() -> _Instruments | None:
+    """The instruments a turn starting now reports to, or ``None``: the check alone, for
+    a caller with arguments to compute first (a dict lookup while nobody imported
     OpenTelemetry)."""
-    return _instruments() is not None
+    return _instruments()
 
 
 def capture_content() -> bool:
@@ -328,17 +330,13 @@ class TurnObserver:
 
         self.instruments = instruments
         self.capture = capture_content()
-        url = urlsplit(base_url)
-        port = url.port or (443 if url.scheme == "https" else 80)
         # The attributes metrics share: low cardinality only (no conversation id).
         common: dict[str, Any] = {OPERATION: kind, PROVIDER_NAME: PROVIDER}
         if agent_id is not None:
             common[AGENT_ID] = agent_id
         if request_model is not None:
             common[REQUEST_MODEL] = request_model
-        if url.hostname:
-            common[SERVER_ADDRESS] = url.hostname
-            common[SERVER_PORT] = port
+        common.update(_server(base_url))
         self.common = common
         attributes = dict(common)
         if conversation_id is not None:
@@ -486,24 +484,23 @@ class TurnObserver:
         span = self.span
         common = self.common
         metric_attributes = dict(common)
+        # One set_attributes: the SDK takes its lock and checks once per call.
+        final: dict[str, Any] = {}
         if session_id:
-            span.set_attribute(CONVERSATION_ID, session_id)
+            final[CONVERSATION_ID] = session_id
         if request_id:
-            span.set_attribute(RESPONSE_ID, request_id)
+            final[RESPONSE_ID] = request_id
         if finish_reason is not None:
-            span.set_attribute(FINISH_REASONS, (finish_reason,))
+            final[FINISH_REASONS] = (finish_reason,)
         if usage:
-            span.set_attribute(INPUT_TOKENS, sum(u.input_tokens for u in usage.values()))
-            span.set_attribute(OUTPUT_TOKENS, sum(u.output_tokens for u in usage.values()))
+            final[INPUT_TOKENS] = sum(u.input_tokens for u in usage.values())
+            final[OUTPUT_TOKENS] = sum(u.output_tokens for u in usage.values())
             if len(usage) == 1:
                 (model,) = usage
-                span.set_attribute(RESPONSE_MODEL, model)
-                metric_attributes[RESPONSE_MODEL] = model
+                final[RESPONSE_MODEL] = metric_attributes[RESPONSE_MODEL] = model
+        first_chunk = None
         if self.stream and self.first is not None and self.sent is not None:
-            first_chunk = self.first - self.sent
-            span.set_attribute(TIME_TO_FIRST_CHUNK, first_chunk)
-        else:
-            first_chunk = None
+            first_chunk = final[TIME_TO_FIRST_CHUNK] = self.first - self.sent
         if interrupted is not None:
             span.add_event("tyqw.interrupted", {"tyqw.interruption": interrupted})
         if self.capture and text is not None:
@@ -513,7 +510,8 @@ class TurnObserver:
             }
             if finish_reason is not None:
                 output["finish_reason"] = finish_reason
-            span.set_attribute(OUTPUT_MESSAGES, _dumps([output]))
+            final[OUTPUT_MESSAGES] = _dumps([output])
+        span.set_attributes(final)
         if doc_references and self.retrieved is not None:
             self._retrieval(doc_references)
         for node in (self.nodes or {}).values():
@@ -595,6 +593,16 @@ def _set_error(span: Span, kind: str, description: str | None = None) -> None:
 
     span.set_attribute(ERROR_TYPE, kind)
     span.set_status(Status(StatusCode.ERROR, description or kind))
+
+
+@functools.lru_cache(maxsize=64)
+def _server(base_url: str) -> tuple[tuple[str, Any], ...]:
+    """``server.address`` and ``server.port`` of a base URL (parsed once per URL)."""
+    url = urlsplit(base_url)
+    if not url.hostname:
+        return ()
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return ((SERVER_ADDRESS, url.hostname), (SERVER_PORT, port))
 
 
 def _dumps(value: object) -> str:

@@ -38,8 +38,7 @@ from ._models import Message, Reply, TokenUsage
 from ._options import TurnOptions
 from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
-from ._telemetry import TurnObserver, telemetry_on
-from ._telemetry import turn as observe_turn
+from ._telemetry import TurnObserver, active
 from .sse import SSEDecoder
 
 __all__ = ["Conversation", "Slot", "Turn", "on_loop"]
@@ -138,7 +137,7 @@ class Turn:
         yielded as a ``StreamError`` when ``yield_malformed``, else raised."""
         self._enter()
         reader = self.reader
-        observer = self.observer = self._observe() if telemetry_on() else None
+        observer = self.observer = self._observe()
         observe = None if observer is None else observer.message
         try:
             try:
@@ -267,14 +266,19 @@ class Turn:
                     raise
 
     def _observe(self) -> TurnObserver | None:
-        """The turn's telemetry: an ``invoke_agent`` span named after the app."""
+        """The turn's telemetry: an ``invoke_agent`` span named after the app; ``None``
+        (at the cost of a dict lookup) while nobody configured OpenTelemetry."""
+        instruments = active()
+        if instruments is None:
+            return None
         parameters = self.options.body["parameters"]
         model = parameters.get("model_id")
         rag = parameters.get("rag_options")
         pipelines = rag.get("pipeline_ids") if isinstance(rag, dict) else None
         source = pipelines[0] if isinstance(pipelines, list) and pipelines else None
         prompt = self.options.body["input"].get("prompt")
-        return observe_turn(
+        return TurnObserver(
+            instruments,
             "invoke_agent",
             name=self.config.app_id,
             base_url=self.config.base_url,
@@ -283,6 +287,7 @@ class Turn:
             data_source_id=source if isinstance(source, str) else None,
             prompt=prompt if isinstance(prompt, str) else None,
             stream=self.options.stream,
+            conversation_id=None,  # known at the end (a new conversation gets it then)
         )
 
     def _enter(self) -> None:
