@@ -13,6 +13,10 @@ fresh process per measurement, with telemetry in one of these states:
 ``baseline``  (``--baseline REF``) ``off`` with the tyqw of a git revision, e.g. the
               commit before telemetry: what a turn cost before the hook points existed
 
+and, apart, ``observer``: the SDK state's turn observer alone, without the network (its
+span, 20 messages, the end and its four histogram records): what telemetry adds to a
+turn, whatever the turn costs.
+
 CPU is ``time.process_time()`` (every thread of the process: the batch processor's too)
 around the turns only, after a warm-up turn. States alternate their order over the
 repetitions; the report gives medians and, in brackets, the median of the per-repetition
@@ -55,31 +59,55 @@ TARGET = 1.05
 
 def child(state: str, base_url: str, turns: int) -> float:
     """CPU seconds of ``turns`` turns with telemetry in ``state``."""
+    if state in ("sdk", "observer"):
+        sdk()
+    if state == "observer":
+        return observer_cpu(turns)
     if state == "api":
         import opentelemetry.metrics
         import opentelemetry.trace  # noqa: F401
-    elif state == "sdk":
-        from collections.abc import Sequence
-
-        from opentelemetry import metrics, trace
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-        from opentelemetry.sdk.trace.export import (
-            BatchSpanProcessor,
-            SpanExporter,
-            SpanExportResult,
-        )
-
-        class Drop(SpanExporter):
-            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-                return SpanExportResult.SUCCESS
-
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(Drop()))
-        trace.set_tracer_provider(provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
     return asyncio.run(turns_cpu(base_url, turns))
+
+
+def sdk() -> None:
+    """The SDK as an application sets it up, with an exporter that drops every span."""
+    from collections.abc import Sequence
+
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+def observer_cpu(turns: int) -> float:
+    """CPU seconds of ``turns`` turn observers fed as a 20-event turn feeds one."""
+    from tyqw import TokenUsage
+    from tyqw._models import _Text, new_message
+    from tyqw._telemetry import turn
+
+    message = new_message("abcd", "sid", "rid", None, None, None, None, None, {}, _Text())
+    usage = {"qwen-plus": TokenUsage(12, 80)}
+    url = "https://dashscope.aliyuncs.com/api/v1"
+    gc.collect()
+    start = time.process_time()
+    for _ in range(turns):
+        observer = turn("invoke_agent", name=APP_ID, base_url=url, agent_id=APP_ID)
+        assert observer is not None
+        observer.sending()
+        for _ in range(EVENTS):
+            observer.message(message)
+        observer.end(session_id="sid", request_id="rid", finish_reason="stop", usage=usage)
+    return time.process_time() - start
 
 
 async def turns_cpu(base_url: str, turns: int) -> float:
@@ -168,7 +196,7 @@ def measure(
     }
 
 
-def report(results: dict[str, Any], reps: int, turns: int) -> str:
+def report(results: dict[str, Any], reps: int, turns: int, observer: float | None) -> str:
     lines = [
         f"Telemetry cost: client CPU per {EVENTS}-event turn, {turns} turns, median of {reps} "
         "(ratio to off in brackets)",
@@ -181,6 +209,11 @@ def report(results: dict[str, Any], reps: int, turns: int) -> str:
     ratio = results["sdk"]["ratio"]
     verdict = "met" if ratio <= TARGET else "MISSED"
     lines += ["", f"target: sdk <= {TARGET}x off: {ratio:.3f}x, {verdict}"]
+    if observer is not None:
+        lines.append(
+            f"the observer alone (SDK on, no network): {observer:.1f} µs/turn, "
+            f"{observer / results['off']['us_per_turn']:.3f} of an off turn"
+        )
     return "\n".join(lines)
 
 
@@ -191,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, help="turns per measurement (default 1000)")
     parser.add_argument("--baseline", metavar="REF", help="also measure tyqw at this git ref")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--child", choices=("off", "api", "sdk"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=("off", "api", "sdk", "observer"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     turns = args.turns or (50 if args.quick else 1000)
@@ -205,14 +240,18 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             baseline = checkout(args.baseline, Path(tmp)) if args.baseline else None
             results = measure(base_url, states, reps, turns, baseline)
+        observer = statistics.median(
+            run_child("observer", base_url, turns, None) / turns * 1e6 for _ in range(reps)
+        )
     finally:
         assert server.stdin is not None and server.stdout is not None
         server.stdin.close()  # the server exits when its stdin closes
         server.wait(30)
         server.stdout.close()
-    print(report(results, reps, turns))
+    print(report(results, reps, turns, observer))
     if args.json:
-        args.json.write_text(json.dumps({"reps": reps, "turns": turns, **results}, indent=2))
+        raw = {"reps": reps, "turns": turns, "observer_us_per_turn": observer, **results}
+        args.json.write_text(json.dumps(raw, indent=2))
     return 0
 
 

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -554,3 +555,27 @@ def test_tyqw_runs_without_opentelemetry(block: bool) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "stop []"
+
+
+def test_the_docs_example_runs_and_prints_the_spans(tmp_path: Path) -> None:
+    """docs/telemetry.md's Python example runs as written and prints the turn's span and
+    its retrieval child, as the page shows."""
+    page = (ROOT / "docs" / "telemetry.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert blocks
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["XDG_STATE_HOME"] = str(tmp_path)
+    for block in blocks:
+        done = subprocess.run(
+            [sys.executable, "-c", block],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert '"name": "retrieval kb-handbook"' in done.stdout
+        assert '"name": "invoke_agent ' in done.stdout
+        assert '"kind": "SpanKind.CLIENT"' in done.stdout
