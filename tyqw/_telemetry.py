@@ -5,9 +5,9 @@ tyqw never imports OpenTelemetry itself to find out whether to emit: an applicat
 configured a tracer or meter provider has imported ``opentelemetry.trace`` or
 ``opentelemetry.metrics``, so ``turn()`` first looks in ``sys.modules`` (a dict lookup)
 and returns ``None`` when neither is there or neither provider is configured. Every hook
-site in the turn is then one ``is not None`` test. ``configure_telemetry()`` sets providers of its
-own (tests, an application with more than one provider) and the content-capture switch.
-``active()`` is that check alone, for a caller that has arguments to compute first.
+site in the turn is then one ``is not None`` test. ``configure_telemetry()`` sets
+providers of tyqw's own (tests, an application with several) and the content-capture
+switch. ``active()`` is that check alone, for a caller with arguments to compute first.
 
 The internal API, for every kind of turn (app turns use it from ``tyqw/_turn.py``)::
 
@@ -43,8 +43,8 @@ attributes only (never the conversation id).
 Prompt and reply text (``gen_ai.input.messages``, ``gen_ai.output.messages``, retrieved
 documents, tool arguments and results) are recorded only when content capture is on:
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` (as the contrib GenAI
-instrumentations read it) or ``configure_telemetry(capture_content=True)``. No header is ever
-recorded, so neither the API key nor a relay token can reach an attribute.
+instrumentations read it) or ``configure_telemetry(capture_content=True)``. No header is
+ever recorded, so neither the API key nor a relay token can reach an attribute.
 """
 
 from __future__ import annotations
@@ -291,8 +291,9 @@ def turn(
 
 
 class TurnObserver:
-    """One turn's span and measurements. Every method is cheap and never raises into
-    the turn; ``end()`` is idempotent."""
+    """One turn's span and measurements. Every method is cheap (the OpenTelemetry API
+    does not raise: a bad value is logged and dropped by the SDK), and ``end()`` is
+    idempotent."""
 
     __slots__ = (
         "capture",
