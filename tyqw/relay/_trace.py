@@ -13,7 +13,7 @@ from typing import Any, Literal
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .._telemetry import HTTP_STATUS, error_type, server_span, set_error
+from .._telemetry import HTTP_STATUS, active, error_type, server_span, set_error
 
 __all__ = ["TraceUser", "note_user", "tracing"]
 
@@ -38,6 +38,8 @@ def tracing(trace_user: TraceUser) -> Middleware:
 
     @web.middleware
     async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if active() is None:
+            return await handler(request)  # off: one dict lookup per request
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else request.path
         attributes = {
