@@ -34,6 +34,7 @@ import tyqw
 from tests.helpers import sim_session
 from tests.relay_helpers import ALICE, SSE_HEADERS, Relay, auth, body, post
 from tyqw import _telemetry
+from tyqw.relay import create_app
 from tyqw.testing import BailianSimulator, Fault
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -461,12 +462,13 @@ PARENT_ID = "00f067aa0ba902b7"
             "hash", {"user.hash": hashlib.sha256(b"alice").hexdigest()[:16]}, id="user-hash"
         ),
         pytest.param("id", {"user.id": "alice"}, id="user-id"),
+        pytest.param(lambda user: f"team-{user}", {"user.id": "team-alice"}, id="user-function"),
     ],
 )
 async def test_relay_request_continues_the_callers_trace(
     telemetry: Telemetry,
     secret_sim: BailianSimulator,
-    trace_user: str | None,
+    trace_user: Any,
     expected: dict[str, str],
 ) -> None:
     """A request with a traceparent makes a SERVER span in that trace, the upstream turn
@@ -503,7 +505,70 @@ async def test_relay_refusal_is_recorded_on_its_span(
     assert not any("wrong-token" in v for v in values(telemetry.finished()))
 
 
-# -- without OpenTelemetry ---------------------------------------------------------------
+def test_relay_refuses_an_unknown_trace_user_form() -> None:
+    """trace_user takes None, "id", "hash" or a function; anything else fails at once."""
+    with pytest.raises(ValueError, match="trace_user must be"):
+        create_app(["app"], allow_anonymous=True, api_key="sk-x", trace_user="email")  # type: ignore[arg-type]
+
+
+# -- the global providers, and without OpenTelemetry ---------------------------------------
+
+_GLOBAL_RUN = """
+import asyncio, tempfile
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import tyqw
+from tyqw.testing import BailianSimulator
+
+async def main():
+    async with BailianSimulator() as sim:
+        async with tyqw.Session(
+            sim.app_id, api_key=sim.api_key, base_url=sim.base_url,
+            state_dir=tempfile.mkdtemp(),
+        ) as session:
+            await session.send("before any provider")
+            spans = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(spans))
+            trace.set_tracer_provider(provider)
+            reader = InMemoryMetricReader()
+            metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+            await session.send("after")
+    names = [s.name.split()[0] for s in spans.get_finished_spans()]
+    data = reader.get_metrics_data()
+    metric_names = sorted(
+        m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics
+    )
+    print(names, metric_names)
+
+asyncio.run(main())
+"""
+
+
+def test_the_global_providers_need_no_call() -> None:
+    """With the application's global providers set, turns report to them without any tyqw
+    call, from the first turn after they are set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_GLOBAL_RUN)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    spans, metrics = done.stdout.strip().split("] [")
+    assert spans == "['invoke_agent'"
+    assert metrics == f"'{DURATION}', '{FIRST_CHUNK_METRIC}', '{TOKEN_USAGE}']"
+
 
 _BLOCKED_RUN = """
 import asyncio, sys, tempfile
