@@ -35,7 +35,7 @@ from ._exceptions import (
     excerpt,
 )
 from ._history import Exchange, ended_now
-from ._http import read_body, redacted, scrub, wrap
+from ._http import read_body, redacted, scrub, unquote_secrets, wrap
 from ._models import Message, Reply, TokenUsage
 from ._options import TurnOptions
 from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
@@ -252,6 +252,7 @@ class Turn:
                     f"the turn took longer than its deadline of {self._deadline():g}s"
                 )
         except TyqwError as exc:
+            unquote_secrets(exc, self.config.headers(True, {}))
             if exc.reply is None:
                 exc.reply = reader.reply(exc)
             self.error = exc
@@ -359,7 +360,7 @@ class Turn:
         if media_type == "application/json" or media_type.endswith("+json"):
             # A non-streaming answer is one event: the same cap applies.
             limit = self.config.max_event_size
-            body = await read_body(response, limit + 1)
+            body = await read_body(response.content, limit + 1)
             if len(body) > limit:
                 raise EventTooLargeError(f"JSON answer larger than {limit} bytes", limit=limit)
             obj = parse_json(body.decode("utf-8", "replace"))
@@ -367,7 +368,7 @@ class Turn:
                 shown = excerpt(body)
                 raise StreamError(f"the answer is not valid JSON: {shown}", excerpt=shown)
             return self.reader.json_answer(obj)
-        body = await read_body(response, 1024)
+        body = await read_body(response.content, 1024)
         content_type = response.headers.get("Content-Type", "")
         expected = "text/event-stream" if self.options.stream else "application/json"
         raise UnexpectedContentTypeError(
@@ -437,12 +438,13 @@ class Turn:
                     return response
                 self.waiting = True
                 try:
-                    answer = await read_body(response, _ERROR_BODY_LIMIT)
+                    answer = await read_body(response.content, _ERROR_BODY_LIMIT)
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     answer = b""
                 finally:
                     self.waiting = False
                 error = error_from_body(response.status, response.reason, answer, response.headers)
+                unquote_secrets(error, headers)  # before the retry line below logs it
                 self.release()
                 if self.interrupted:
                     # abort() or the deadline closed the response while its error body
