@@ -114,6 +114,13 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="offline only: seconds between the simulator's events (default: %(default)s)",
     )
+    serve.add_argument(
+        "--trace-user",
+        choices=("id", "hash"),
+        default=None,
+        help="with OpenTelemetry on (docs/telemetry.md): the user on each request's span "
+        "as user.id, or as user.hash (a SHA-256 prefix); default: not at all",
+    )
     bounds = serve.add_argument_group(
         "clients that stall or crowd",
         "Every connection is bounded in time and number, so slow or many clients cannot "
@@ -218,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
                 store=store,
                 cors=args.cors,
                 rate=args.rate,
+                trace_user=args.trace_user,
                 body_timeout=args.body_timeout,
                 send_timeout=args.send_timeout,
                 **upstream,

@@ -43,6 +43,7 @@ from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
 from ._request import Refused, TurnRequest, invalid, parse_turn
 from ._responses import json_response, refusal, start_sse, upstream_error
+from ._trace import TraceUser, note_user, tracing
 
 __all__ = ["create_app"]
 
@@ -84,6 +85,7 @@ def create_app(
     session_options: Mapping[str, Any] | None = None,
     body_timeout: float = 30.0,
     send_timeout: float = 60.0,
+    trace_user: TraceUser = None,
 ) -> web.Application:
     """A relay that lets browsers and SDKs chat with Bailian apps without the key.
 
@@ -121,6 +123,11 @@ def create_app(
       the server's to bound: ``tyqw serve`` does (``--head-timeout``,
       ``--max-connections``...); behind your own server, set aiohttp's
       ``keepalive_timeout`` and put a proxy with connection limits in front.
+    - Telemetry (docs/telemetry.md): with an OpenTelemetry provider configured, each
+      request is a SERVER span continuing the caller's ``traceparent``, the turn its
+      child. ``trace_user``: the user on that span as ``"id"`` (``user.id``), ``"hash"``
+      (``user.hash``, a SHA-256 prefix) or ``f(user) -> str``; ``None`` (the default): not
+      at all.
 
     Example::
 
@@ -177,7 +184,7 @@ def create_app(
         body_timeout=body_timeout,
         send_timeout=send_timeout,
     )
-    app = web.Application()
+    app = web.Application(middlewares=[tracing(trace_user)])
     app.cleanup_ctx.append(relay.lifetime)
     completion = "/api/v1/apps/{app_id}/completion"
     app.router.add_post(completion, relay.completion)
@@ -245,6 +252,7 @@ class _Relay:
         sse = wants_sse(request.headers)
         try:
             user = await self._user(request)
+            note_user(user)
             app_id = request.match_info["app_id"]
             if app_id not in self.app_ids:
                 raise Refused(404, "NotFound", "This relay does not serve that app id.")
