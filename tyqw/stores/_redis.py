@@ -161,8 +161,10 @@ class RedisStore:
     ``ttl`` (seconds, default one hour: the service forgets a conversation after an hour
     without use) is refreshed on every write; ``None`` keeps records forever. The lock
     is a lease of ``lease`` seconds, renewed every ``lease / 3`` while held: a worker
-    killed while holding it blocks its conversation until the lease expires. Every
-    failure is a ``StoreError`` with redis-py's exception as ``__cause__``.
+    killed while holding it blocks its conversation until the lease expires, and a
+    holder that cannot renew it in time stops its turn before it can expire (see
+    ``TurnLock.on_lost``). Every failure is a ``StoreError`` with redis-py's exception
+    as ``__cause__``.
 
     Example::
 
