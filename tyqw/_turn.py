@@ -480,7 +480,11 @@ class Turn:
         """The store can no longer prove the conversation's lock is ours: stop now."""
         if self.lost is None and not self.done:
             self.lost = error
-            self.interrupt("lost")
+            if asyncio.current_task() is self.task:
+                # Told while taking the conversation: nothing to cancel, nothing is sent.
+                self.interrupted = self.interrupted or "lost"
+            else:
+                self.interrupt("lost")
 
     def interrupt(self, reason: Literal["abort", "deadline", "lost"]) -> None:
         if self.interrupted or self.done or self.task is None:
