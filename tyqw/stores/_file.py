@@ -66,10 +66,11 @@ _locks = KeyedLocks()
 # the folder cannot be read. _UNREAD: a lock under which the file was not read yet.
 _UNKNOWN = object()
 _UNREAD = object()
-# The _FileLock held on each conversation file, per event loop (its in-process lock
-# makes it one at most): the turn's read and write, made through the store's async
-# methods under it, note and check there the version the turn read.
-_held: dict[tuple[int, Path], _FileLock] = {}
+# The _FileLock held on each conversation file (its OS lock makes it one per process,
+# whichever loop; without an OS lock the folder is unusable and versions unknown): the
+# turn's read and write, made through the store's async methods under it, note and
+# check there the version the turn read.
+_held: dict[Path, _FileLock] = {}
 
 Found = tuple[str, str, dict[str, Any], float]
 """``(app_id, name, record, mtime)`` read from one file."""
@@ -129,6 +130,10 @@ class FileStore(LocalStoreMethods):
 
     def get_now(self, app_id: str, name: str) -> dict[str, Any] | None:
         """The record, or ``None`` (no file, a damaged one, or an unusable folder)."""
+        return self._get(app_id, name)[0]
+
+    def _get(self, app_id: str, name: str) -> tuple[dict[str, Any] | None, object]:
+        """The record, and the version of the file it stands for."""
         path = self.path(app_id, name)
         memory_key = (self.directory, app_id, name)
         with _in_memory_guard:
@@ -137,23 +142,23 @@ class FileStore(LocalStoreMethods):
             record, shadowed = kept
             now = _version(path)
             if now is _UNKNOWN or shadowed is _UNKNOWN or now == shadowed:
-                return copy.deepcopy(record)
+                return copy.deepcopy(record), now
             # Another process stored or cleared the conversation since: theirs is newer.
             with _in_memory_guard:
                 if _in_memory.get(memory_key) is kept:
                     del _in_memory[memory_key]
         try:
-            found = _read(path)
+            found, version = _read_versioned(path)
         except OSError as exc:
             self._unusable("read", exc)
-            return None
+            return None, _UNKNOWN
         if found is None:
-            return None
+            return None, version
         stored_app_id, stored_name, record, _ = found
         if (stored_app_id, stored_name) != (app_id, name):
             logger.warning("tyqw: %s belongs to another conversation; ignoring it", path)
-            return None
-        return record
+            return None, version
+        return record, version
 
     def set_now(self, app_id: str, name: str, record: dict[str, Any]) -> None:
         """Replace the record: readers see the old file or the new one, never a mix."""
@@ -228,12 +233,11 @@ class FileStore(LocalStoreMethods):
     async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
         """``get_now()``; under ``lock()`` it also notes the version of the file it read,
         which the write under the same lock checks."""
-        path = self.path(app_id, name)
-        holder = _held.get((id(asyncio.get_running_loop()), path))
-        if holder is not None:
-            # Noted before the read: a change in between only makes the write skip.
-            holder.version = _version(path)
-        return self.get_now(app_id, name)
+        holder = _held.get(self.path(app_id, name))
+        if holder is None:
+            return self.get_now(app_id, name)
+        record, holder.version = self._get(app_id, name)
+        return record
 
     async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
         """``set_now()``; under ``lock()``, skipped if another process changed the file
@@ -248,7 +252,7 @@ class FileStore(LocalStoreMethods):
 
     def _changed_since_read(self, app_id: str, name: str) -> bool:
         path = self.path(app_id, name)
-        holder = _held.get((id(asyncio.get_running_loop()), path))
+        holder = _held.get(path)
         if holder is None or holder.version is _UNREAD:
             return False
         read, holder.version = holder.version, _UNREAD
@@ -369,14 +373,14 @@ class _FileLock:
     """``FileStore.lock()``: the in-process lock of the file, then the OS lock on it (a
     class, not an ``asynccontextmanager``: it is on every turn's path)."""
 
-    __slots__ = ("_fd", "_hold", "_key", "_path", "_store", "version")
+    __slots__ = ("_fd", "_hold", "_path", "_record_path", "_store", "version")
 
     def __init__(self, store: FileStore, record_path: Path, path: Path) -> None:
         self._store = store
         self._path = path
         self._hold = _locks.hold(path)
         self._fd: int | None = None
-        self._key = (0, record_path)
+        self._record_path = record_path
         self.version: object = _UNREAD  # of the record file, as read under this lock
 
     async def __aenter__(self) -> None:
@@ -387,12 +391,11 @@ class _FileLock:
             await self._hold.__aexit__(None, None, None)
             raise
         self.version = _UNREAD
-        self._key = (id(asyncio.get_running_loop()), self._key[1])
-        _held[self._key] = self
+        _held[self._record_path] = self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if _held.get(self._key) is self:
-            del _held[self._key]
+        if _held.get(self._record_path) is self:
+            del _held[self._record_path]
         fd, self._fd = self._fd, None
         try:
             if fd is not None:
@@ -421,22 +424,29 @@ def _read(path: Path) -> Found | None:
     redirect the open. Other ``OSError`` is raised: only the caller knows what an
     unreadable folder means.
     """
+    return _read_versioned(path)[0]
+
+
+def _read_versioned(path: Path) -> tuple[Found | None, object]:
+    """``_read()``, and the version of the file (see ``_version``) it read. The version
+    is taken before the read: a change in between makes the turn's write skip, never
+    lets it overwrite."""
     try:
         before = os.lstat(path)
     except FileNotFoundError:
-        return None
+        return None, None
     signature = (before.st_ino, before.st_dev, before.st_size, before.st_mtime_ns)
     cached = _read_cache.get(path)
     if cached is not None and cached[0] == signature:
         app_id, name, record, mtime = cached[1]
-        return app_id, name, copy_record(record), mtime
+        return (app_id, name, copy_record(record), mtime), signature
     found = _read_fresh(path, before)
     if found is not None:
         if len(_read_cache) >= _READ_CACHE_SIZE:
             _read_cache.clear()
         _read_cache[path] = (signature, found)
         found = (found[0], found[1], copy_record(found[2]), found[3])
-    return found
+    return found, signature
 
 
 def _read_fresh(path: Path, before: os.stat_result) -> Found | None:
