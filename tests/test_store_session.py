@@ -349,11 +349,13 @@ async def test_a_store_that_fails_after_the_reply_keeps_the_reply(
 # -- a lease lost mid-turn, a store failing at the end of a turn ---------------------------
 
 
+@pytest.mark.parametrize("how", ["network-cut", "redis-paused"])
 async def test_a_worker_that_loses_its_lease_stops_before_another_turn_starts(
-    sim: BailianSimulator, redis_process: RedisProcess, redis_url: str
+    sim: BailianSimulator, own_redis: RedisProcess, how: str
 ) -> None:
-    """Worker A is cut off from Redis mid-reply: its turn stops with StoreError and its
-    partial reply before worker B's turn of the same user reaches the service."""
+    """Worker A is cut off from Redis mid-reply (its connection stalls, or Redis is
+    paused for longer than the lease): its turn stops with StoreError and its partial
+    reply before worker B's turn of the same user reaches the service."""
     order: list[str] = []
 
     def reply(prompt: str, history: list[tuple[str, str]]) -> str:
@@ -361,8 +363,8 @@ async def test_a_worker_that_loses_its_lease_stops_before_another_turn_starts(
         return "x" * 100 if prompt == "long" else "ok"
 
     sim.reply, sim.chunk_size, sim.delay = reply, 1, 0.05
-    async with TcpProxy(redis_process.port) as proxy:
-        stores = [RedisStore.from_url(url, lease=1.2) for url in (proxy.url, redis_url)]
+    async with TcpProxy(own_redis.port) as proxy:
+        stores = [RedisStore.from_url(url, lease=1.2) for url in (proxy.url, own_redis.url)]
         a, b = (
             Session(sim.app_id, api_key=sim.api_key, base_url=sim.base_url, store=store)
             for store in stores
@@ -370,7 +372,10 @@ async def test_a_worker_that_loses_its_lease_stops_before_another_turn_starts(
         streaming = asyncio.Event()
 
         def cut_off(message: object) -> None:
-            proxy.stall()  # A's renewals no longer reach Redis
+            if how == "network-cut":
+                proxy.stall()  # A's renewals no longer reach Redis
+            else:  # every client waits, both workers' included
+                own_redis.command("CLIENT", "PAUSE", "3000")
             streaming.set()
 
         async def a_turn() -> Reply:
