@@ -37,7 +37,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from . import _clock
-from ._exceptions import StoreError, TyqwError
+from ._exceptions import TyqwError
 from ._history import Exchange, Expiry, context_messages
 from ._models import TokenUsage
 from ._options import is_session_id
@@ -51,6 +51,7 @@ from .stores._base import (
     has_transcript_methods,
     has_turn_methods,
     is_local,
+    read_history,
 )
 from .stores._record import record_problem
 
@@ -145,28 +146,9 @@ class Conversation:
 
     async def history(self) -> list[Exchange]:
         """The transcript, oldest first."""
-        if not self.transcripts:
-            raise StoreError(
-                f"{type(self.store).__name__} keeps no transcripts: a store keeps them "
-                "when it has append_transcript(), read_transcript() and "
-                "delete_transcript() (see tyqw.stores.TranscriptStore)"
-            )
-        if self.transcript_ended:
+        if self.transcript_ended and self.transcripts:
             return []  # cleared here; the store hears of it at the next turn
-        store = cast("TranscriptStore", self.store)
-        try:
-            entries = await store.read_transcript(self.app_id, self.name)
-        except TyqwError:
-            raise
-        except Exception as exc:
-            raise _store_error(self.store, "read the transcript", exc) from exc
-        exchanges = []
-        for entry in entries:
-            try:
-                exchanges.append(Exchange.from_dict(entry))
-            except ValueError as exc:
-                logger.warning("tyqw: skipping an unreadable exchange of %r: %s", self.name, exc)
-        return exchanges
+        return await read_history(self.store, self.app_id, self.name)
 
     async def _end_transcript(self) -> None:
         """Apply a caller's ``clear()`` to the transcript (under the lock)."""

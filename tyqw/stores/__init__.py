@@ -28,6 +28,7 @@ from ._base import (
     begin_turn,
     end_turn,
     forget,
+    read_history,
 )
 from ._file import FileStore
 from ._memory import MemoryStore
@@ -48,6 +49,7 @@ __all__ = [
     "begin_turn",
     "end_turn",
     "forget",
+    "read_history",
 ]
 
 
