@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import sys
@@ -20,7 +19,22 @@ from typing import Any
 from aiohttp import web
 
 from .. import TyqwError
-from ._common import ERROR, OFFLINE_DELAY, OK, UsageError, event_loop, fail
+from .._config import environment_api_key, environment_app_id
+from ..stores import StoreLocation
+from ._common import (
+    ERROR,
+    OFFLINE_DELAY,
+    OK,
+    SERVE_PORT,
+    UsageError,
+    cannot_listen,
+    event_loop,
+    fail,
+    port_number,
+    seconds,
+    timeout_seconds,
+    whole_number,
+)
 
 NO_KEY_NOTICE = (
     "tyqw: no DASHSCOPE_API_KEY set, so the relay answers with the built-in offline "
@@ -40,11 +54,15 @@ def add_parser(commands: Any) -> None:
         "only from DASHSCOPE_API_KEY in this server's environment and never leaves it. "
         "Without the key the upstream is the built-in offline simulator.",
         epilog="Environment: DASHSCOPE_API_KEY, DASHSCOPE_APP_ID, DASHSCOPE_BASE_URL, "
-        "DASHSCOPE_WORKSPACE. Tokens file: one 'TOKEN USER' per line, '#' comments.",
+        "DASHSCOPE_WORKSPACE, TYQW_STORE. Tokens file: one 'TOKEN USER' per line, '#' "
+        "comments.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     serve.add_argument(
-        "--port", type=int, default=8000, help="default: %(default)s; 0 picks a free port"
+        "--port",
+        type=port_number,
+        default=SERVE_PORT,
+        help="default: %(default)s (tyqw simulate's is 8100); 0 picks a free port",
     )
     serve.add_argument(
         "--app-id",
@@ -57,10 +75,10 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--store",
         metavar="URL",
-        default="memory",
-        help="where each user's conversation lives: memory (the default; gone when the "
-        "relay stops), a folder, or redis://... / rediss://... (relay workers on one Redis "
-        "continue the same conversations and share the rate limit)",
+        help="where each user's conversation lives: memory (the default unless TYQW_STORE "
+        "names another; gone when the relay stops), a folder, or redis://... / rediss://... "
+        "(relay workers on one Redis continue the same conversations and share the rate "
+        "limit)",
     )
     serve.add_argument(
         "--tokens",
@@ -91,10 +109,61 @@ def add_parser(commands: Any) -> None:
     )
     serve.add_argument(
         "--delay",
-        type=float,
+        type=seconds,
         default=OFFLINE_DELAY,
         metavar="SECONDS",
         help="offline only: seconds between the simulator's events (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--trace-user",
+        choices=("id", "hash"),
+        default=None,
+        help="with OpenTelemetry on (docs/telemetry.md): the user on each request's span "
+        "as user.id, or as user.hash (a SHA-256 prefix); default: not at all",
+    )
+    bounds = serve.add_argument_group(
+        "clients that stall or crowd",
+        "Every connection is bounded in time and number, so slow or many clients cannot "
+        "hold the relay (a stalled answer also holds that user's conversation).",
+    )
+    bounds.add_argument(
+        "--head-timeout",
+        type=timeout_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="drop a connection whose request head is not complete in this time; also "
+        "how long an idle kept-alive connection stays open (default: %(default)g)",
+    )
+    bounds.add_argument(
+        "--body-timeout",
+        type=timeout_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="answer 408 to a request whose body does not arrive in this time "
+        "(default: %(default)g)",
+    )
+    bounds.add_argument(
+        "--send-timeout",
+        type=timeout_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="drop a client that reads nothing of its answer for this long, ending its "
+        "turn (default: %(default)g)",
+    )
+    bounds.add_argument(
+        "--max-connections",
+        type=whole_number,
+        default=None,
+        metavar="N",
+        help="open connections in all; past it, new ones get a 503 (default: half of "
+        "what the open-file limit leaves after 32, between 8 and 1000)",
+    )
+    bounds.add_argument(
+        "--max-connections-per-peer",
+        type=whole_number,
+        default=32,
+        metavar="N",
+        help="open connections from one address other than loopback (default: %(default)s)",
     )
     serve.set_defaults(run=run)
 
@@ -106,9 +175,24 @@ def rate(value: str) -> int:
     return int(match.group(1))
 
 
+def _store(args: argparse.Namespace) -> str | Path:
+    """``--store``, else ``TYQW_STORE``, else memory, read as every command reads them
+    (a mistake is a usage error naming its source); what ``create_app`` takes."""
+    try:
+        if args.store is not None:
+            location = StoreLocation.parse(args.store, source="--store")
+        else:
+            location = StoreLocation.from_environment() or StoreLocation("memory")
+    except (ValueError, ImportError) as exc:
+        raise UsageError(str(exc)) from None
+    if location.kind == "folder":
+        return Path(location.target)  # a path: never read again as "memory" or a URL
+    return location.target or "memory"
+
+
 def run(args: argparse.Namespace) -> int:
+    from .._config import is_loopback
     from ..relay import create_app
-    from ..relay._auth import is_loopback
 
     prefix = args.prefix.rstrip("/")
     if prefix and not prefix.startswith("/"):
@@ -118,12 +202,13 @@ def run(args: argparse.Namespace) -> int:
             f"refusing to listen on {args.host or 'every address'} without authentication: "
             "pass --tokens FILE, or --host 127.0.0.1"
         )
+    store = _store(args)
     with event_loop() as loop:
         simulator = None
         upstream: dict[str, Any] = {}
-        from_env = os.environ.get("DASHSCOPE_APP_ID")
+        from_env = environment_app_id()
         app_ids: list[str] = args.app_ids or ([from_env] if from_env else [])
-        if not os.environ.get("DASHSCOPE_API_KEY"):
+        if not environment_api_key():
             from .._simulator import BailianSimulator
 
             simulator = loop.run_until_complete(BailianSimulator(delay=args.delay).start())
@@ -137,9 +222,12 @@ def run(args: argparse.Namespace) -> int:
                 app_ids,
                 tokens=args.tokens,
                 allow_anonymous=args.tokens is None,
-                store=args.store,
+                store=store,
                 cors=args.cors,
                 rate=args.rate,
+                trace_user=args.trace_user,
+                body_timeout=args.body_timeout,
+                send_timeout=args.send_timeout,
                 **upstream,
             )
         except (ValueError, ImportError, TyqwError) as exc:
@@ -170,15 +258,25 @@ def _serve(
 
         root.router.add_get(prefix, to_page)  # before the sub-app, which would match it
         root.add_subapp(prefix, relay)
-    # handler_cancellation: a browser that goes away ends its turn at once.
-    runner = web.AppRunner(root, handler_cancellation=True, access_log=None)
+    from ..relay._limits import ConnectionLimits, Site, default_max_connections
+
+    # handler_cancellation: a browser that goes away ends its turn at once. A kept-alive
+    # connection's next request head gets the time its first had (aiohttp's timer).
+    runner = web.AppRunner(
+        root, handler_cancellation=True, access_log=None, keepalive_timeout=args.head_timeout
+    )
     loop.run_until_complete(runner.setup())
+    limits = ConnectionLimits(
+        head_timeout=args.head_timeout,
+        max_connections=args.max_connections or default_max_connections(),
+        max_connections_per_peer=args.max_connections_per_peer,
+    )
     try:
-        site = web.TCPSite(runner, args.host, args.port)
+        site = Site(runner, args.host, args.port, limits)
         try:
             loop.run_until_complete(site.start())
-        except OSError as exc:
-            fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        except (OSError, OverflowError) as exc:
+            fail(cannot_listen(args.host, args.port, exc))
             return ERROR
         host, port = _address(runner, args.host)
         base = f"http://{host}:{port}{prefix}"
