@@ -130,6 +130,28 @@ async def test_an_aborted_turn_is_kept_with_what_arrived(
     assert exchange.reply.finish_reason is None and exchange.reply.error is None
 
 
+async def test_a_turn_ended_by_a_raising_handler_is_kept_with_its_error(
+    sim: BailianSimulator, store: Store
+) -> None:
+    """A message handler that raises, with no error handler, ends the turn with a
+    HandlerError: the exchange keeps the text so far and that error, not just the text."""
+    async with on(sim, store, name="alice") as session:
+
+        def fail(message: tyqw.Message) -> None:
+            if message.text:
+                raise ValueError("the handler broke")
+
+        session.on("message", fail)
+        with pytest.raises(tyqw.HandlerError) as raised:
+            await session.send("讲个长故事")
+        [exchange] = await session.history()
+    assert raised.value.reply is not None
+    assert exchange.reply.text == raised.value.reply.text != ""
+    assert isinstance(exchange.reply.error, RecordedError)
+    assert exchange.reply.error.kind == "HandlerError"
+    assert "the handler broke" in str(exchange.reply.error)
+
+
 # -- the cap, and keeping none ------------------------------------------------------------
 
 

@@ -317,6 +317,12 @@ class Session(Subscriptions):
                     pending = emit(emitter, event, handlers[event], value, reply_for)
                     if pending is not None:
                         await pending
+        except TyqwError as exc:
+            # A handler's HandlerError with no "error" handler (or what an "error"
+            # handler raised) ends the turn: its exchange records that error.
+            if turn.error is None:
+                turn.error = exc
+            raise
         finally:
             await items.aclose()
         if emitter.replies:
