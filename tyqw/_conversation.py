@@ -37,7 +37,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from . import _clock
-from ._exceptions import TyqwError
+from ._exceptions import StoreError, TyqwError
 from ._history import Exchange, Expiry, context_messages
 from ._models import TokenUsage
 from ._options import is_session_id
@@ -52,6 +52,8 @@ from .stores._base import (
     has_turn_methods,
     is_local,
     read_history,
+    read_now,
+    write_now,
 )
 from .stores._record import record_problem
 
@@ -65,12 +67,16 @@ USAGE_WRITE_INTERVAL = 10.0
 class _Ticket:
     """One turn's hold on the conversation."""
 
-    __slots__ = ("generation", "lock", "resent", "sent")
+    __slots__ = ("generation", "lock", "lost", "resent", "sent", "unwritten")
 
-    def __init__(self, generation: int, lock: TurnLock, sent: str | None, resent: int) -> None:
+    def __init__(
+        self, generation: int, lock: TurnLock, sent: str | None, unwritten: bool, resent: int
+    ) -> None:
         self.generation = generation
         self.lock = lock
         self.sent = sent
+        self.unwritten = unwritten  # a caller's change the store still lacks
+        self.lost = False  # the store could not prove the lock held: write nothing more
         self.resent = resent  # exchanges sent as messages in place of a dead id
 
 
@@ -91,7 +97,7 @@ class Conversation:
         self.session_id: str | None = None
         self.rounds = 0  # turns the service has had under session_id (at least)
         self.used_at: float | None = None  # when it was last used (_clock.now()), if known
-        self.unwritten = False  # rounds and used_at a local store has not been given
+        self.age_unwritten = False  # rounds and used_at a local store has not been given
         self.stored: dict[str, TokenUsage] = {}  # the totals the store holds
         self.added: dict[str, TokenUsage] = {}  # this process's, not yet written
         self.written_at = time.monotonic()
@@ -101,7 +107,7 @@ class Conversation:
         self.dirty = False  # a caller's change not yet written to a shared store
         self._loaded: object = None  # the record last taken from the store
         if is_local(store):
-            self._load(store.get_now(app_id, name))
+            self._load(read_now(store, app_id, name))
 
     @property
     def usage(self) -> dict[str, TokenUsage]:
@@ -117,11 +123,12 @@ class Conversation:
         self.rounds, self.used_at = 0, None  # an id from elsewhere: its age is unknown
         store = self.store
         if is_local(store):
-            record = self._record()
-            if record is None:
-                store.delete_now(self.app_id, self.name)
-            else:
-                store.set_now(self.app_id, self.name, record)
+            try:
+                write_now(store, self.app_id, self.name, self._record())
+            except StoreError:
+                self.dirty = True  # kept, and written at the next turn or flush()
+                raise
+            self.dirty = False
             self.written_at = time.monotonic()
         else:
             self.dirty = True
@@ -164,7 +171,12 @@ class Conversation:
 
     async def flush(self) -> None:
         """Write what the store lacks (a caller's change, tokens not yet written) now."""
-        if not self.dirty and not self.added and not self.transcript_ended and not self.unwritten:
+        if (
+            not self.dirty
+            and not self.added
+            and not self.transcript_ended
+            and not self.age_unwritten
+        ):
             return
         lock, record = await begin_turn(self.store, self.app_id, self.name)
         try:
@@ -172,19 +184,27 @@ class Conversation:
         except BaseException:
             await end_turn(self.store, lock, self.app_id, self.name, self._unchanged(record))
             raise
-        if not self.dirty:
+        dirty = self.dirty
+        if not dirty:
             self._merge(record)
         self.dirty = False
-        await self._write(lock, self._record())
+        try:
+            await self._write(lock, self._record())
+        except BaseException:
+            self.dirty = self.dirty or dirty  # kept for a later try
+            raise
 
     # -- turns -----------------------------------------------------------------------------
 
-    async def begin(self) -> tuple[object, str | None, list[dict[str, str]] | None]:
+    async def begin(
+        self, on_lost: Callable[[StoreError], object]
+    ) -> tuple[object, str | None, list[dict[str, str]] | None]:
         lock, record = await begin_turn(self.store, self.app_id, self.name)
+        unwritten = self.dirty
         try:
             if self.transcript_ended:
                 await self._end_transcript()
-            if self.dirty:
+            if unwritten:
                 # The caller's change is newer than what the store holds: it wins.
                 self.dirty = False
             else:
@@ -193,10 +213,18 @@ class Conversation:
             if session_id is not None and self._expired():
                 session_id, context = None, await self._context()
         except BaseException:
+            self.dirty = self.dirty or unwritten
             await end_turn(self.store, lock, self.app_id, self.name, self._unchanged(record))
             raise
         resent = len(context) // 2 if context else 0
-        return _Ticket(self.generation, lock, session_id, resent), session_id, context
+        ticket = _Ticket(self.generation, lock, session_id, unwritten, resent)
+
+        def lost(error: StoreError) -> None:
+            ticket.lost = True
+            on_lost(error)
+
+        lock.on_lost(lost)
+        return ticket, session_id, context
 
     def _expired(self) -> bool:
         """True when the service is known to have forgotten the conversation and the
@@ -227,8 +255,10 @@ class Conversation:
         exchange: Callable[[], Exchange],
     ) -> Coroutine[Any, Any, None]:
         assert isinstance(ticket, _Ticket)
-        if self.keep and ticket.generation == self.generation:
+        if self.keep and ticket.generation == self.generation and not ticket.lost:
             # A turn that began before a clear() belongs to the conversation it ended.
+            # A turn whose lock was lost appends nothing: another worker may hold the
+            # conversation by now, and its transcript must stay one ordered sequence.
             return self._append_then(ticket, exchange(), self._finish(ticket, session_id, usage))
         return self._finish(ticket, session_id, usage)
 
@@ -262,9 +292,10 @@ class Conversation:
             self.added = _sum(self.added, usage)
             self.rounds += 1
             self.used_at = _clock.now()
-            self.unwritten = True
+            self.age_unwritten = True
         elif ticket.generation != self.generation:
             changed = True  # the caller changed the conversation during the turn
+        changed = changed or ticket.unwritten
         if (
             self.local
             and not changed
@@ -283,7 +314,7 @@ class Conversation:
         added = self.added
         await end_turn(self.store, lock, self.app_id, self.name, record)
         self.written_at = time.monotonic()
-        self.unwritten = False
+        self.age_unwritten = False
         if record is not None and self.added is added:
             self.stored, self.added = _sum(self.stored, added), {}
 
