@@ -67,10 +67,17 @@ class Conversations:
         for session_id in session_ids:
             self._by_id.pop(session_id, None)
 
-    @staticmethod
-    def add_turn(conversation: Conversation, prompt: str, text: str) -> None:
+    def add_turn(
+        self, session_id: str, conversation: Conversation, prompt: str, text: str
+    ) -> None:
         conversation.history.append((prompt, text))
         conversation.last_used = _clock.monotonic()
+        if len(conversation.history) >= self.max_rounds and self._by_id.get(session_id) is (
+            conversation
+        ):
+            # Ended by its rounds: dropped now, as a client that knows the limit never
+            # names it again (and so never makes live() drop it).
+            del self._by_id[session_id]
 
     def _ended(self, conversation: Conversation, now: float) -> bool:
         idle = now - conversation.last_used

@@ -408,7 +408,9 @@ class BailianSimulator:
 
     def _commit(self, answer: Answer) -> None:
         if answer.conversation is not None:
-            self._conversations.add_turn(answer.conversation, answer.prompt, answer.text)
+            self._conversations.add_turn(
+                answer.session_id, answer.conversation, answer.prompt, answer.text
+            )
         if answer.memory_id is not None:
             self._memories.remember(answer.memory_id, answer.prompt)
 
