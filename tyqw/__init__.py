@@ -35,7 +35,7 @@ from ._exceptions import (
     TyqwError,
     UnexpectedContentTypeError,
 )
-from ._history import Exchange
+from ._history import Exchange, Expiry
 from ._models import Citation, Message, Reply, Thought, TokenUsage, WorkflowEvent
 from ._options import RagOptions
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
@@ -55,6 +55,7 @@ __all__ = [
     "ConnectionLostError",
     "EventTooLargeError",
     "Exchange",
+    "Expiry",
     "HandlerError",
     "IncompleteStreamError",
     "InternalServerError",

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ._exceptions import MissingAPIKeyError
-from ._history import check_history
+from ._history import Expiry, check_expiry, check_history
 from ._options import HEADER_VALUE, check_seconds, check_workspace, kind
 from ._version import __version__
 
@@ -244,6 +244,7 @@ class Config:
         "base_url",
         "connect_timeout",
         "deadline",
+        "expiry",
         "history",
         "max_event_size",
         "max_retries",
@@ -270,6 +271,7 @@ class Config:
         trust_env: bool,
         proxy: str | None,
         history: bool | int = True,
+        expiry: bool | Expiry = True,
     ) -> None:
         self.app_id = check_app_id(app_id)
         key = require_api_key(api_key)
@@ -293,6 +295,7 @@ class Config:
         self.timeout = self.client_timeout(self.read_timeout)
         self.proxy = _proxy_for(self.base_url, proxy, trust_env)
         self.history = check_history(history)  # exchanges kept per conversation; 0: none
+        self.expiry = check_expiry(expiry)  # the service's limits to watch; None: not watched
         headers = {
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",

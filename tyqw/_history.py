@@ -15,7 +15,16 @@ from typing import Any
 from ._exceptions import RecordedError, TyqwError
 from ._models import Reply
 
-__all__ = ["DEFAULT_HISTORY", "FORMAT_VERSION", "Exchange", "check_history", "ended_now"]
+__all__ = [
+    "DEFAULT_HISTORY",
+    "FORMAT_VERSION",
+    "Exchange",
+    "Expiry",
+    "check_expiry",
+    "check_history",
+    "context_messages",
+    "ended_now",
+]
 
 DEFAULT_HISTORY = 200
 """Exchanges a Session keeps per conversation unless told otherwise.
@@ -40,6 +49,60 @@ def check_history(history: object) -> int:
     if history < 0:
         raise ValueError("history must be >= 0 (the number of exchanges to keep)")
     return history
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """When the service has forgotten a conversation, and how much of the transcript
+    tyqw then sends instead of the forgotten id: ``Session(..., expiry=...)``.
+
+    The service forgets a conversation ``idle`` seconds after its last turn (an hour)
+    or once it holds ``rounds`` turns (50). When the stored id is known to be past
+    either, the next turn sends the ``resend`` most recent exchanges of the transcript
+    as ``input.messages`` (which the service reads in place of ``session_id``), and
+    the id the service answers with continues from there. ``expiry=True`` (the
+    default) is ``Expiry()``; ``expiry=False`` sends the stored id whatever its age.
+
+    Example::
+
+        Session("YOUR_APP_ID", expiry=Expiry(idle=1800))   # an app kept half an hour
+    """
+
+    idle: float = 3600.0
+    rounds: int = 50
+    resend: int = 20
+
+    def __post_init__(self) -> None:
+        idle = self.idle
+        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not idle >= 0:
+            raise ValueError("Expiry.idle must be a number of seconds >= 0")
+        for name in ("rounds", "resend"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expiry.{name} must be an int >= 1")
+
+
+def check_expiry(expiry: object) -> Expiry | None:
+    """``Session(expiry=...)`` as the limits to watch, or ``None`` (not watched)."""
+    if expiry is True:
+        return Expiry()
+    if expiry is False:
+        return None
+    if not isinstance(expiry, Expiry):
+        raise TypeError(f"expiry must be True, False or an Expiry, not {type(expiry).__name__}")
+    return expiry
+
+
+def context_messages(exchanges: list[Exchange]) -> list[dict[str, str]]:
+    """``exchanges`` as ``input.messages``: a user and an assistant turn each. A turn
+    that got no text at all (it failed before any arrived) is left out: the service
+    never saw it as a round either."""
+    messages = []
+    for exchange in exchanges:
+        if exchange.reply.text:
+            messages.append({"role": "user", "content": exchange.prompt})
+            messages.append({"role": "assistant", "content": exchange.reply.text})
+    return messages
 
 
 def _now() -> dt.datetime:

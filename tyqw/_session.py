@@ -21,7 +21,7 @@ from ._config import DEFAULT_BASE_URL, Config, setup_logging
 from ._conversation import Conversation
 from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emit, emit_error
 from ._exceptions import StreamError, TyqwError
-from ._history import Exchange
+from ._history import Exchange, Expiry
 from ._models import Message, Reply, TokenUsage
 from ._options import Options, TurnOptions, check_session_id
 from ._store import default_state_dir
@@ -45,7 +45,9 @@ class Session(Subscriptions):
     file under ``state_dir``), so a script that restarts continues the same conversation.
     Turns are serialized, across processes too when they share a store. Each turn is
     added to the conversation's transcript in the store (``history()``): the 200 most
-    recent by default, ``history=N`` keeps ``N``, ``history=False`` none.
+    recent by default, ``history=N`` keeps ``N``, ``history=False`` none. When the
+    service has forgotten the conversation (an hour idle, 50 rounds: ``expiry=``), the
+    next turn sends the transcript's recent exchanges in place of the forgotten id.
 
     Example::
 
@@ -76,6 +78,7 @@ class Session(Subscriptions):
         trust_env: bool = True,
         proxy: str | None = None,
         history: bool | int = True,
+        expiry: bool | Expiry = True,
     ) -> None:
         setup_logging()
         self._config = Config(
@@ -92,6 +95,7 @@ class Session(Subscriptions):
             trust_env=trust_env,
             proxy=proxy,
             history=history,
+            expiry=expiry,
         )
         if not isinstance(name, str) or not name:
             raise ValueError("name must be a non-empty string")
@@ -105,7 +109,7 @@ class Session(Subscriptions):
         self.store: Store = store
         self.state_dir: Path | None = store.directory if isinstance(store, FileStore) else None
         self._conversation = Conversation(
-            self.store, self._config.app_id, name, self._config.history
+            self.store, self._config.app_id, name, self._config.history, self._config.expiry
         )
         self._emitter = Emitter()
         self._slot = Slot()
@@ -313,6 +317,12 @@ class Session(Subscriptions):
                     pending = emit(emitter, event, handlers[event], value, reply_for)
                     if pending is not None:
                         await pending
+        except TyqwError as exc:
+            # A handler's HandlerError with no "error" handler (or what an "error"
+            # handler raised) ends the turn: its exchange records that error.
+            if turn.error is None:
+                turn.error = exc
+            raise
         finally:
             await items.aclose()
         if emitter.replies:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._events import Subscriptions
 from ._exceptions import SessionClosedError, TyqwError
-from ._history import Exchange
+from ._history import Exchange, Expiry
 from ._loop_thread import loop_thread
 from ._models import Message, Reply, TokenUsage
 from ._session import MessageStream, Options, Session
@@ -94,6 +94,7 @@ class SyncSession(Subscriptions):
         trust_env: bool = True,
         proxy: str | None = None,
         history: bool | int = True,
+        expiry: bool | Expiry = True,
     ) -> None:
         self._session = Session(
             app_id,
@@ -112,6 +113,7 @@ class SyncSession(Subscriptions):
             trust_env=trust_env,
             proxy=proxy,
             history=history,
+            expiry=expiry,
         )
         self._loop, self._loop_ident = loop_thread.acquire()
         self._lock = threading.Lock()  # makes "closed?" and "submit" one step

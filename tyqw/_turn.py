@@ -67,8 +67,11 @@ _ACTIVE: contextvars.ContextVar[tuple[Turn, ...]] = contextvars.ContextVar(
 class Conversation(Protocol):
     """What a turn needs of its Session's conversation."""
 
-    async def begin(self, on_lost: Callable[[StoreError], object]) -> tuple[object, str | None]:
-        """Take the conversation (its store's lock); return a ticket and the id to send.
+    async def begin(
+        self, on_lost: Callable[[StoreError], object]
+    ) -> tuple[object, str | None, list[dict[str, str]] | None]:
+        """Take the conversation (its store's lock); return a ticket, the id to send and,
+        when the service has forgotten the conversation, the context to send instead.
         ``on_lost`` is called if the store can no longer prove the lock is held."""
 
     def seen(self, ticket: object, session_id: str) -> None:
@@ -349,13 +352,17 @@ class Turn:
             self.holding = True
             self.slot.check_open()
             self.slot.active = self
+            context = None
             if self.options.session_id is None:
-                self.ticket, session_id = await self.conversation.begin(self._lose)
+                self.ticket, session_id, context = await self.conversation.begin(self._lose)
                 self.reader.on_session_id = functools.partial(self.conversation.seen, self.ticket)
             else:
                 session_id = self.options.session_id  # this turn only: the store stays out
+            body_input = self.options.body["input"]
+            if context and "messages" not in body_input:
+                body_input["messages"] = context  # the caller's own messages= win
             if session_id is not None:
-                self.options.body["input"].setdefault("session_id", session_id)
+                body_input.setdefault("session_id", session_id)
                 self.reader.session_id = session_id
         finally:
             self.waiting = False

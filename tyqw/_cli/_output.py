@@ -81,7 +81,7 @@ class Printer:
     def thought(self, thought: Thought) -> None:
         if self.show_thoughts:
             label = thought.action_name or thought.action_type or "thought"
-            self._note(f"[{label}] {thought.text}".rstrip())
+            self.note(f"[{label}] {thought.text}".rstrip())
 
     def reference(self, citation: Citation) -> None:
         self.cited.append(citation)
@@ -90,10 +90,11 @@ class Printer:
         """The documents the turn cited, a line each, under the reply."""
         for citation in self.cited:
             about = citation.title or citation.doc_name or citation.doc_id or ""
-            self._note(f"{citation.marker} {about}".rstrip())
+            self.note(f"{citation.marker} {about}".rstrip())
         self.cited = []
 
-    def _note(self, line: str) -> None:
+    def note(self, line: str) -> None:
+        """A line apart from the reply: dimmed on a terminal."""
         if self.dim:
             line = f"\x1b[2m{line}\x1b[0m"
         try:

@@ -68,9 +68,11 @@ class BailianSimulator:
     from the first marker on) and ``flow_stream_mode`` ``message_format(_plus)``
     (``workflow_message`` events, then a final ``text`` event) are honoured; other keys
     are ignored. ``input.messages``, when given, is the whole context (a ``prompt`` is
-    appended as the last user turn) and the conversation, though its id is still
-    returned, is neither read nor written. A turn joins its conversation only once its
-    final event (or JSON body) was sent::
+    appended as the last user turn): a live conversation the request names is returned
+    but neither read nor written; otherwise the new conversation returned starts from
+    the messages' turns, so its id continues from them. A turn joins its conversation
+    only once its final event (or JSON body) was sent. Conversations end by tyqw's
+    clock, which ``tyqw.testing.advance_clock()`` moves::
 
         async with BailianSimulator(reply=lambda prompt, history: prompt.upper()) as sim:
             url = sim.url_for()  # POST here with Authorization: Bearer {sim.api_key}
@@ -369,8 +371,14 @@ class BailianSimulator:
         conversation: Conversation | None = opened
         history = list(opened.history)
         if question.history is not None:
-            # messages carry the context; the conversation is neither read nor written
-            history, conversation = question.history, None
+            # messages carry the context and win over session_id: a live conversation
+            # the request names is neither read nor written. A new one starts from
+            # them, so that the id returned continues what the messages said.
+            history = question.history
+            if session_id == question.session_id:
+                conversation = None
+            else:
+                opened.history.extend(history)
         memory_id = question.memory_id
         reasoning = self.reasoning
         return compose(
@@ -400,7 +408,9 @@ class BailianSimulator:
 
     def _commit(self, answer: Answer) -> None:
         if answer.conversation is not None:
-            self._conversations.add_turn(answer.conversation, answer.prompt, answer.text)
+            self._conversations.add_turn(
+                answer.session_id, answer.conversation, answer.prompt, answer.text
+            )
         if answer.memory_id is not None:
             self._memories.remember(answer.memory_id, answer.prompt)
 

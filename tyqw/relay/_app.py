@@ -6,6 +6,11 @@ they arrive, one Bailian frame per message. The turn runs in a child task that i
 cancelled the moment the client's connection closes (aiohttp tells a handler of a
 disconnect only when it writes, and a turn may wait a long time between events), and
 cancelling it closes the upstream response at once.
+
+``GET /api/v1/apps/{app_id}/history`` answers the caller's own current conversation:
+its ``session_id`` and its transcript (``Exchange.to_dict()`` each), for the page to
+draw on load. The user comes from the request's authentication, as for a turn; there is
+no way to name another.
 """
 
 from __future__ import annotations
@@ -100,6 +105,10 @@ def create_app(
       ``allow_anonymous=True``: everyone is the one user ``"local"`` and only requests
       from a loopback address (the peer's socket, not its ``Host`` header) to a
       loopback host name are answered.
+    - ``GET /api/v1/apps/{app_id}/history`` (authenticated as a turn is) answers the
+      caller's current conversation: ``{"session_id": ..., "exchanges": [...]}``, each
+      exchange as ``tyqw.Exchange.to_dict()`` gives it, oldest first. The page draws it
+      on load, so a reload or a second tab shows the conversation as it was.
     - ``store``: where each user's conversation lives: ``"memory"`` (the default,
       ``None``), a folder (a ``FileStore``), ``redis://...`` / ``rediss://...`` (a
       ``RedisStore``: every relay worker on that Redis continues the same conversations
@@ -189,6 +198,9 @@ def create_app(
     completion = "/api/v1/apps/{app_id}/completion"
     app.router.add_post(completion, relay.completion)
     app.router.add_route("OPTIONS", completion, relay.preflight)
+    history = "/api/v1/apps/{app_id}/history"
+    app.router.add_get(history, relay.history)
+    app.router.add_route("OPTIONS", history, relay.preflight)
     if page:
         app.router.add_get("/", relay.page)
     app.router.add_get("/relay.json", relay.settings)
@@ -291,12 +303,31 @@ class _Relay:
             status=204,
             headers={
                 "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Methods": "GET, POST",
                 "Access-Control-Allow-Headers": _CORS_HEADERS,
                 "Access-Control-Max-Age": "600",
                 "Vary": "Origin",
             },
         )
+
+    async def history(self, request: web.Request) -> web.Response:
+        """The caller's own current conversation: its id and transcript."""
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        try:
+            user = await self._user(request)
+            app_id = request.match_info["app_id"]
+            if app_id not in self.app_ids:
+                raise Refused(404, "NotFound", "This relay does not serve that app id.")
+        except Refused as refused:
+            return refusal(refused, request_id, False, cors)
+        try:
+            session_id, exchanges = await self.conversations.current(app_id, user)
+        except TyqwError as exc:
+            status, error = upstream_error(exc, request_id)
+            return json_response(status, error, cors, request_id)
+        current = {"session_id": session_id, "exchanges": [e.to_dict() for e in exchanges]}
+        return json_response(200, current, cors, request_id)
 
     async def _user(self, request: web.Request) -> str:
         origin = request.headers.get("Origin")
