@@ -25,7 +25,14 @@ from ._exceptions import MissingAPIKeyError
 from ._options import HEADER_VALUE, check_seconds, check_workspace, kind
 from ._version import __version__
 
-__all__ = ["DEFAULT_BASE_URL", "ENV_NAMES", "Config", "find_api_key", "setup_logging"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENV_NAMES",
+    "MODEL_PATH",
+    "Config",
+    "find_api_key",
+    "setup_logging",
+]
 
 logger = logging.getLogger("tyqw")
 
@@ -46,6 +53,19 @@ DEFAULT_KEY_FILE = Path("~/.dashscope/api_key")
 
 _APP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _KEY = re.compile(r"[\x21-\x7e]+")
+
+
+MODEL_PATH = "/services/aigc/text-generation/generation"
+"""Where a model is asked, under the base URL (the service's text-generation endpoint)."""
+
+
+def check_model(model: Any) -> str:
+    if not isinstance(model, str) or not _APP_ID.fullmatch(model) or ".." in model:
+        raise ValueError(
+            f"invalid model {model!r}: expected a model name such as 'qwen-plus' (letters, "
+            "digits, '_', '-', '.')"
+        )
+    return model
 
 
 def check_app_id(app_id: Any) -> str:
@@ -200,6 +220,7 @@ class Config:
         "deadline",
         "max_event_size",
         "max_retries",
+        "model",
         "proxy",
         "read_timeout",
         "timeout",
@@ -209,8 +230,9 @@ class Config:
 
     def __init__(
         self,
-        app_id: str,
+        app_id: str | None,
         *,
+        model: str | None = None,
         api_key: str | None,
         base_url: str | None,
         workspace: str | None,
@@ -223,7 +245,13 @@ class Config:
         trust_env: bool,
         proxy: str | None,
     ) -> None:
-        self.app_id = check_app_id(app_id)
+        if (app_id is None) == (model is None):
+            raise TypeError(
+                "pass exactly one of app_id (a Bailian application) and model= (a model "
+                "such as 'qwen-plus')"
+            )
+        self.app_id = None if app_id is None else check_app_id(app_id)
+        self.model = None if model is None else check_model(model)
         key = require_api_key(api_key)
         self.base_url = resolve_base_url(base_url, allow_insecure_http)
         # workspace="" means "none", even when DASHSCOPE_WORKSPACE is set.
@@ -241,7 +269,11 @@ class Config:
         if max_event_size < 1024:
             raise ValueError("max_event_size must be at least 1024 bytes")
         self.max_event_size = max_event_size
-        self.url = f"{self.base_url}/apps/{self.app_id}/completion"
+        self.url = (
+            f"{self.base_url}/apps/{self.app_id}/completion"
+            if self.model is None
+            else self.base_url + MODEL_PATH
+        )
         self.timeout = self.client_timeout(self.read_timeout)
         self.proxy = _proxy_for(self.base_url, proxy, trust_env)
         headers = {

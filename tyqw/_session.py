@@ -1,4 +1,4 @@
-"""``Session``: one conversation with a Bailian application.
+"""``Session``: one conversation with a Bailian application or a Qwen model.
 
 One streaming code path: ``Turn.run()`` sends the request, reads the SSE reply and
 yields ``Message`` objects. ``Session.stream()`` hands that iterator to the caller as a
@@ -22,7 +22,7 @@ from ._conversation import Conversation
 from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emit, emit_error
 from ._exceptions import StreamError, TyqwError
 from ._models import Message, Reply, TokenUsage
-from ._options import Options, TurnOptions, check_session_id
+from ._options import Options, TurnOptions, check_session_id, check_system
 from ._store import default_state_dir
 from ._turn import Slot, Turn, on_loop
 from .stores import FileStore, Store
@@ -38,11 +38,16 @@ logger = logging.getLogger("tyqw")
 
 
 class Session(Subscriptions):
-    """One conversation with a Bailian application.
+    """One conversation with a Bailian application, or (``model=``) with a Qwen model.
 
     The conversation id is kept in a store per ``(app_id, name)`` (by default a small
     file under ``state_dir``), so a script that restarts continues the same conversation.
     Turns are serialized, across processes too when they share a store.
+
+    A model session (``Session(model="qwen-plus", system="...")``) talks to DashScope's
+    text-generation endpoint instead: the same events, stores and errors, with the
+    conversation's id made by tyqw (see the docs' models page). Pass exactly one of
+    ``app_id`` and ``model``.
 
     Example::
 
@@ -55,8 +60,10 @@ class Session(Subscriptions):
 
     def __init__(
         self,
-        app_id: str,
+        app_id: str | None = None,
         *,
+        model: str | None = None,
+        system: str | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
         workspace: str | None = None,
@@ -76,6 +83,7 @@ class Session(Subscriptions):
         setup_logging()
         self._config = Config(
             app_id,
+            model=model,
             api_key=api_key,
             base_url=base_url,
             workspace=workspace,
@@ -99,7 +107,10 @@ class Session(Subscriptions):
             store = FileStore(Path(state_dir) if state_dir is not None else default_state_dir())
         self.store: Store = store
         self.state_dir: Path | None = store.directory if isinstance(store, FileStore) else None
-        self._conversation = Conversation(self.store, self._config.app_id, name)
+        self._system = check_system(system)
+        if self._system is not None and model is None:
+            raise TypeError("system= is for a model session; an app has its own prompt")
+        self._conversation = Conversation(self.store, self._store_key, name)
         self._emitter = Emitter()
         self._slot = Slot()
         self._http = http_session
@@ -109,8 +120,25 @@ class Session(Subscriptions):
 
     @property
     def app_id(self) -> str:
-        """The Bailian application id."""
-        return self._config.app_id
+        """The Bailian application id; for a model session ``"model:<model>"``, the name
+        its conversations are kept under in the store."""
+        return self._store_key
+
+    @property
+    def model(self) -> str | None:
+        """The model of a model session, such as ``"qwen-plus"`` (``None`` for an app)."""
+        return self._config.model
+
+    @property
+    def system(self) -> str | None:
+        """The system message a model session sends first on every turn, or ``None``."""
+        return self._system
+
+    @property
+    def _store_key(self) -> str:
+        # Where a conversation is kept: an app's id, or the model's name under "model:".
+        config = self._config
+        return config.app_id if config.app_id is not None else f"model:{config.model}"
 
     @property
     def base_url(self) -> str:
@@ -351,8 +379,9 @@ class Session(Subscriptions):
 
     def __repr__(self) -> str:
         state = "closed" if self._slot.closed else "open"
+        target = f"app_id={self.app_id!r}" if self.model is None else f"model={self.model!r}"
         return (
-            f"<tyqw.Session app_id={self.app_id!r} name={self.name!r} "
+            f"<tyqw.Session {target} name={self.name!r} "
             f"session_id={self.session_id!r} base_url={self.base_url!r} {state}>"
         )
 
@@ -365,7 +394,7 @@ class Session(Subscriptions):
             self._client,
             self._slot,
             self._conversation,
-            TurnOptions(prompt, options),
+            TurnOptions(prompt, options, model=self._config.model, system=self._system),
         )
 
     def _client(self) -> aiohttp.ClientSession:

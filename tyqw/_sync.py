@@ -73,8 +73,10 @@ class SyncSession(Subscriptions):
 
     def __init__(
         self,
-        app_id: str,
+        app_id: str | None = None,
         *,
+        model: str | None = None,
+        system: str | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
         workspace: str | None = None,
@@ -92,6 +94,8 @@ class SyncSession(Subscriptions):
     ) -> None:
         self._session = Session(
             app_id,
+            model=model,
+            system=system,
             api_key=api_key,
             base_url=base_url,
             workspace=workspace,
@@ -122,8 +126,14 @@ class SyncSession(Subscriptions):
 
     @property
     def app_id(self) -> str:
-        """The Bailian application id."""
+        """The Bailian application id; for a model session ``"model:<model>"``, the name
+        its conversations are kept under in the store."""
         return self._session.app_id
+
+    @property
+    def model(self) -> str | None:
+        """The model of a model session, such as ``"qwen-plus"`` (``None`` for an app)."""
+        return self._session.model
 
     @property
     def name(self) -> str:

@@ -17,6 +17,7 @@ import functools
 import io
 import json
 import logging
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any, Literal, Protocol
 
@@ -115,7 +116,9 @@ class Turn:
         self.options = options
         # The reader tells the conversation of a new id once the turn holds it (see
         # _acquire); a callback into the Turn itself would make a reference cycle.
-        self.reader = ReplyReader(incremental=options.incremental, on_session_id=_ignore)
+        self.reader = ReplyReader(
+            incremental=options.incremental, on_session_id=_ignore, model=config.model
+        )
         self.response: aiohttp.ClientResponse | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
@@ -278,7 +281,11 @@ class Turn:
                 self.reader.on_session_id = functools.partial(self.conversation.seen, self.ticket)
             else:
                 session_id = self.options.session_id  # this turn only: the store stays out
-            if session_id is not None:
+            if self.config.model is not None:
+                # A model keeps no conversation: tyqw names it, and sends its history.
+                self.reader.session_id = session_id or uuid.uuid4().hex
+                self.options.messages()
+            elif session_id is not None:
                 self.options.body["input"].setdefault("session_id", session_id)
                 self.reader.session_id = session_id
         finally:
