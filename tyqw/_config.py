@@ -246,7 +246,8 @@ class Config:
         proxy: str | None,
     ) -> None:
         if (app_id is None) == (model is None):
-            raise TypeError(
+            # ValueError, as Session(None) always raised for an app id that is no id.
+            raise ValueError(
                 "pass exactly one of app_id (a Bailian application) and model= (a model "
                 "such as 'qwen-plus')"
             )
