@@ -121,7 +121,8 @@ async def test_usage_adds_up_over_turns(sim: BailianSimulator, state_dir: Path) 
 
 def test_exactly_one_of_app_id_and_model(state_dir: Path) -> None:
     """Both, or neither, is a ValueError that names the two."""
-    for kwargs in ({}, {"app_id": "app", "model": "qwen-plus"}):
+    both: dict[str, Any] = {"app_id": "app", "model": "qwen-plus"}
+    for kwargs in ({}, both):
         with pytest.raises(ValueError, match="exactly one of app_id"):
             Session(**kwargs, api_key="sk-x", state_dir=state_dir)
     with pytest.raises(TypeError, match="system= is for a model"):
