@@ -11,7 +11,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from ._models import ToolCall
+    from ._tools import Toolbox
 
 __all__ = ["Options", "RagOptions", "TurnOptions"]
 
@@ -256,6 +260,7 @@ class TurnOptions:
         "session_id",
         "stream",
         "system",
+        "tools",
     )
     body: dict[str, Any]
 
@@ -266,9 +271,11 @@ class TurnOptions:
         *,
         model: str | None = None,
         system: str | None = None,
+        tools: Toolbox | None = None,
     ) -> None:
         self.prompt = prompt
         self.system = system
+        self.tools = tools
         if model is not None:
             self._model(prompt, options, model)
             return
@@ -313,6 +320,8 @@ class TurnOptions:
     def _model(self, prompt: str, options: Mapping[str, Any], model: str) -> None:
         _check_prompt(prompt)
         parameters: dict[str, Any] = {"result_format": "message", "incremental_output": True}
+        if self.tools is not None:
+            parameters["tools"] = self.tools.schemas()
         self.stream = True
         self.headers = {}
         self.read_timeout = None
@@ -366,6 +375,33 @@ class TurnOptions:
         messages.append({"role": "user", "content": self.prompt})
         self.body["input"]["messages"] = messages
         return messages
+
+    def add_round(self, text: str, calls: Sequence[ToolCall], last: bool) -> None:
+        """After a round of tool calls: the model's call message and each result go at the
+        end of ``input.messages``; on the ``last`` round the model must answer in text."""
+        messages = self.body["input"]["messages"]
+        messages.append(
+            {
+                "role": "assistant",
+                "content": text,
+                "tool_calls": [
+                    {
+                        "index": index,
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                    for index, call in enumerate(calls)
+                ],
+            }
+        )
+        for call in calls:
+            content = call.result if call.error is None else f"Error: {call.error}"
+            messages.append(
+                {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
+            )
+        if last:
+            self.body["parameters"]["tool_choice"] = "none"
 
     def _turn_option(self, key: str, value: Any) -> None:
         if key == "stream":

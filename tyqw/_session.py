@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +21,10 @@ from ._config import DEFAULT_BASE_URL, Config, setup_logging
 from ._conversation import Conversation
 from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emit, emit_error
 from ._exceptions import StreamError, TyqwError
-from ._models import Message, Reply, TokenUsage
+from ._models import Message, Reply, TokenUsage, ToolCall
 from ._options import Options, TurnOptions, check_session_id, check_system
 from ._store import default_state_dir
+from ._tools import MAX_TOOL_ROUNDS, Toolbox, ToolSpec
 from ._turn import Slot, Turn, on_loop
 from .stores import FileStore, Store
 
@@ -64,6 +65,8 @@ class Session(Subscriptions):
         *,
         model: str | None = None,
         system: str | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tool_rounds: int = MAX_TOOL_ROUNDS,
         api_key: str | None = None,
         base_url: str | None = None,
         workspace: str | None = None,
@@ -110,6 +113,9 @@ class Session(Subscriptions):
         self._system = check_system(system)
         if self._system is not None and model is None:
             raise TypeError("system= is for a model session; an app has its own prompt")
+        if tools is not None and model is None:
+            raise TypeError("tools= is for a model session; an app has its own plugins")
+        self._tools = None if not tools else Toolbox(tools, max_tool_rounds)
         self._conversation = Conversation(self.store, self._store_key, name)
         self._emitter = Emitter()
         self._slot = Slot()
@@ -268,7 +274,7 @@ class Session(Subscriptions):
         emitter = self._emitter
         reply_for = turn.reply
         derived = TurnEvents()
-        items = turn.run(yield_malformed=True)
+        items = turn.run(yield_malformed=True, yield_tools=bool(emitter.handlers["tool_call"]))
         next_item = items.__anext__
         raised: TyqwError | None = None
         try:
@@ -285,6 +291,12 @@ class Session(Subscriptions):
                     else:
                         raised = exc
                     break
+                if item.__class__ is ToolCall:
+                    called = emitter.handlers["tool_call"]
+                    pending = emit(emitter, "tool_call", called, item, reply_for)
+                    if pending is not None:
+                        await pending
+                    continue
                 if item.__class__ is not Message:
                     # A malformed event: reported, skipped, and the turn goes on.
                     assert isinstance(item, StreamError)
@@ -394,7 +406,9 @@ class Session(Subscriptions):
             self._client,
             self._slot,
             self._conversation,
-            TurnOptions(prompt, options, model=self._config.model, system=self._system),
+            TurnOptions(
+                prompt, options, model=self._config.model, system=self._system, tools=self._tools
+            ),
         )
 
     def _client(self) -> aiohttp.ClientSession:

@@ -21,7 +21,7 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._events import Subscriptions
@@ -30,6 +30,7 @@ from ._loop_thread import loop_thread
 from ._models import Message, Reply, TokenUsage
 from ._session import MessageStream, Options, Session
 from ._sync_stream import HIGH_WATER, Call, End, SyncMessageStream, resolve
+from ._tools import MAX_TOOL_ROUNDS, ToolSpec
 from .stores import Store
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ class SyncSession(Subscriptions):
         *,
         model: str | None = None,
         system: str | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tool_rounds: int = MAX_TOOL_ROUNDS,
         api_key: str | None = None,
         base_url: str | None = None,
         workspace: str | None = None,
@@ -96,6 +99,8 @@ class SyncSession(Subscriptions):
             app_id,
             model=model,
             system=system,
+            tools=tools,
+            max_tool_rounds=max_tool_rounds,
             api_key=api_key,
             base_url=base_url,
             workspace=workspace,

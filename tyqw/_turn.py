@@ -35,10 +35,11 @@ from ._exceptions import (
     excerpt,
 )
 from ._http import read_body, redacted, scrub, wrap
-from ._models import Message, Reply, TokenUsage
+from ._models import Message, Reply, TokenUsage, ToolCall
 from ._options import TurnOptions
 from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
+from ._tools import Toolbox
 from .sse import SSEDecoder
 
 __all__ = ["Conversation", "Slot", "Turn", "on_loop"]
@@ -132,70 +133,97 @@ class Turn:
 
     # -- the one code path -------------------------------------------------------------
 
-    async def run(self, *, yield_malformed: bool) -> AsyncGenerator[Message | StreamError, None]:
+    async def run(
+        self, *, yield_malformed: bool, yield_tools: bool = False
+    ) -> AsyncGenerator[Message | StreamError | ToolCall, None]:
         """Send the request and yield the reply's messages. A malformed event is
-        yielded as a ``StreamError`` when ``yield_malformed``, else raised."""
+        yielded as a ``StreamError`` when ``yield_malformed``, else raised. A model's
+        tool calls are run between rounds of the same turn, each yielded as a
+        ``ToolCall`` (with its result) when ``yield_tools``."""
         self._enter()
         reader = self.reader
+        tools = self.options.tools
+        rounds = 0
         try:
             try:
                 await self._acquire()
-                response = await self._open()
-                if response is None:
-                    pass  # aborted before an answer arrived
-                elif _media_type(response) == "text/event-stream":
-                    # The hot path: kept in this one generator, because every level of
-                    # async generator costs each message another resumption.
-                    # Older gateways send no blank line after a frame: implicit dispatch
-                    # ends each frame on its own lines, wherever the reads end.
-                    decoder = SSEDecoder(
-                        max_size=self.config.max_event_size, implicit_dispatch=True
-                    )
-                    read = response.content.readany
-                    message = reader.message
-                    decode = _decode_json
-                    while True:
-                        chunk = await read()
-                        if chunk:
-                            events = decoder.feed(chunk)
-                        else:
-                            events = decoder.close(dispatch_incomplete=True)
-                        for sse in events:
-                            if self.interrupted:
-                                break
-                            if sse.event == "result":
-                                data = sse.data
-                                try:
-                                    # raw_decode is json.loads without its wrapping, which
-                                    # costs a third as much again as the parse; anything it
-                                    # does not read whole takes the slow path below.
-                                    obj, end = decode(data)
-                                    output = obj["output"] if end == len(data) else None
-                                except (ValueError, TypeError, KeyError, RecursionError):
-                                    output = None
-                                if output.__class__ is dict:
+                while True:
+                    start = reader.text.length
+                    response = await self._open()
+                    if response is None:
+                        pass  # aborted before an answer arrived
+                    elif _media_type(response) == "text/event-stream":
+                        # The hot path: kept in this one generator, because every level of
+                        # async generator costs each message another resumption.
+                        # Older gateways send no blank line after a frame: implicit dispatch
+                        # ends each frame on its own lines, wherever the reads end.
+                        decoder = SSEDecoder(
+                            max_size=self.config.max_event_size, implicit_dispatch=True
+                        )
+                        read = response.content.readany
+                        message = reader.message
+                        decode = _decode_json
+                        while True:
+                            chunk = await read()
+                            if chunk:
+                                events = decoder.feed(chunk)
+                            else:
+                                events = decoder.close(dispatch_incomplete=True)
+                            for sse in events:
+                                if self.interrupted:
+                                    break
+                                if sse.event == "result":
+                                    data = sse.data
                                     try:
-                                        item: Message | StreamError = message(obj, output)
-                                    except _Malformed as exc:
-                                        item = reader.malformed(sse, exc)
-                                        if not yield_malformed:
-                                            raise item from None
+                                        # raw_decode is json.loads without its wrapping,
+                                        # which costs a third as much again as the parse;
+                                        # anything it does not read whole takes the slow
+                                        # path below.
+                                        obj, end = decode(data)
+                                        output = obj["output"] if end == len(data) else None
+                                    except (ValueError, TypeError, KeyError, RecursionError):
+                                        output = None
+                                    if output.__class__ is dict:
+                                        try:
+                                            item: Message | StreamError = message(obj, output)
+                                        except _Malformed as exc:
+                                            item = reader.malformed(sse, exc)
+                                            if not yield_malformed:
+                                                raise item from None
+                                        yield item
+                                        if reader.finish_reason is not None:
+                                            break
+                                        continue
+                                for item in reader.irregular(sse):
+                                    if not yield_malformed and item.__class__ is not Message:
+                                        raise item  # type: ignore[misc]
                                     yield item
-                                    if reader.finish_reason is not None:
-                                        break
-                                    continue
-                            for item in reader.irregular(sse):
-                                if not yield_malformed and item.__class__ is not Message:
-                                    raise item  # type: ignore[misc]
-                                yield item
-                            if reader.finish_reason is not None:
+                                if reader.finish_reason is not None:
+                                    break
+                            if not chunk or self.interrupted or reader.finish_reason is not None:
                                 break
-                        if not chunk or self.interrupted or reader.finish_reason is not None:
-                            break
-                    if reader.finish_reason is not None and not self.interrupted:
-                        await self._drain(response)
-                else:
-                    yield await self._single(response)
+                        if reader.finish_reason is not None and not self.interrupted:
+                            await self._drain(response)
+                    else:
+                        yield await self._single(response)
+                    if (
+                        tools is None
+                        or not reader.tool_calls
+                        or self.interrupted
+                        or rounds >= tools.max_rounds  # the calls are left unanswered
+                    ):
+                        break
+                    # The model asked for tools: run them, and the same turn goes on.
+                    rounds += 1
+                    text = reader.text.upto(reader.text.length)[start:]
+                    done = await self._run_tools(tools, reader.next_round())
+                    for call in done:
+                        if yield_tools:
+                            yield call
+                    if self.interrupted:
+                        break
+                    self.options.add_round(text, done, last=rounds >= tools.max_rounds)
+                    self.release()
                 if not self.interrupted and reader.finish_reason is None:
                     raise IncompleteStreamError(
                         "the reply ended before its final event (no finish_reason 'stop'); "
@@ -248,6 +276,16 @@ class Turn:
                     if exc.reply is None:
                         exc.reply = reader.reply(exc)
                     raise
+
+    async def _run_tools(self, tools: Toolbox, calls: list[ToolCall]) -> list[ToolCall]:
+        """Run one round's calls; abort() and the deadline end the wait."""
+        self.waiting = True
+        try:
+            done = await tools.run(calls)
+        finally:
+            self.waiting = False
+        self.reader.calls.extend(done)
+        return done
 
     def _enter(self) -> None:
         self.slot.check_open()
