@@ -29,12 +29,14 @@ from ._exceptions import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    RecordedError,
     SessionClosedError,
     StoreError,
     StreamError,
     TyqwError,
     UnexpectedContentTypeError,
 )
+from ._history import Exchange
 from ._models import Citation, Message, Reply, Thought, TokenUsage, ToolCall, WorkflowEvent
 from ._options import RagOptions
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
@@ -53,6 +55,7 @@ __all__ = [
     "ConnectionLostError",
     "ContextLengthError",
     "EventTooLargeError",
+    "Exchange",
     "HandlerError",
     "IncompleteStreamError",
     "InternalServerError",
@@ -64,6 +67,7 @@ __all__ = [
     "PermissionDeniedError",
     "RagOptions",
     "RateLimitError",
+    "RecordedError",
     "Reply",
     "Session",
     "SessionClosedError",
