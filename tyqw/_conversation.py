@@ -137,6 +137,16 @@ class Conversation:
             )
         if self.transcript_ended:
             return []  # cleared here; the store hears of it at the next turn
+        return await self._read()
+
+    async def context(self) -> list[Exchange]:
+        """The transcript a model's turn sends again (read under the turn's lock): none
+        when the store keeps no transcripts or the Session keeps no history."""
+        if not self.keep or self.transcript_ended:
+            return []
+        return await self._read()
+
+    async def _read(self) -> list[Exchange]:
         store = cast("TranscriptStore", self.store)
         try:
             entries = await store.read_transcript(self.app_id, self.name)
@@ -268,10 +278,7 @@ class Conversation:
             return None
         return {
             "session_id": self.session_id,
-            "usage": {
-                model: {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens}
-                for model, used in self.usage.items()
-            },
+            "usage": {model: _counts(used) for model, used in self.usage.items()},
             "updated_at": time.time(),
         }
 
@@ -300,9 +307,19 @@ class Conversation:
         assert isinstance(record, dict)
         self.session_id = record["session_id"]
         self.stored = {
-            model: TokenUsage(used["input_tokens"], used["output_tokens"])
+            model: TokenUsage(
+                used["input_tokens"], used["output_tokens"], used.get("reasoning_tokens", 0)
+            )
             for model, used in record.get("usage", {}).items()
         }
+
+
+def _counts(used: TokenUsage) -> dict[str, int]:
+    counts = {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens}
+    if used.reasoning_tokens:
+        # Only a thinking model's: an app's record reads as it always did.
+        counts["reasoning_tokens"] = used.reasoning_tokens
+    return counts
 
 
 def _sum(a: dict[str, TokenUsage], b: dict[str, TokenUsage]) -> dict[str, TokenUsage]:

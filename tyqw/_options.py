@@ -252,6 +252,7 @@ class TurnOptions:
 
     __slots__ = (
         "body",
+        "budget",
         "deadline",
         "headers",
         "incremental",
@@ -272,10 +273,12 @@ class TurnOptions:
         model: str | None = None,
         system: str | None = None,
         tools: Toolbox | None = None,
+        budget: int = 0,
     ) -> None:
         self.prompt = prompt
         self.system = system
         self.tools = tools
+        self.budget = budget  # characters of history a model turn sends at most
         if model is not None:
             self._model(prompt, options, model)
             return

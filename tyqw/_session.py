@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from ._config import DEFAULT_BASE_URL, Config, setup_logging
+from ._context import DEFAULT_HISTORY_CHARS, check_budget
 from ._conversation import Conversation
 from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emit, emit_error
 from ._exceptions import StreamError, TyqwError
@@ -70,6 +71,7 @@ class Session(Subscriptions):
         system: str | None = None,
         tools: Sequence[ToolSpec] | None = None,
         max_tool_rounds: int = MAX_TOOL_ROUNDS,
+        max_history_chars: int = DEFAULT_HISTORY_CHARS,
         api_key: str | None = None,
         base_url: str | None = None,
         workspace: str | None = None,
@@ -121,7 +123,14 @@ class Session(Subscriptions):
         if tools is not None and model is None:
             raise TypeError("tools= is for a model session; an app has its own plugins")
         self._tools = None if not tools else Toolbox(tools, max_tool_rounds)
+        self._budget = check_budget(max_history_chars)
         self._conversation = Conversation(self.store, self._store_key, name, self._config.history)
+        if model is not None and not self._conversation.keep and self._config.history:
+            logger.warning(
+                "tyqw: %s keeps no transcripts, so the model will not remember earlier "
+                "turns (see tyqw.stores.TranscriptStore)",
+                type(self.store).__name__,
+            )
         self._emitter = Emitter()
         self._slot = Slot()
         self._http = http_session
@@ -441,7 +450,12 @@ class Session(Subscriptions):
             self._slot,
             self._conversation,
             TurnOptions(
-                prompt, options, model=self._config.model, system=self._system, tools=self._tools
+                prompt,
+                options,
+                model=self._config.model,
+                system=self._system,
+                tools=self._tools,
+                budget=self._budget,
             ),
         )
 

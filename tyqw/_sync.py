@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._context import DEFAULT_HISTORY_CHARS
 from ._events import Subscriptions
 from ._exceptions import SessionClosedError, TyqwError
 from ._history import Exchange
@@ -81,6 +82,7 @@ class SyncSession(Subscriptions):
         system: str | None = None,
         tools: Sequence[ToolSpec] | None = None,
         max_tool_rounds: int = MAX_TOOL_ROUNDS,
+        max_history_chars: int = DEFAULT_HISTORY_CHARS,
         api_key: str | None = None,
         base_url: str | None = None,
         workspace: str | None = None,
@@ -103,6 +105,7 @@ class SyncSession(Subscriptions):
             system=system,
             tools=tools,
             max_tool_rounds=max_tool_rounds,
+            max_history_chars=max_history_chars,
             api_key=api_key,
             base_url=base_url,
             workspace=workspace,

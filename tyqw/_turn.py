@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 import aiohttp
 
 from ._config import Config
+from ._context import history_messages
 from ._exceptions import (
     APITimeoutError,
     EventTooLargeError,
@@ -72,6 +73,9 @@ class Conversation(Protocol):
 
     def seen(self, ticket: object, session_id: str) -> None:
         """The service sent this conversation id."""
+
+    async def context(self) -> list[Exchange]:
+        """The transcript, for a model's turn to send again (the turn holds the lock)."""
 
     def end(
         self,
@@ -323,7 +327,9 @@ class Turn:
             if self.config.model is not None:
                 # A model keeps no conversation: tyqw names it, and sends its history.
                 self.reader.session_id = session_id or uuid.uuid4().hex
-                self.options.messages()
+                held = self.ticket is not None and session_id is not None
+                exchanges = await self.conversation.context() if held else []
+                self.options.messages(history_messages(exchanges, self.options.budget))
             elif session_id is not None:
                 self.options.body["input"].setdefault("session_id", session_id)
                 self.reader.session_id = session_id
