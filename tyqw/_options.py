@@ -254,6 +254,7 @@ class TurnOptions:
         "body",
         "budget",
         "deadline",
+        "forwarded",
         "headers",
         "incremental",
         "prompt",
@@ -279,6 +280,7 @@ class TurnOptions:
         self.system = system
         self.tools = tools
         self.budget = budget  # characters of history a model turn sends at most
+        self.forwarded = False
         if model is not None:
             self._model(prompt, options, model)
             return
@@ -367,6 +369,23 @@ class TurnOptions:
             "input": {"messages": []},
             "parameters": parameters,
         }
+
+    @classmethod
+    def forward(cls, body: dict[str, Any], *, stream: bool) -> TurnOptions:
+        """A relayed request's own generation body, sent as it is (its checks are the
+        relay's): the client keeps the history and runs its tools."""
+        options = cls.__new__(cls)
+        options.prompt, options.system, options.tools, options.budget = "", None, None, 0
+        options.forwarded = True
+        options.stream = stream
+        options.headers = {}
+        options.read_timeout = None
+        options.deadline = False
+        options.session_id = None
+        incremental = body.get("parameters", {}).get("incremental_output", False)
+        options.incremental = incremental is True
+        options.body = body
+        return options
 
     def messages(self, history: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
         """``input.messages`` of a model turn: the system message, ``history`` (earlier

@@ -382,6 +382,13 @@ class Session(Subscriptions):
         """
         return MessageStream(self._turn(prompt, options))
 
+    def _forward(self, body: dict[str, Any], *, stream: bool) -> MessageStream:
+        """One relayed generation request, its body as the client sent it (the relay has
+        checked it), on a turn slot of its own: relayed requests run side by side."""
+        self._slot.check_open()
+        options = TurnOptions.forward(body, stream=stream)
+        return MessageStream(Turn(self._config, self._client, Slot(), self._conversation, options))
+
     def abort(self) -> None:
         """End the turn in flight, from anywhere: a handler, another task, another
         thread (a GUI's stop button), at once.

@@ -319,6 +319,8 @@ class Turn:
             self.holding = True
             self.slot.check_open()
             self.slot.active = self
+            if self.options.forwarded:
+                return  # a relayed body, history and all: no conversation of ours
             if self.options.session_id is None:
                 self.ticket, session_id = await self.conversation.begin()
                 self.reader.on_session_id = functools.partial(self.conversation.seen, self.ticket)

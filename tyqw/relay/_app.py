@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import MessageStream, Options, TyqwError
+from .._config import MODEL_PATH
 from ..stores import Store
 from ._auth import (
     ANONYMOUS,
@@ -35,7 +36,7 @@ from ._auth import (
 from ._conversations import Conversations, NotCurrent, StoreChoice
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
-from ._request import Refused, TurnRequest, invalid, parse_turn, read_body
+from ._request import Refused, TurnRequest, invalid, parse_generation, parse_turn, read_body
 from ._wire import (
     dumps,
     error_body,
@@ -85,6 +86,8 @@ def create_app(
     turn_options: Mapping[str, Any] | None = None,
     page: bool = True,
     session_options: Mapping[str, Any] | None = None,
+    models: Iterable[str] = (),
+    max_messages: int = 100,
 ) -> web.Application:
     """A relay that lets browsers and SDKs chat with Bailian apps without the key.
 
@@ -113,6 +116,11 @@ def create_app(
     - The upstream: ``api_key`` (default ``DASHSCOPE_API_KEY``; never taken from a
       request), ``base_url``, ``workspace``, and ``session_options`` for each user's
       ``Session`` (``read_timeout``, ``deadline``, ``max_retries``...).
+    - ``models``: Qwen models served at the service's own generation endpoint,
+      ``POST /api/v1/services/aigc/text-generation/generation``, the client's body sent
+      on as it is once checked: a model of this list, 1 to ``max_messages`` messages of
+      at most ``max_prompt`` characters each, and only the generation parameters a
+      chat needs. The client keeps the history there, as with the service.
 
     Example::
 
@@ -123,7 +131,10 @@ def create_app(
         app.add_subapp("/tyqw", create_app(["YOUR_APP_ID"], tokens="tokens.txt"))
         web.run_app(app, port=8000, handler_cancellation=True)
     """
-    ids = _app_ids(app_ids)
+    served_models = tuple(dict.fromkeys(models))
+    ids = _app_ids(app_ids, allow_none=bool(served_models))
+    if not isinstance(max_messages, int) or max_messages < 1:
+        raise ValueError("max_messages must be a number of messages >= 1")
     if authenticate is not None and tokens is not None:
         raise ValueError("pass tokens or authenticate, not both")
     if tokens is not None:
@@ -154,6 +165,8 @@ def create_app(
     conversations = Conversations(choice, options)
     for app_id in ids:
         conversations.check(app_id)  # a bad id, key or base_url fails here, not per turn
+    for model in served_models:
+        conversations.check_model(model)
     relay = _Relay(
         app_ids=ids,
         authenticate=authenticate,
@@ -164,12 +177,18 @@ def create_app(
         biz_params=frozenset(biz_params),
         turn_options=fixed,
         auth_kind=auth_kind,
+        models=served_models,
+        max_messages=max_messages,
     )
     app = web.Application()
     app.cleanup_ctx.append(relay.lifetime)
     completion = "/api/v1/apps/{app_id}/completion"
     app.router.add_post(completion, relay.completion)
     app.router.add_route("OPTIONS", completion, relay.preflight)
+    if served_models:
+        generation = "/api/v1" + MODEL_PATH
+        app.router.add_post(generation, relay.generation)
+        app.router.add_route("OPTIONS", generation, relay.preflight)
     if page:
         app.router.add_get("/", relay.page)
     app.router.add_get("/relay.json", relay.settings)
@@ -189,7 +208,11 @@ class _Relay:
         biz_params: frozenset[str],
         turn_options: dict[str, Any],
         auth_kind: str,
+        models: tuple[str, ...] = (),
+        max_messages: int = 100,
     ) -> None:
+        self.models = models
+        self.max_messages = max_messages
         self.app_ids = app_ids
         self.authenticate = authenticate
         self.cors = cors
@@ -245,6 +268,30 @@ class _Relay:
             else:
                 work = self._json(stream, cors, request_id)
             return await _unless_gone(request, work)
+
+    async def generation(self, request: web.Request) -> web.StreamResponse:
+        """A model's generation request: checked, then sent on with the server's key."""
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        sse = wants_sse(request)
+        try:
+            user = await self._user(request)
+            await self._spend(user)
+            raw = await read_body(request.content, self.body_limit * 4)
+            body = parse_generation(
+                raw,
+                models=self.models,
+                max_prompt=self.max_prompt,
+                max_messages=self.max_messages,
+            )
+        except Refused as refused:
+            return refusal(refused, request_id, sse, cors)
+        stream = self.conversations.forwarder()._forward(body, stream=sse)
+        if sse:
+            work = self._sse(request, stream, cors, request_id)
+        else:
+            work = self._json(stream, cors, request_id)
+        return await _unless_gone(request, work)
 
     async def preflight(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")
@@ -418,10 +465,10 @@ def _not_yours() -> Refused:
     )
 
 
-def _app_ids(app_ids: str | Iterable[str] | None) -> tuple[str, ...]:
+def _app_ids(app_ids: str | Iterable[str] | None, *, allow_none: bool) -> tuple[str, ...]:
     if app_ids is None:
         app_ids = os.environ.get("DASHSCOPE_APP_ID") or ()
     ids = (app_ids,) if isinstance(app_ids, str) else tuple(app_ids)
-    if not ids:
+    if not ids and not allow_none:
         raise ValueError("no app ids: pass the Bailian app ids to serve (or set DASHSCOPE_APP_ID)")
     return tuple(dict.fromkeys(ids))
