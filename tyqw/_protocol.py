@@ -197,22 +197,32 @@ class ReplyReader:
 
     def _choice(self, obj: dict[str, Any], output: dict[str, Any], choices: Any) -> Message:
         """A model's event: the first choice's ``message``, in the same two wire modes."""
+        # Runs once per event, as message() does: class tests first, calls only for the
+        # shapes that are not a plain piece of text.
         choice = choices[0] if choices.__class__ is list and choices else None
         if choice.__class__ is not dict:
             raise _Malformed("output.choices is not a list of objects")
-        assert isinstance(choice, dict)
         message = choice.get("message")
-        if message is None:
+        if message.__class__ is not dict:
+            if message is not None:
+                raise _Malformed(f"choices[0].message is {_type(message)}, not an object")
             message = {}
-        elif message.__class__ is not dict:
-            raise _Malformed(f"choices[0].message is {_type(message)}, not an object")
-        content = _text_of(message.get("content"), "content")
-        reasoning = _text_of(message.get("reasoning_content"), "reasoning_content")
-        fragments = _fragments(message.get("tool_calls"))
-        finish = choice.get("finish_reason", output.get("finish_reason"))
-        if finish is not None and finish.__class__ is not str:
+        content = message.get("content")
+        if content.__class__ is not str:
+            content = _text_of(content, "content")
+        reasoning = message.get("reasoning_content")
+        if reasoning.__class__ is not str:
+            reasoning = _text_of(reasoning, "reasoning_content")
+        tool_calls = message.get("tool_calls")
+        fragments = () if tool_calls is None else _fragments(tool_calls)
+        finish = choice.get("finish_reason")
+        if finish is None:
+            finish = output.get("finish_reason")  # qwen-mt puts it beside the choices
+        if finish == "null" or finish is None:
+            finish = None
+        elif finish.__class__ is not str:
             raise _Malformed(f"finish_reason is {_type(finish)}, not a string")
-        if not is_final(finish):
+        elif not is_final(finish):
             finish = None
         usage = obj.get("usage")
         request_id = obj.get("request_id")
@@ -238,7 +248,7 @@ class ReplyReader:
         if thought:
             self.reasoning.append(thought)
         calls = self.tool_calls
-        for index, call_id, name, arguments in fragments:
+        for index, call_id, name, arguments in fragments or ():
             known = calls.get(index)
             if known is None:
                 calls[index] = [call_id, name, arguments]
