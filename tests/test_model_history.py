@@ -167,10 +167,16 @@ async def test_three_workers_share_one_history(sim: BailianSimulator, redis_url:
     ]
 
 
-def test_the_cli_remembers_across_runs(tmp_path: Path) -> None:
-    """tyqw ask --model, twice, offline: the second run knows what the first was told."""
-    env = clean_env(tmp_path)
-    first = tyqw_run(env, "ask", "--model", "qwen-plus", "--delay", "0", "我叫小明")
-    second = tyqw_run(env, "ask", "--model", "qwen-plus", "--delay", "0", "我叫什么名字？")
-    assert (first.returncode, second.returncode) == (0, 0), second.stderr
-    assert second.stdout == NAME_REPLY + "\n"
+def test_the_cli_sends_the_history(tmp_path: Path) -> None:
+    """tyqw chat --model, offline: the second line is answered from the first."""
+    chat = tyqw_run(
+        clean_env(tmp_path),
+        "chat",
+        "--model",
+        "qwen-plus",
+        "--delay",
+        "0",
+        stdin="我叫小明\n我叫什么名字？\n",
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.rstrip().endswith(NAME_REPLY)

@@ -140,12 +140,13 @@ def _command(
         print(f"session_id: {sid or 'none yet (the next message starts a conversation)'}")
         target = f"model: {session.model}" if session.model else f"app_id: {session.app_id}"
         print(f"name: {session.name}  {target}")
-        if chosen.shared:
+        if simulator is not None:
+            print(f"stored in: {chosen.where}")
+            print("(offline: the simulator forgets its conversations when tyqw exits)")
+        elif chosen.shared:
             print(f"stored in: {chosen.where} (shared with every process that uses it)")
         else:
             print(f"stored in: {session.store_path}")
-        if simulator is not None:
-            print("(offline: the simulator forgets its conversations when tyqw exits)")
     elif name == "/usage":
         usage = session.usage
         if not usage:
