@@ -4,8 +4,10 @@ server, the body checked (model allow-list, message caps, known parameters only)
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,10 +15,11 @@ import pytest
 
 from tyqw.testing import BailianSimulator, default_reply
 
-from .helpers import missing
+from .helpers import missing, need_binary
 from .relay_helpers import ALICE, BOUND, SSE_HEADERS, Relay, RelayThread, auth, post
 
 PATH = "/services/aigc/text-generation/generation"
+JS = Path(__file__).parent / "js"
 
 
 def generation(*messages: tuple[str, str], model: str = "qwen-plus", **params: Any) -> Any:
@@ -128,3 +131,45 @@ def test_the_official_sdk_through_the_relay(relay_thread: RelayThread) -> None:
     assert [c.status_code for c in chunks] == [200] * len(chunks)
     text = "".join(c.output.choices[0].message.content for c in chunks)
     assert text == default_reply("hello", [])
+
+
+async def run_article(url: str, token: str, messages: list[dict[str, str]]) -> list[Any]:
+    """The article's fetch-event-source code under node, against ``url``."""
+    node = need_binary("node", "no node: install Node.js 20 (Debian: apt-get install nodejs)")
+    if not (JS / "node_modules" / "@microsoft" / "fetch-event-source").is_dir():
+        missing("no @microsoft/fetch-event-source: run npm ci --prefix tests/js")
+    scenario = {"url": url, "token": token, "messages": messages, "model": "qwen-plus"}
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(JS / "model_client.mjs"),
+        json.dumps(scenario),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), BOUND)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()
+    return [json.loads(line) for line in stdout.decode().splitlines()]
+
+
+async def test_the_article_browser_code_against_the_simulator_and_the_relay(
+    sim: BailianSimulator,
+) -> None:
+    """The same node code reads the simulator with the key and the relay with a token,
+    changing only the URL: the same reply, built from the messages it sends."""
+    messages = [
+        {"role": "user", "content": "my name is Ada"},
+        {"role": "assistant", "content": "Nice to meet you"},
+        {"role": "user", "content": "what's my name?"},
+    ]
+    direct = await run_article(sim.base_url + PATH, sim.api_key, messages)
+    async with Relay(sim, models=["qwen-plus"]) as relay:
+        relayed = await run_article(relay.base_url + PATH, ALICE, messages)
+    for lines in (direct, relayed):
+        assert lines[-1] == {"done": True}
+        text = "".join(line["piece"] for line in lines[:-1])
+        assert text == "Your name is Ada. You told me earlier in this conversation."
