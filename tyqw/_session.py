@@ -61,6 +61,10 @@ class Session(Subscriptions):
             await session.send("你好，我叫小明")
             await session.send("我叫什么名字？")              # same conversation
             session.clear()                                  # the next send starts anew
+
+        async with Session(model="qwen-plus", system="简洁地回答。") as session:
+            await session.send("我叫小明")
+            reply = await session.send("我叫什么名字？")      # tyqw sent the history
     """
 
     def __init__(
@@ -146,12 +150,22 @@ class Session(Subscriptions):
 
     @property
     def model(self) -> str | None:
-        """The model of a model session, such as ``"qwen-plus"`` (``None`` for an app)."""
+        """The model of a model session, such as ``"qwen-plus"`` (``None`` for an app).
+
+        Example::
+
+            Session(model="qwen-plus").model   # "qwen-plus"
+        """
         return self._config.model
 
     @property
     def system(self) -> str | None:
-        """The system message a model session sends first on every turn, or ``None``."""
+        """The system message a model session sends first on every turn, or ``None``.
+
+        Example::
+
+            Session(model="qwen-plus", system="Be brief.").system   # "Be brief."
+        """
         return self._system
 
     @property
