@@ -42,6 +42,7 @@ from ._options import RagOptions
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
 from ._store import StoredConversation, stored_conversations
 from ._sync import SyncSession
+from ._telemetry import configure_telemetry
 from ._version import __version__
 
 __all__ = [
@@ -82,5 +83,6 @@ __all__ = [
     "UnexpectedContentTypeError",
     "WorkflowEvent",
     "__version__",
+    "configure_telemetry",
     "stored_conversations",
 ]

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from ._models import ToolCall
     from ._tools import Toolbox
 
+from ._json import check_json
+
 __all__ = ["Options", "RagOptions", "TurnOptions"]
 
 _WORKSPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -303,10 +305,12 @@ class TurnOptions:
                     raise ValueError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
                 if key == "rag_options":
                     _check_rag_options(value)
+                check_json(value, key)
                 (input_ if where == "input" else parameters)[key] = value
             elif key in ("input", "parameters"):
                 if not _mapping(value):
                     raise TypeError(f"{key} must be a dict with str keys, not {kind(value)}")
+                check_json(value, key)
                 # Merged last: keys tyqw does not know yet.
                 (input_ if key == "input" else parameters).update(value)
             elif key in _TURN_OPTIONS:
@@ -339,10 +343,12 @@ class TurnOptions:
                 check, expected = rule
                 if not check(value):
                     raise TypeError(f"{key} must be {expected}, not {kind(value)}")
+                check_json(value, key)
                 parameters[key] = value
             elif key == "parameters":
                 if not _mapping(value):
                     raise TypeError(f"{key} must be a dict with str keys, not {kind(value)}")
+                check_json(value, key)
                 extra.update(value)
             elif key in _TURN_OPTIONS and key != "session_id":
                 self._turn_option(key, value)
@@ -448,8 +454,7 @@ def _check_prompt(prompt: Any) -> None:
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
     if not prompt.strip():
         raise ValueError("prompt is empty")
-    if not _encodable(prompt):
-        raise ValueError("prompt holds a lone surrogate (not valid Unicode text)")
+    check_json(prompt, "prompt")
 
 
 def check_system(system: Any) -> str | None:
@@ -458,8 +463,7 @@ def check_system(system: Any) -> str | None:
         return None
     if not isinstance(system, str):
         raise TypeError(f"system must be a str, not {kind(system)}")
-    if not _encodable(system):
-        raise ValueError("system holds a lone surrogate (not valid Unicode text)")
+    check_json(system, "system")
     return system
 
 

@@ -14,12 +14,12 @@ from typing import Literal
 
 from aiohttp import web
 
+from .._wire import error_body
 from . import generation
 from .answers import Answer, padded_payload
 from .errors import describe
 from .generation import Generation
 from .streams import BodyWriter, EventWriter, Exchange, json_response
-from .wire import error_body
 
 # An app's answer or a model's: faults act on both the same way.
 Answers = Answer | Generation

@@ -19,11 +19,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._wire import dumps
 from .apps import is_reasoning_model
 from .errors import BAD_BODY, Refusal, invalid
 from .knowledge import reasoning_text
 from .replies import ReplyFunc, is_chinese
-from .wire import dumps
 
 _ROLES = ("system", "user", "assistant", "tool")
 NO_MESSAGES = 'Either "prompt" or "messages" must exist and cannot both be none'

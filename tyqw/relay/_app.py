@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from typing import Any
@@ -22,10 +23,14 @@ from aiohttp import web
 
 from .. import MessageStream, Options, TyqwError
 from .._config import MODEL_PATH, environment_app_id
+from .._http import read_body
+from .._options import check_seconds
+from .._wire import dumps, error_body, frame, wants_sse
 from ..stores import Store
 from ._auth import (
     ANONYMOUS,
     Authenticate,
+    FailedAuthentications,
     TokenTable,
     identify,
     load_tokens,
@@ -36,17 +41,9 @@ from ._auth import (
 from ._conversations import Conversations, NotCurrent, StoreChoice
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
-from ._request import Refused, TurnRequest, invalid, parse_generation, parse_turn, read_body
-from ._wire import (
-    dumps,
-    error_body,
-    frame,
-    json_response,
-    refusal,
-    start_sse,
-    upstream_error,
-    wants_sse,
-)
+from ._request import Refused, TurnRequest, invalid, parse_generation, parse_turn
+from ._responses import json_response, refusal, start_sse, upstream_error
+from ._trace import TraceUser, note_user, tracing
 
 __all__ = ["create_app"]
 
@@ -86,6 +83,9 @@ def create_app(
     turn_options: Mapping[str, Any] | None = None,
     page: bool = True,
     session_options: Mapping[str, Any] | None = None,
+    body_timeout: float = 30.0,
+    send_timeout: float = 60.0,
+    trace_user: TraceUser = None,
     models: Iterable[str] = (),
     max_messages: int = 100,
 ) -> web.Application:
@@ -100,7 +100,8 @@ def create_app(
     - Users: ``tokens`` (``{token: user}`` or a tokens file, see ``load_tokens``) or
       ``authenticate(request) -> user | None`` (may be async). With neither, pass
       ``allow_anonymous=True``: everyone is the one user ``"local"`` and only requests
-      to a loopback host name are answered.
+      from a loopback address (the peer's socket, not its ``Host`` header) to a
+      loopback host name are answered.
     - ``store``: where each user's conversation lives: ``"memory"`` (the default,
       ``None``), a folder (a ``FileStore``), ``redis://...`` / ``rediss://...`` (a
       ``RedisStore``: every relay worker on that Redis continues the same conversations
@@ -121,6 +122,19 @@ def create_app(
       on as it is once checked: a model of this list, 1 to ``max_messages`` messages of
       at most ``max_prompt`` characters each, and only the generation parameters a
       chat needs. The client keeps the history there, as with the service.
+    - Clients that stall: a request body not received within ``body_timeout`` seconds
+      (default 30) is answered 408 ``RequestTimeOut`` and its connection closed; a
+      client that reads nothing of a streamed answer for ``send_timeout`` seconds
+      (default 60) is disconnected, its upstream request closed and its conversation
+      unlocked. A request head that stalls, and the number of open connections, are
+      the server's to bound: ``tyqw serve`` does (``--head-timeout``,
+      ``--max-connections``...); behind your own server, set aiohttp's
+      ``keepalive_timeout`` and put a proxy with connection limits in front.
+    - Telemetry (docs/telemetry.md): with an OpenTelemetry provider configured, each
+      request is a SERVER span continuing the caller's ``traceparent``, the turn its
+      child. ``trace_user``: the user on that span as ``"id"`` (``user.id``), ``"hash"``
+      (``user.hash``, a SHA-256 prefix) or ``f(user) -> str``; ``None`` (the default): not
+      at all.
 
     Example::
 
@@ -151,6 +165,8 @@ def create_app(
         raise ValueError("rate must be a whole number of turns per minute >= 1, or None")
     if not isinstance(max_prompt, int) or max_prompt < 1:
         raise ValueError("max_prompt must be a number of characters >= 1")
+    body_timeout = check_seconds("body_timeout", body_timeout)
+    send_timeout = check_seconds("send_timeout", send_timeout)
     choice = StoreChoice.parse(store)
     extra = dict(session_options or {})
     unknown = sorted(set(extra) - _SESSION_OPTIONS)
@@ -177,10 +193,12 @@ def create_app(
         biz_params=frozenset(biz_params),
         turn_options=fixed,
         auth_kind=auth_kind,
+        body_timeout=body_timeout,
+        send_timeout=send_timeout,
         models=served_models,
         max_messages=max_messages,
     )
-    app = web.Application()
+    app = web.Application(middlewares=[tracing(trace_user)])
     app.cleanup_ctx.append(relay.lifetime)
     completion = "/api/v1/apps/{app_id}/completion"
     app.router.add_post(completion, relay.completion)
@@ -208,12 +226,14 @@ class _Relay:
         biz_params: frozenset[str],
         turn_options: dict[str, Any],
         auth_kind: str,
+        body_timeout: float,
+        send_timeout: float,
         models: tuple[str, ...] = (),
         max_messages: int = 100,
     ) -> None:
+        self.app_ids = app_ids
         self.models = models
         self.max_messages = max_messages
-        self.app_ids = app_ids
         self.authenticate = authenticate
         self.cors = cors
         self.rate = rate
@@ -222,10 +242,13 @@ class _Relay:
         self.biz_params = biz_params
         self.turn_options = turn_options
         self.auth_kind = auth_kind
+        self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
         # A prompt of max_prompt characters, each up to 4 UTF-8 bytes or a 6-byte JSON
         # escape, plus room for biz_params and the rest of the body.
         self.body_limit = max_prompt * 6 + 64 * 1024
         self.limit: RateLimit | None = None
+        self.failures = FailedAuthentications()
         self.chat_page = Page.load()
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
@@ -248,36 +271,54 @@ class _Relay:
     async def completion(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
         cors = self._cors(request)
-        sse = wants_sse(request)
+        sse = wants_sse(request.headers)
         try:
             user = await self._user(request)
+            note_user(user)
             app_id = request.match_info["app_id"]
             if app_id not in self.app_ids:
                 raise Refused(404, "NotFound", "This relay does not serve that app id.")
             await self._spend(user)
-            raw = await read_body(request.content, self.body_limit)
+            raw = await self._body(request)
+            if len(raw) > self.body_limit:
+                raise invalid(f"the request body is larger than {self.body_limit} bytes")
             turn = parse_turn(raw, max_prompt=self.max_prompt, biz_params=self.biz_params)
         except Refused as refused:
-            return refusal(refused, request_id, sse, cors)
+            answer = refusal(refused, request_id, sse, cors)
+            if refused.status == 408:
+                # aiohttp would wait (linger) for the rest of the body before closing;
+                # it may never come.
+                answer.force_close()
+                await answer.prepare(request)
+                await answer.write_eof()
+                if request.transport is not None:
+                    request.transport.close()
+            return answer
         # No session_id: a new conversation, as on the service. Any other id than the
         # user's current one is refused by the turn itself, under the store's lock.
         async with self.conversations.use(app_id, user, turn.session_id) as session:
             stream = session.stream(turn.prompt, **self._options(turn, sse))
+            writing = _Writing()
             if sse:
-                work = self._sse(request, stream, cors, request_id)
+                work = self._sse(request, stream, cors, request_id, writing)
             else:
                 work = self._json(stream, cors, request_id)
-            return await _unless_gone(request, work)
+            return await _unless_gone(request, work, writing, self.send_timeout)
 
     async def generation(self, request: web.Request) -> web.StreamResponse:
         """A model's generation request: checked, then sent on with the server's key."""
         request_id = str(uuid.uuid4())
         cors = self._cors(request)
-        sse = wants_sse(request)
+        sse = wants_sse(request.headers)
         try:
             user = await self._user(request)
+            note_user(user)
             await self._spend(user)
-            raw = await read_body(request.content, self.body_limit * 4)
+            # A whole conversation's messages: room for several prompts' worth.
+            limit = self.body_limit * 4
+            raw = await self._body(request, limit)
+            if len(raw) > limit:
+                raise invalid(f"the request body is larger than {limit} bytes")
             body = parse_generation(
                 raw,
                 models=self.models,
@@ -287,11 +328,12 @@ class _Relay:
         except Refused as refused:
             return refusal(refused, request_id, sse, cors)
         stream = self.conversations.forwarder()._forward(body, stream=sse)
+        writing = _Writing()
         if sse:
-            work = self._sse(request, stream, cors, request_id)
+            work = self._sse(request, stream, cors, request_id, writing)
         else:
             work = self._json(stream, cors, request_id)
-        return await _unless_gone(request, work)
+        return await _unless_gone(request, work, writing, self.send_timeout)
 
     async def preflight(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")
@@ -317,8 +359,20 @@ class _Relay:
         if self.authenticate is None:
             only_loopback(request)
             return ANONYMOUS
+        # request.remote: the socket's peer, or the client a forwarded-header middleware
+        # of the operator's app names (behind a proxy, every client would share one).
+        address = request.remote or ""
+        wait = self.failures.wait(address)
+        if wait is not None:
+            raise Refused(
+                429,
+                "Throttling",
+                "Too many failed authentications from your address; try again later.",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         user = await identify(self.authenticate, request)
         if user is None:
+            self.failures.failed(address)
             raise Refused(
                 401,
                 "InvalidApiKey",
@@ -326,6 +380,18 @@ class _Relay:
                 headers={"WWW-Authenticate": 'Bearer realm="tyqw"'},
             )
         return user
+
+    async def _body(self, request: web.Request, limit: int | None = None) -> bytes:
+        try:
+            return await asyncio.wait_for(
+                read_body(request.content, (limit or self.body_limit) + 1), self.body_timeout
+            )
+        except asyncio.TimeoutError:
+            raise Refused(
+                408,
+                "RequestTimeOut",
+                f"The request body did not arrive within {self.body_timeout:g}s.",
+            ) from None
 
     async def _spend(self, user: str) -> None:
         if self.limit is None:
@@ -349,28 +415,39 @@ class _Relay:
             )
 
     async def _sse(
-        self, request: web.Request, stream: MessageStream, cors: dict[str, str], request_id: str
+        self,
+        request: web.Request,
+        stream: MessageStream,
+        cors: dict[str, str],
+        request_id: str,
+        writing: _Writing,
     ) -> web.StreamResponse:
         response: web.StreamResponse | None = None
         event_id = 0
+        clock = time.monotonic
         async with stream:
             try:
                 async for message in stream:
+                    writing.since = clock()
                     if response is None:
                         response = await start_sse(request, cors, message.request_id or request_id)
                     event_id += 1
-                    await response.write(frame(event_id, "result", 200, dumps(message.raw)))
+                    await response.write(frame(event_id, dumps(message.raw)))
+                    writing.since = None
             except NotCurrent:
                 return refusal(_not_yours(), request_id, True, cors)
             except TyqwError as exc:
                 status, body = upstream_error(exc, request_id)
+                writing.since = clock()
                 if response is None:
                     response = await start_sse(request, cors, body["request_id"])
                 event_id += 1
-                await response.write(frame(event_id, "error", status, dumps(body)))
+                await response.write(frame(event_id, dumps(body), event="error", status=status))
+        writing.since = clock()
         if response is None:  # the relay is stopping: the turn ended before any event
             response = await start_sse(request, cors, request_id)
         await response.write_eof()
+        writing.since = None
         return response
 
     async def _json(
@@ -436,10 +513,25 @@ class _Relay:
         }
 
 
+class _Writing:
+    """When the write to the client under way began (``None``: none is). A client that
+    stops reading blocks a write, and with it the turn and its user's conversation lock;
+    one watch per request reads this, rather than a timer per event."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+
 async def _unless_gone(
-    request: web.Request, work: Coroutine[Any, Any, web.StreamResponse]
+    request: web.Request,
+    work: Coroutine[Any, Any, web.StreamResponse],
+    writing: _Writing,
+    send_timeout: float,
 ) -> web.StreamResponse:
-    """Run ``work`` until it is done or the client's connection has closed."""
+    """Run ``work`` until it is done, the client's connection has closed, or the client
+    has read nothing for ``send_timeout`` seconds (then its connection is dropped)."""
     task = asyncio.ensure_future(work)
     try:
         while True:
@@ -447,6 +539,16 @@ async def _unless_gone(
             if done:
                 return task.result()
             transport = request.transport
+            since = writing.since
+            if (
+                transport is not None
+                and since is not None
+                and time.monotonic() - since > send_timeout
+            ):
+                logger.warning(
+                    "tyqw.relay: a client read nothing for %gs; its turn is stopped", send_timeout
+                )
+                transport.abort()  # what it never read is dropped with the connection
             if transport is None or transport.is_closing():
                 # nginx's "client closed request". Nobody reads it: aiohttp's write of it
                 # fails quietly, where an exception raised here is logged as an error.
