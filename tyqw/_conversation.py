@@ -44,6 +44,8 @@ from .stores._base import (
     has_transcript_methods,
     has_turn_methods,
     is_local,
+    read_now,
+    write_now,
 )
 from .stores._record import record_problem
 
@@ -57,12 +59,13 @@ USAGE_WRITE_INTERVAL = 10.0
 class _Ticket:
     """One turn's hold on the conversation."""
 
-    __slots__ = ("generation", "lock", "sent")
+    __slots__ = ("generation", "lock", "sent", "unwritten")
 
-    def __init__(self, generation: int, lock: TurnLock, sent: str | None) -> None:
+    def __init__(self, generation: int, lock: TurnLock, sent: str | None, unwritten: bool) -> None:
         self.generation = generation
         self.lock = lock
         self.sent = sent
+        self.unwritten = unwritten  # a caller's change the store still lacks
 
 
 class Conversation:
@@ -86,7 +89,7 @@ class Conversation:
         self.dirty = False  # a caller's change not yet written to a shared store
         self._loaded: object = None  # the record last taken from the store
         if is_local(store):
-            self._load(store.get_now(app_id, name))
+            self._load(read_now(store, app_id, name))
 
     @property
     def usage(self) -> dict[str, TokenUsage]:
@@ -101,11 +104,12 @@ class Conversation:
         self.stored, self.added = {}, {}
         store = self.store
         if is_local(store):
-            record = self._record()
-            if record is None:
-                store.delete_now(self.app_id, self.name)
-            else:
-                store.set_now(self.app_id, self.name, record)
+            try:
+                write_now(store, self.app_id, self.name, self._record())
+            except StoreError:
+                self.dirty = True  # kept, and written at the next turn or flush()
+                raise
+            self.dirty = False
             self.written_at = time.monotonic()
         else:
             self.dirty = True
@@ -184,14 +188,19 @@ class Conversation:
         except BaseException:
             await end_turn(self.store, lock, self.app_id, self.name, self._unchanged(record))
             raise
-        if not self.dirty:
+        dirty = self.dirty
+        if not dirty:
             self._merge(record)
         self.dirty = False
-        await self._write(lock, self._record())
+        try:
+            await self._write(lock, self._record())
+        except BaseException:
+            self.dirty = self.dirty or dirty  # kept for a later try
+            raise
 
     # -- turns -----------------------------------------------------------------------------
 
-    async def begin(self) -> tuple[object, str | None]:
+    async def begin(self, on_lost: Callable[[StoreError], object]) -> tuple[object, str | None]:
         lock, record = await begin_turn(self.store, self.app_id, self.name)
         if self.transcript_ended:
             try:
@@ -199,12 +208,14 @@ class Conversation:
             except BaseException:
                 await end_turn(self.store, lock, self.app_id, self.name, self._unchanged(record))
                 raise
-        if self.dirty:
+        unwritten = self.dirty
+        if unwritten:
             # The caller's change is newer than what the store holds: it wins.
             self.dirty = False
         else:
             self._merge(record)
-        return _Ticket(self.generation, lock, self.session_id), self.session_id
+        lock.on_lost(on_lost)
+        return _Ticket(self.generation, lock, self.session_id, unwritten), self.session_id
 
     def seen(self, ticket: object, session_id: str) -> None:
         assert isinstance(ticket, _Ticket)
@@ -252,6 +263,7 @@ class Conversation:
             self.added = _sum(self.added, usage)
         elif ticket.generation != self.generation:
             changed = True  # the caller changed the conversation during the turn
+        changed = changed or ticket.unwritten
         if (
             self.local
             and not changed

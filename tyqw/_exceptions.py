@@ -114,8 +114,9 @@ class StoreError(TyqwError):
 
     At the start of a turn it is raised before any request is sent, so the turn can
     simply be tried again. At the end of a turn (the reply arrived, but the store could
-    not record it) ``.reply`` holds the whole reply. The store's own exception is
-    ``__cause__``.
+    not record it) the message says the turn ran and ``.reply`` holds the whole reply;
+    a turn stopped because its lock was lost (a lease that could not be renewed) holds
+    the partial reply. The store's own exception is ``__cause__``.
     """
 
 

@@ -452,7 +452,15 @@ class Session(Subscriptions):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        if exc is None:
+            await self.aclose()
+            return
+        try:
+            await self.aclose()
+        except TyqwError as close_error:
+            # The error leaving the block says what happened (a turn that ran keeps its
+            # reply); closing's own failure must not replace it.
+            logger.warning("tyqw: could not close the Session after an error: %s", close_error)
 
     def __repr__(self) -> str:
         state = "closed" if self._slot.closed else "open"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
 
 __all__ = ["SyncSession"]
+
+logger = logging.getLogger("tyqw")
 
 _T = TypeVar("_T")
 Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -334,7 +337,14 @@ class SyncSession(Subscriptions):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except TyqwError as close_error:
+            # As Session's: the error leaving the block must not be replaced.
+            logger.warning("tyqw: could not close the Session after an error: %s", close_error)
 
     def __repr__(self) -> str:
         return (

@@ -31,6 +31,7 @@ from ._exceptions import (
     EventTooLargeError,
     IncompleteStreamError,
     SessionClosedError,
+    StoreError,
     StreamError,
     TyqwError,
     UnexpectedContentTypeError,
@@ -57,7 +58,7 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _LARGE_BODY = 512 * 1024
 _decode_json = json.JSONDecoder().raw_decode
 
-Interruption = Literal["abort", "deadline", "send"]
+Interruption = Literal["abort", "deadline", "lost", "send"]
 
 # The turns running in this context. A task started inside a handler copies the
 # context, so it sees its parent's turn and is refused instead of waiting for it.
@@ -69,8 +70,9 @@ _ACTIVE: contextvars.ContextVar[tuple[Turn, ...]] = contextvars.ContextVar(
 class Conversation(Protocol):
     """What a turn needs of its Session's conversation."""
 
-    async def begin(self) -> tuple[object, str | None]:
-        """Take the conversation (its store's lock); return a ticket and the id to send."""
+    async def begin(self, on_lost: Callable[[StoreError], object]) -> tuple[object, str | None]:
+        """Take the conversation (its store's lock); return a ticket and the id to send.
+        ``on_lost`` is called if the store can no longer prove the lock is held."""
 
     def seen(self, ticket: object, session_id: str) -> None:
         """The service sent this conversation id."""
@@ -145,6 +147,8 @@ class Turn:
         self.error: TyqwError | None = None  # what ended the turn, for its exchange
         # OpenTelemetry's view of the turn; None (every hook a None test) when it is off.
         self.observer: TurnObserver | None = None
+        self.lost: StoreError | None = None  # why the store's lock was lost mid-turn
+        self.sent = False  # the request went out (the turn ran, whatever came back)
 
     # -- the one code path -------------------------------------------------------------
 
@@ -286,6 +290,12 @@ class Turn:
                 raise APITimeoutError(
                     f"the turn took longer than its deadline of {self._deadline():g}s"
                 )
+            if self.lost is not None and reader.finish_reason is None:
+                # Stopped while the lock was still ours: no other turn overlapped this one.
+                raise StoreError(
+                    f"{self.lost}; the turn was stopped, its reply is partial "
+                    f"({reader.text.length} characters received)"
+                ) from self.lost
         except TyqwError as exc:
             unquote_secrets(exc, self.config.headers(True, {}))
             if exc.reply is None:
@@ -305,10 +315,30 @@ class Turn:
                 try:
                     await pending
                 except TyqwError as exc:
-                    # The store failed after the reply arrived: the error carries it.
-                    if exc.reply is None:
-                        exc.reply = reader.reply(exc)
-                    raise
+                    if self.error is not None:
+                        # The turn's own error says what went wrong first; the store's
+                        # failure to record it would hide that.
+                        logger.warning(
+                            "tyqw: the turn failed, and its conversation could not be "
+                            "recorded either: %s",
+                            exc,
+                        )
+                    elif not self.sent:  # aborted before its request went out
+                        if exc.reply is None:
+                            exc.reply = reader.reply(exc)
+                        raise
+                    else:
+                        raise self._unrecorded(exc) from exc
+
+    def _unrecorded(self, exc: TyqwError) -> StoreError:
+        """The error of a turn that ran but whose conversation could not be recorded: it
+        says so and carries the reply, whatever happens to the Session afterwards."""
+        error = StoreError(
+            f"the turn ran (its reply arrived: {self.reader.text.length} characters) but "
+            f"the conversation could not be recorded: {exc}"
+        )
+        error.reply = self.reader.reply(error)
+        return error
 
     async def _run_tools(self, tools: Toolbox, calls: list[ToolCall]) -> list[ToolCall]:
         """Run one round's calls; abort() and the deadline end the wait."""
@@ -383,7 +413,7 @@ class Turn:
             if self.options.forwarded:
                 return  # a relayed body, history and all: no conversation of ours
             if self.options.session_id is None:
-                self.ticket, session_id = await self.conversation.begin()
+                self.ticket, session_id = await self.conversation.begin(self._lose)
                 self.reader.on_session_id = functools.partial(self.conversation.seen, self.ticket)
             else:
                 session_id = self.options.session_id  # this turn only: the store stays out
@@ -480,6 +510,7 @@ class Turn:
             self.waiting = True
             if len(data) > _LARGE_BODY:
                 payload = io.BytesIO(data)
+            self.sent = True
             try:
                 response = await http.post(
                     config.url,
@@ -568,7 +599,17 @@ class Turn:
         if self.loop is not None and not self.done:
             on_loop(self.loop, self.interrupt, "abort")
 
-    def interrupt(self, reason: Literal["abort", "deadline"]) -> None:
+    def _lose(self, error: StoreError) -> None:
+        """The store can no longer prove the conversation's lock is ours: stop now."""
+        if self.lost is None and not self.done:
+            self.lost = error
+            if asyncio.current_task() is self.task:
+                # Told while taking the conversation: nothing to cancel, nothing is sent.
+                self.interrupted = self.interrupted or "lost"
+            else:
+                self.interrupt("lost")
+
+    def interrupt(self, reason: Literal["abort", "deadline", "lost"]) -> None:
         if self.interrupted or self.done or self.task is None:
             return
         self.interrupted = reason

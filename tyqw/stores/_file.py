@@ -11,6 +11,13 @@ A save touches only its own file and the in-flight temporaries, so its cost does
 depend on how many conversations the folder holds. The store never raises for I/O:
 an unusable folder is one warning per folder and process, and the conversation goes
 on in this process's memory; a damaged file is one warning and "no conversation".
+
+Several processes share the folder as workers share a Redis store: what another process
+stored or cleared is never overwritten by a stale copy. A file is only ever replaced,
+so what ``lstat()`` says of it (its *version*) changes with every write: the write at a
+turn's end is skipped when the file is no longer the version the turn read (another
+process changed it without the lock, as ``clear()`` does), and a record kept in memory
+after a failed write stands only while the file is still the version it shadowed.
 """
 
 from __future__ import annotations
@@ -53,9 +60,19 @@ _LIST_BATCH = 256
 # Per process, like the warning: a folder that failed once is reported once, and what
 # could not be written lives here, for every FileStore of that folder.
 _warned_dirs: set[Path] = set()
-_in_memory: dict[tuple[Path, str, str], dict[str, Any]] = {}
+_in_memory: dict[tuple[Path, str, str], tuple[dict[str, Any], object]] = {}
 _in_memory_guard = threading.Lock()
 _locks = KeyedLocks()
+
+# A file's version: (inode, device, size, mtime_ns), None for no file, or _UNKNOWN when
+# the folder cannot be read. _UNREAD: a lock under which the file was not read yet.
+_UNKNOWN = object()
+_UNREAD = object()
+# The _FileLock held on each conversation file (its OS lock makes it one per process,
+# whichever loop; without an OS lock the folder is unusable and versions unknown): the
+# turn's read and write, made through the store's async methods under it, note and
+# check there the version the turn read.
+_held: dict[Path, _FileLock] = {}
 
 Found = tuple[str, str, dict[str, Any], float]
 """``(app_id, name, record, mtime)`` read from one file."""
@@ -115,23 +132,35 @@ class FileStore(LocalStoreMethods):
 
     def get_now(self, app_id: str, name: str) -> dict[str, Any] | None:
         """The record, or ``None`` (no file, a damaged one, or an unusable folder)."""
-        with _in_memory_guard:
-            kept = _in_memory.get((self.directory, app_id, name))
-            if kept is not None:
-                return copy.deepcopy(kept)
+        return self._get(app_id, name)[0]
+
+    def _get(self, app_id: str, name: str) -> tuple[dict[str, Any] | None, object]:
+        """The record, and the version of the file it stands for."""
         path = self.path(app_id, name)
+        memory_key = (self.directory, app_id, name)
+        with _in_memory_guard:
+            kept = _in_memory.get(memory_key)
+        if kept is not None:
+            record, shadowed = kept
+            now = _version(path)
+            if now is _UNKNOWN or shadowed is _UNKNOWN or now == shadowed:
+                return copy.deepcopy(record), now
+            # Another process stored or cleared the conversation since: theirs is newer.
+            with _in_memory_guard:
+                if _in_memory.get(memory_key) is kept:
+                    del _in_memory[memory_key]
         try:
-            found = _read(path)
+            found, version = _read_versioned(path)
         except OSError as exc:
             self._unusable("read", exc)
-            return None
+            return None, _UNKNOWN
         if found is None:
-            return None
+            return None, version
         stored_app_id, stored_name, record, _ = found
         if (stored_app_id, stored_name) != (app_id, name):
             logger.warning("tyqw: %s belongs to another conversation; ignoring it", path)
-            return None
-        return record
+            return None, version
+        return record, version
 
     def set_now(self, app_id: str, name: str, record: dict[str, Any]) -> None:
         """Replace the record: readers see the old file or the new one, never a mix."""
@@ -300,7 +329,44 @@ class FileStore(LocalStoreMethods):
         A lock file that cannot be used (an unusable folder) leaves the in-process lock
         only, with the folder's one warning.
         """
-        return _FileLock(self, self._files(app_id, name)[1])
+        return _FileLock(self, *self._files(app_id, name))
+
+    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
+        """``get_now()``; under ``lock()`` it also notes the version of the file it read,
+        which the write under the same lock checks."""
+        holder = _held.get(self.path(app_id, name))
+        if holder is None:
+            return self.get_now(app_id, name)
+        record, holder.version = self._get(app_id, name)
+        return record
+
+    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        """``set_now()``; under ``lock()``, skipped if another process changed the file
+        since it was read under that lock (their change is newer than this copy)."""
+        if not self._changed_since_read(app_id, name):
+            self.set_now(app_id, name, record)
+
+    async def delete(self, app_id: str, name: str) -> None:
+        """``delete_now()``; under ``lock()``, skipped as ``set()`` is."""
+        if not self._changed_since_read(app_id, name):
+            self.delete_now(app_id, name)
+
+    def _changed_since_read(self, app_id: str, name: str) -> bool:
+        path = self.path(app_id, name)
+        holder = _held.get(path)
+        if holder is None or holder.version is _UNREAD:
+            return False
+        read, holder.version = holder.version, _UNREAD
+        now = _version(path)
+        if read is _UNKNOWN or now is _UNKNOWN or now == read:
+            return False
+        logger.info(
+            "tyqw: the conversation %r of %r was changed by another process during the "
+            "turn; keeping that change",
+            name,
+            app_id,
+        )
+        return True
 
     async def conversations(
         self, app_id: str | None = None
@@ -374,8 +440,10 @@ class FileStore(LocalStoreMethods):
             kept = copy.deepcopy(record)
         except Exception:  # a record that cannot even be copied is kept as given
             kept = record
+        # It stands in for the file only while the file stays the version it shadows.
+        shadowed = _version(self.path(memory_key[1], memory_key[2]))
         with _in_memory_guard:
-            _in_memory[memory_key] = kept
+            _in_memory[memory_key] = (kept, shadowed)
 
     def _unusable(self, action: str, exc: OSError) -> None:
         """Warn once per folder and process, whether reading or writing failed first."""
@@ -406,13 +474,15 @@ class _FileLock:
     """``FileStore.lock()``: the in-process lock of the file, then the OS lock on it (a
     class, not an ``asynccontextmanager``: it is on every turn's path)."""
 
-    __slots__ = ("_fd", "_hold", "_path", "_store")
+    __slots__ = ("_fd", "_hold", "_path", "_record_path", "_store", "version")
 
-    def __init__(self, store: FileStore, path: Path) -> None:
+    def __init__(self, store: FileStore, record_path: Path, path: Path) -> None:
         self._store = store
         self._path = path
         self._hold = _locks.hold(path)
         self._fd: int | None = None
+        self._record_path = record_path
+        self.version: object = _UNREAD  # of the record file, as read under this lock
 
     async def __aenter__(self) -> None:
         await self._hold.__aenter__()
@@ -421,14 +491,30 @@ class _FileLock:
         except BaseException:
             await self._hold.__aexit__(None, None, None)
             raise
+        self.version = _UNREAD
+        _held[self._record_path] = self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if _held.get(self._record_path) is self:
+            del _held[self._record_path]
         fd, self._fd = self._fd, None
         try:
             if fd is not None:
                 unlock_file(fd)
         finally:
             await self._hold.__aexit__(None, None, None)
+
+
+def _version(path: Path) -> object:
+    """The version of the file at ``path``: what ``lstat()`` says of it, ``None`` if
+    there is none, ``_UNKNOWN`` if the folder cannot be read."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _UNKNOWN
+    return (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns)
 
 
 def _read(path: Path) -> Found | None:
@@ -439,22 +525,29 @@ def _read(path: Path) -> Found | None:
     redirect the open. Other ``OSError`` is raised: only the caller knows what an
     unreadable folder means.
     """
+    return _read_versioned(path)[0]
+
+
+def _read_versioned(path: Path) -> tuple[Found | None, object]:
+    """``_read()``, and the version of the file (see ``_version``) it read. The version
+    is taken before the read: a change in between makes the turn's write skip, never
+    lets it overwrite."""
     try:
         before = os.lstat(path)
     except FileNotFoundError:
-        return None
+        return None, None
     signature = (before.st_ino, before.st_dev, before.st_size, before.st_mtime_ns)
     cached = _read_cache.get(path)
     if cached is not None and cached[0] == signature:
         app_id, name, record, mtime = cached[1]
-        return app_id, name, copy_record(record), mtime
+        return (app_id, name, copy_record(record), mtime), signature
     found = _read_fresh(path, before)
     if found is not None:
         if len(_read_cache) >= _READ_CACHE_SIZE:
             _read_cache.clear()
         _read_cache[path] = (signature, found)
         found = (found[0], found[1], copy_record(found[2]), found[3])
-    return found
+    return found, signature
 
 
 def _read_fresh(path: Path, before: os.stat_result) -> Found | None:
