@@ -396,6 +396,8 @@ async def test_a_worker_that_loses_its_lease_stops_before_another_turn_starts(
             partial = info.value.reply
             assert partial is not None and partial.finish_reason is None
             assert 0 < len(partial.text) < 100
+            # The stopped turn wrote nothing: the transcript is B's turn alone.
+            assert [exchange.prompt for exchange in await b.history()] == ["next"]
         finally:
             proxy.cut()
             for session in (a, b):

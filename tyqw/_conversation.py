@@ -59,13 +59,14 @@ USAGE_WRITE_INTERVAL = 10.0
 class _Ticket:
     """One turn's hold on the conversation."""
 
-    __slots__ = ("generation", "lock", "sent", "unwritten")
+    __slots__ = ("generation", "lock", "lost", "sent", "unwritten")
 
     def __init__(self, generation: int, lock: TurnLock, sent: str | None, unwritten: bool) -> None:
         self.generation = generation
         self.lock = lock
         self.sent = sent
         self.unwritten = unwritten  # a caller's change the store still lacks
+        self.lost = False  # the store could not prove the lock held: write nothing more
 
 
 class Conversation:
@@ -214,8 +215,14 @@ class Conversation:
             self.dirty = False
         else:
             self._merge(record)
-        lock.on_lost(on_lost)
-        return _Ticket(self.generation, lock, self.session_id, unwritten), self.session_id
+        ticket = _Ticket(self.generation, lock, self.session_id, unwritten)
+
+        def lost(error: StoreError) -> None:
+            ticket.lost = True
+            on_lost(error)
+
+        lock.on_lost(lost)
+        return ticket, self.session_id
 
     def seen(self, ticket: object, session_id: str) -> None:
         assert isinstance(ticket, _Ticket)
@@ -230,8 +237,10 @@ class Conversation:
         exchange: Callable[[], Exchange],
     ) -> Coroutine[Any, Any, None]:
         assert isinstance(ticket, _Ticket)
-        if self.keep and ticket.generation == self.generation:
+        if self.keep and ticket.generation == self.generation and not ticket.lost:
             # A turn that began before a clear() belongs to the conversation it ended.
+            # A turn whose lock was lost appends nothing: another worker may hold the
+            # conversation by now, and its transcript must stay one ordered sequence.
             return self._append_then(ticket, exchange(), self._finish(ticket, session_id, usage))
         return self._finish(ticket, session_id, usage)
 
