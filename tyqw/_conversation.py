@@ -157,6 +157,13 @@ class Conversation:
             return []  # cleared here; the store hears of it at the next turn
         return await read_history(self.store, self.app_id, self.name)
 
+    async def context(self) -> list[Exchange]:
+        """The transcript a model's turn sends again (read under the turn's lock): none
+        when the store keeps no transcripts or the Session keeps no history."""
+        if not self.keep or self.transcript_ended:
+            return []
+        return await read_history(self.store, self.app_id, self.name)
+
     async def _end_transcript(self) -> None:
         """Apply a caller's ``clear()`` to the transcript (under the lock)."""
         if self.transcript_ended:
@@ -323,10 +330,7 @@ class Conversation:
             return None
         record: dict[str, Any] = {
             "session_id": self.session_id,
-            "usage": {
-                model: {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens}
-                for model, used in self.usage.items()
-            },
+            "usage": {model: _counts(used) for model, used in self.usage.items()},
             "updated_at": time.time(),
             "rounds": self.rounds,
         }
@@ -379,9 +383,19 @@ class Conversation:
             else None
         )
         self.stored = {
-            model: TokenUsage(used["input_tokens"], used["output_tokens"])
+            model: TokenUsage(
+                used["input_tokens"], used["output_tokens"], used.get("reasoning_tokens", 0)
+            )
             for model, used in record.get("usage", {}).items()
         }
+
+
+def _counts(used: TokenUsage) -> dict[str, int]:
+    counts = {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens}
+    if used.reasoning_tokens:
+        # Only a thinking model's: an app's record reads as it always did.
+        counts["reasoning_tokens"] = used.reasoning_tokens
+    return counts
 
 
 def _sum(a: dict[str, TokenUsage], b: dict[str, TokenUsage]) -> dict[str, TokenUsage]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._exceptions import RecordedError, TyqwError
-from ._models import Reply
+from ._models import Reply, ToolCall
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -153,6 +153,14 @@ class Exchange:
                 "thoughts": reply.thoughts,
                 "doc_references": reply.doc_references,
                 "error": None if error is None else _error_dict(error),
+                # A model's turn: kept only when there is some, so an app's exchange
+                # reads as it always did, and an older reader skips what it does not know.
+                **({"reasoning": reply.reasoning} if reply.reasoning is not None else {}),
+                **(
+                    {"tool_calls": [_call_dict(call) for call in reply.tool_calls]}
+                    if reply.tool_calls
+                    else {}
+                ),
             },
         }
 
@@ -180,6 +188,8 @@ class Exchange:
                     thoughts=_opt(reply.get("thoughts"), list),
                     doc_references=_opt(reply.get("doc_references"), list),
                     error=None if error is None else _read_error(error),
+                    reasoning=_opt_text(reply.get("reasoning")),
+                    tool_calls=tuple(_read_call(c) for c in reply.get("tool_calls") or ()),
                 ),
                 started_at=_time(data["started_at"]),
                 ended_at=_time(data["ended_at"]),
@@ -191,6 +201,26 @@ class Exchange:
 def ended_now(prompt: str, reply: Reply, started_at: dt.datetime) -> Exchange:
     """The exchange of a turn that ends now."""
     return Exchange(prompt, reply, started_at, _now())
+
+
+def _call_dict(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "result": call.result,
+        "error": call.error,
+    }
+
+
+def _read_call(data: dict[str, Any]) -> ToolCall:
+    return ToolCall(
+        _text(data["id"]),
+        _text(data["name"]),
+        _text(data["arguments"]),
+        _opt_text(data.get("result")),
+        _opt_text(data.get("error")),
+    )
 
 
 def _error_dict(error: TyqwError) -> dict[str, Any]:

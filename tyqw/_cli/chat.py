@@ -51,7 +51,11 @@ def add_parser(commands: Any) -> None:
         description="Chat with the app. Replies stream as they arrive; the conversation "
         "continues across runs under the same --name. Type /help for commands.",
     )
-    chat.add_argument("--thoughts", action="store_true", help="show the app's thoughts")
+    chat.add_argument(
+        "--thoughts",
+        action="store_true",
+        help="show the app's thoughts (with --model: the model thinks, and its reasoning shows)",
+    )
     chat.set_defaults(run=run)
 
 
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         if prompter.interactive:
             print(BANNER, file=sys.stderr, flush=True)
             _recap(loop, session, printer)
-        options: dict[str, Any] = {"has_thoughts": True} if args.thoughts else {}
+        wants = "has_thoughts" if session.model is None else "enable_thinking"
+        options: dict[str, Any] = {wants: True} if args.thoughts else {}
         while True:
             try:
                 if not _turn(loop, session, simulator, chosen, printer, prompter, options):
@@ -136,7 +141,8 @@ def _command(
     elif name == "/session":
         sid = session.session_id or _stored_id(loop, session, chosen)
         print(f"session_id: {sid or 'none yet (the next message starts a conversation)'}")
-        print(f"name: {session.name}  app_id: {session.app_id}")
+        target = f"model: {session.model}" if session.model else f"app_id: {session.app_id}"
+        print(f"name: {session.name}  {target}")
         if simulator is not None:
             print(f"stored in: {chosen.where}")
             print("(offline: the simulator forgets its conversations when tyqw exits)")

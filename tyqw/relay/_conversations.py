@@ -101,6 +101,7 @@ class Conversations:
         self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
         self._busy: dict[tuple[str, str], int] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._forwarder: Session | None = None
         # Made here, so that a URL the store refuses fails create_app(), not the start.
         self._store: Store | None = choice.open()  # closed here if made here
         self._checked = current_only(self._store)  # what the Sessions use: it checks ids
@@ -109,11 +110,32 @@ class Conversations:
         """Raise ``ValueError`` / ``TyqwError`` now for an app id or option Session refuses."""
         Session(app_id, name="check", store=MemoryStore(), **self._options)
 
+    def check_model(self, model: str) -> None:
+        """The same, for a model name."""
+        Session(model=model, name="check", store=MemoryStore(), history=False, **self._options)
+
+    def forwarder(self) -> Session:
+        """The Session that sends relayed generation requests on: no conversation of its
+        own (the client keeps the history), each request on a turn slot of its own."""
+        if self._forwarder is None:
+            self._forwarder = Session(
+                model="relay",
+                name="relay",
+                store=MemoryStore(),
+                history=False,
+                http_session=self._http,
+                **self._options,
+            )
+        return self._forwarder
+
     async def start(self) -> None:
         # Many users stream at once through one pool; Session sets its own timeouts.
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
 
     async def aclose(self) -> None:
+        if self._forwarder is not None:
+            forwarder, self._forwarder = self._forwarder, None
+            await _close(forwarder)
         sessions = list(self._sessions.values())
         self._sessions.clear()
         self._busy.clear()
