@@ -18,6 +18,7 @@ from typing import Literal
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from .._config import OFFLINE_KEY
 from .._wire import SSE_TYPE, accepts_gzip, dumps, error_body, frame, wants_sse
 from .answers import Answer, compose, json_payload, stream_payloads
 from .apps import Apps, is_reasoning_model
@@ -82,7 +83,7 @@ class BailianSimulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        api_key: str | None = "sk-simulator",
+        api_key: str | None = OFFLINE_KEY,
         app_ids: Iterable[str] | None = None,
         workspaces: Mapping[str, str] | None = None,
         reply: ReplyFunc | None = None,
@@ -131,7 +132,7 @@ class BailianSimulator:
 
             headers = {"Authorization": f"Bearer {sim.api_key}"}
         """
-        return self._api_key or "sk-simulator"
+        return self._api_key or OFFLINE_KEY
 
     @property
     def app_id(self) -> str:

@@ -6,6 +6,11 @@ they arrive, one Bailian frame per message. The turn runs in a child task that i
 cancelled the moment the client's connection closes (aiohttp tells a handler of a
 disconnect only when it writes, and a turn may wait a long time between events), and
 cancelling it closes the upstream response at once.
+
+A client may keep several conversations per user by naming each in an
+``X-Tyqw-Conversation`` header (the chat page does); ``GET .../conversations`` lists the
+caller's named conversations, ``GET`` / ``DELETE .../conversations/{id}`` reads (its
+transcript) or deletes one. The user always comes from the request's authentication.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import MessageStream, Options, TyqwError
-from .._config import environment_app_id
+from .._config import OFFLINE_KEY, environment_app_id
 from .._http import read_body
 from .._options import check_seconds
 from .._wire import dumps, error_body, frame, wants_sse
@@ -38,7 +43,7 @@ from ._auth import (
     parse_origins,
     same_origin,
 )
-from ._conversations import Conversations, NotCurrent, StoreChoice
+from ._conversations import CONVERSATION_ID, Conversations, NotCurrent, StoreChoice
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
 from ._request import Refused, TurnRequest, invalid, parse_turn
@@ -52,7 +57,7 @@ logger = logging.getLogger("tyqw.relay")
 _DISCONNECT_POLL = 0.25  # seconds: how soon a vanished client's upstream turn is closed
 _CORS_HEADERS = (
     "Authorization, Content-Type, Accept, Cache-Control, Last-Event-ID, "
-    "X-DashScope-SSE, X-Accel-Buffering, X-DashScope-WorkSpace"
+    "X-DashScope-SSE, X-Accel-Buffering, X-DashScope-WorkSpace, X-Tyqw-Conversation"
 )
 _SESSION_OPTIONS = frozenset(
     {
@@ -183,12 +188,20 @@ def create_app(
         auth_kind=auth_kind,
         body_timeout=body_timeout,
         send_timeout=send_timeout,
+        offline=api_key == OFFLINE_KEY,
     )
     app = web.Application(middlewares=[tracing(trace_user)])
     app.cleanup_ctx.append(relay.lifetime)
     completion = "/api/v1/apps/{app_id}/completion"
     app.router.add_post(completion, relay.completion)
     app.router.add_route("OPTIONS", completion, relay.preflight)
+    listing = "/api/v1/apps/{app_id}/conversations"
+    app.router.add_get(listing, relay.list_conversations)
+    app.router.add_route("OPTIONS", listing, relay.preflight)
+    one = listing + "/{conversation}"
+    app.router.add_get(one, relay.read_conversation)
+    app.router.add_delete(one, relay.delete_conversation)
+    app.router.add_route("OPTIONS", one, relay.preflight)
     if page:
         app.router.add_get("/", relay.page)
     app.router.add_get("/relay.json", relay.settings)
@@ -210,8 +223,10 @@ class _Relay:
         auth_kind: str,
         body_timeout: float,
         send_timeout: float,
+        offline: bool,
     ) -> None:
         self.app_ids = app_ids
+        self.offline = offline  # the upstream is tyqw's simulator: the page says so
         self.authenticate = authenticate
         self.cors = cors
         self.rate = rate
@@ -261,6 +276,7 @@ class _Relay:
             if len(raw) > self.body_limit:
                 raise invalid(f"the request body is larger than {self.body_limit} bytes")
             turn = parse_turn(raw, max_prompt=self.max_prompt, biz_params=self.biz_params)
+            conversation = _conversation(request.headers.get("X-Tyqw-Conversation"))
         except Refused as refused:
             answer = refusal(refused, request_id, sse, cors)
             if refused.status == 408:
@@ -274,7 +290,7 @@ class _Relay:
             return answer
         # No session_id: a new conversation, as on the service. Any other id than the
         # user's current one is refused by the turn itself, under the store's lock.
-        async with self.conversations.use(app_id, user, turn.session_id) as session:
+        async with self.conversations.use(app_id, user, turn.session_id, conversation) as session:
             stream = session.stream(turn.prompt, **self._options(turn, sse))
             writing = _Writing()
             if sse:
@@ -291,12 +307,77 @@ class _Relay:
             status=204,
             headers={
                 "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Methods": "GET, POST, DELETE",
                 "Access-Control-Allow-Headers": _CORS_HEADERS,
                 "Access-Control-Max-Age": "600",
                 "Vary": "Origin",
             },
         )
+
+    # -- the caller's named conversations ------------------------------------------
+
+    async def _own(self, request: web.Request) -> tuple[str, str]:
+        """The app id and the caller's user, or ``Refused``."""
+        user = await self._user(request)
+        note_user(user)
+        app_id = request.match_info["app_id"]
+        if app_id not in self.app_ids:
+            raise Refused(404, "NotFound", "This relay does not serve that app id.")
+        return app_id, user
+
+    async def list_conversations(self, request: web.Request) -> web.Response:
+        """``{"conversations": [{"id", "title", "updated_at"}, ...]}``, newest first."""
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        try:
+            app_id, user = await self._own(request)
+            listed = await self.conversations.listed(app_id, user)
+        except Refused as refused:
+            return refusal(refused, request_id, False, cors)
+        except TyqwError as exc:
+            status, error = upstream_error(exc, request_id)
+            return json_response(status, error, cors, request_id)
+        return json_response(200, {"conversations": listed}, cors, request_id)
+
+    async def read_conversation(self, request: web.Request) -> web.Response:
+        """``{"id", "session_id", "exchanges": [Exchange.to_dict(), ...]}``, or a 404."""
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        try:
+            app_id, user = await self._own(request)
+            conversation = _conversation(request.match_info["conversation"])
+            assert conversation is not None
+            found = await self.conversations.read(app_id, user, conversation)
+            if found is None:
+                raise Refused(404, "NotFound", "You have no conversation with that id.")
+        except Refused as refused:
+            return refusal(refused, request_id, False, cors)
+        except TyqwError as exc:
+            status, error = upstream_error(exc, request_id)
+            return json_response(status, error, cors, request_id)
+        session_id, exchanges = found
+        body = {
+            "id": conversation,
+            "session_id": session_id,
+            "exchanges": [exchange.to_dict() for exchange in exchanges],
+        }
+        return json_response(200, body, cors, request_id)
+
+    async def delete_conversation(self, request: web.Request) -> web.StreamResponse:
+        """Forget one of the caller's conversations (record and transcript): 204."""
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        try:
+            app_id, user = await self._own(request)
+            conversation = _conversation(request.match_info["conversation"])
+            assert conversation is not None
+            await self.conversations.forget(app_id, user, conversation)
+        except Refused as refused:
+            return refusal(refused, request_id, False, cors)
+        except TyqwError as exc:
+            status, error = upstream_error(exc, request_id)
+            return json_response(status, error, cors, request_id)
+        return web.Response(status=204, headers={**cors, "x-request-id": request_id})
 
     async def _user(self, request: web.Request) -> str:
         origin = request.headers.get("Origin")
@@ -319,6 +400,10 @@ class _Relay:
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         user = await identify(self.authenticate, request)
+        if user is not None and "\0" in user:
+            # A NUL separates a user from the name of one of their conversations: a user
+            # named with one could spell another user's conversations.
+            raise Refused(403, "AccessDenied", "This user name cannot be used here.")
         if user is None:
             self.failures.failed(address)
             raise Refused(
@@ -447,6 +532,7 @@ class _Relay:
             # your site, say), so the page sends without one and asks only on a 401.
             "auth": "none" if self.authenticate is None else self.auth_kind,
             "max_prompt": self.max_prompt,
+            "offline": self.offline,
         }
         return web.json_response(settings, headers={"Cache-Control": "no-store"})
 
@@ -513,6 +599,18 @@ def _not_yours() -> Refused:
     return invalid(
         "input.session_id is not your current conversation; send no session_id to start a new one"
     )
+
+
+def _conversation(value: str | None) -> str | None:
+    """A client's conversation id, checked; ``None``: the user's one conversation."""
+    if value is None:
+        return None
+    if not CONVERSATION_ID.fullmatch(value):
+        raise invalid(
+            "a conversation id is 1 to 64 letters, digits, '-' or '_' "
+            "(X-Tyqw-Conversation, or the path)"
+        )
+    return value
 
 
 def _app_ids(app_ids: str | Iterable[str] | None) -> tuple[str, ...]:

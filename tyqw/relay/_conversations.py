@@ -12,29 +12,64 @@ of its turn, while it holds the conversation's lock: a check made before the tur
 could start a new conversation for the same user, and the turn would go on in a
 conversation the client never named. Under the lock nothing can change the record
 between the check and the request that carries its id.
+
+A user may keep several conversations, each named by the client (the chat page picks
+an id per conversation): the Session ``"<user>\0conversation\0<id>"``. A request
+without an id uses the Session named by the user alone, as before. The relay refuses
+user names holding a NUL, so no user can spell another's names; listing, reading and
+deleting take the caller's user, never a name from the request.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import aiohttp
 
-from .. import Session, TyqwError
-from ..stores import FileStore, LocalStore, MemoryStore, Store, StoreLocation, TurnStore
+from .. import Exchange, Session, TyqwError
+from ..stores import (
+    FileStore,
+    LocalStore,
+    MemoryStore,
+    Store,
+    StoreLocation,
+    TranscriptStore,
+    TurnStore,
+    forget,
+)
+from ..stores._base import has_transcript_methods
 
-__all__ = ["MAX_SESSIONS", "Conversations", "NotCurrent", "StoreChoice"]
+__all__ = [
+    "CONVERSATION_ID",
+    "MAX_SESSIONS",
+    "Conversations",
+    "NotCurrent",
+    "StoreChoice",
+    "session_name",
+]
 
 logger = logging.getLogger("tyqw.relay")
 
 MAX_SESSIONS = 10_000
+
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a client may name a conversation: short, and safe in a URL path as it is."""
+
+_TITLE = 80  # characters of a conversation's first prompt that name it in a list
+
+
+def session_name(user: str, conversation: str | None) -> str:
+    """The Session (and store) name of a user's conversation; ``None``: the user's one
+    conversation of old. ``user`` holds no NUL (the relay refuses such names)."""
+    return user if conversation is None else f"{user}\0conversation\0{conversation}"
 
 
 class NotCurrent(TyqwError):
@@ -115,23 +150,27 @@ class Conversations:
         self._store = None
 
     @asynccontextmanager
-    async def use(self, app_id: str, user: str, session_id: str | None) -> AsyncIterator[Session]:
-        """The user's Session, kept from being dropped while the block runs.
+    async def use(
+        self, app_id: str, user: str, session_id: str | None, conversation: str | None = None
+    ) -> AsyncIterator[Session]:
+        """The Session of the user's ``conversation`` (``None``: the user's one
+        conversation), kept from being dropped while the block runs.
 
         ``session_id`` ``None``: the Session starts a new conversation. Otherwise a turn
         the block runs raises ``NotCurrent`` (before any request) unless ``session_id``
-        is the user's current conversation in the store.
+        is that conversation's current one in the store.
         """
-        key = (app_id, user)
+        name = session_name(user, conversation)
+        key = (app_id, name)
         session = self._sessions.get(key)
         if session is None:
-            session = self._sessions[key] = self._new_session(app_id, user)
+            session = self._sessions[key] = self._new_session(app_id, name)
         else:
             self._sessions.move_to_end(key)
         self._busy[key] = self._busy.get(key, 0) + 1
         if session_id is None:
             session.clear()  # a shared store gets it under the lock of the next turn
-        expecting = _EXPECTED.set(None if session_id is None else (app_id, user, session_id))
+        expecting = _EXPECTED.set(None if session_id is None else (app_id, name, session_id))
         try:
             yield session
         finally:
@@ -142,10 +181,62 @@ class Conversations:
             if len(self._sessions) > MAX_SESSIONS:
                 await self._drop_idle()
 
-    def _new_session(self, app_id: str, user: str) -> Session:
+    async def listed(self, app_id: str, user: str) -> list[dict[str, Any]]:
+        """The user's named conversations, most recently used first: ``id``, ``title``
+        (the first prompt, shortened; ``""`` without a transcript) and ``updated_at``."""
+        store = self._checked
+        prefix = session_name(user, "")
+        found: list[dict[str, Any]] = []
+        async for _, name, record in store.conversations(app_id):
+            if not name.startswith(prefix):
+                continue
+            title = ""
+            if has_transcript_methods(store):
+                entries = await _transcript(store, app_id, name)
+                if entries:
+                    title = " ".join(entries[0].prompt.split())[:_TITLE]
+            updated = record.get("updated_at")
+            found.append(
+                {
+                    "id": name[len(prefix) :],
+                    "title": title,
+                    "updated_at": updated if isinstance(updated, (int, float)) else 0,
+                }
+            )
+        found.sort(key=lambda c: c["updated_at"], reverse=True)
+        return found
+
+    async def read(
+        self, app_id: str, user: str, conversation: str
+    ) -> tuple[str | None, list[Exchange]] | None:
+        """A conversation of the user: its current id and its transcript, oldest first;
+        ``None`` if the store holds no such conversation."""
+        name = session_name(user, conversation)
+        session = self._sessions.get((app_id, name))
+        if session is not None:
+            await session.flush()  # what this worker has not written yet
+        store = self._checked
+        record = await store.get(app_id, name)
+        if not isinstance(record, dict):
+            return None
+        session_id = record.get("session_id")
+        exchanges = await _transcript(store, app_id, name) if has_transcript_methods(store) else []
+        return (session_id if isinstance(session_id, str) else None), exchanges
+
+    async def forget(self, app_id: str, user: str, conversation: str) -> None:
+        """Delete a conversation of the user: its record and transcript, under its lock
+        (a turn under way in it finishes first)."""
+        name = session_name(user, conversation)
+        session = self._sessions.get((app_id, name))
+        if session is not None and (app_id, name) not in self._busy:
+            del self._sessions[app_id, name]
+            await _close(session)
+        await forget(self._checked, app_id, name)
+
+    def _new_session(self, app_id: str, name: str) -> Session:
         # The one place that says where a user's conversation lives.
         return Session(
-            app_id, name=user, store=self._checked, http_session=self._http, **self._options
+            app_id, name=name, store=self._checked, http_session=self._http, **self._options
         )
 
     async def _drop_idle(self) -> None:
@@ -156,6 +247,18 @@ class Conversations:
             if key not in self._busy:
                 await _close(self._sessions.pop(key))
                 excess -= 1
+
+
+async def _transcript(store: Store, app_id: str, name: str) -> list[Exchange]:
+    """The transcript's exchanges as tyqw reads them; an entry it cannot read is left out."""
+    entries = await cast("TranscriptStore", store).read_transcript(app_id, name)
+    exchanges = []
+    for entry in entries:
+        try:
+            exchanges.append(Exchange.from_dict(entry))
+        except ValueError:
+            continue
+    return exchanges
 
 
 async def _close(session: Session) -> None:
@@ -258,13 +361,54 @@ class _CurrentOnlyLocalTurn(_CurrentOnlyLocal, _CurrentOnlyTurn):
     pass
 
 
+class _Transcripts:
+    """The transcript methods of a ``TranscriptStore``, passed through a view."""
+
+    inner: Any
+
+    async def append_transcript(
+        self, app_id: str, name: str, entry: dict[str, Any], keep: int
+    ) -> None:
+        await self.inner.append_transcript(app_id, name, entry, keep)
+
+    async def read_transcript(self, app_id: str, name: str) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = await self.inner.read_transcript(app_id, name)
+        return entries
+
+    async def delete_transcript(self, app_id: str, name: str) -> None:
+        await self.inner.delete_transcript(app_id, name)
+
+
+class _CurrentOnlyTranscripts(_Transcripts, _CurrentOnly):
+    pass
+
+
+class _CurrentOnlyLocalTranscripts(_Transcripts, _CurrentOnlyLocal):
+    pass
+
+
+class _CurrentOnlyTurnTranscripts(_Transcripts, _CurrentOnlyTurn):
+    pass
+
+
+class _CurrentOnlyLocalTurnTranscripts(_Transcripts, _CurrentOnlyLocalTurn):
+    pass
+
+
+_VIEWS: dict[tuple[bool, bool, bool], type[_CurrentOnly]] = {
+    (False, False, False): _CurrentOnly,
+    (True, False, False): _CurrentOnlyLocal,
+    (False, True, False): _CurrentOnlyTurn,
+    (True, True, False): _CurrentOnlyLocalTurn,
+    (False, False, True): _CurrentOnlyTranscripts,
+    (True, False, True): _CurrentOnlyLocalTranscripts,
+    (False, True, True): _CurrentOnlyTurnTranscripts,
+    (True, True, True): _CurrentOnlyLocalTurnTranscripts,
+}
+
+
 def current_only(store: Store) -> Store:
-    """``store`` seen through the check, with the same abilities (local, one-call turns)."""
+    """``store`` seen through the check, with the same abilities (local, one-call turns,
+    transcripts)."""
     local, turn = isinstance(store, LocalStore), isinstance(store, TurnStore)
-    view = {
-        (False, False): _CurrentOnly,
-        (True, False): _CurrentOnlyLocal,
-        (False, True): _CurrentOnlyTurn,
-        (True, True): _CurrentOnlyLocalTurn,
-    }[local, turn]
-    return view(store)
+    return _VIEWS[local, turn, has_transcript_methods(store)](store)
