@@ -472,3 +472,296 @@ def test_screenshot_of_a_conversation(browser: Any, served: RelayThread, tmp_pat
     keep = os.environ.get(SCREENSHOT_ENV)
     if keep:
         shutil.copyfile(path, keep)
+
+
+@pytest.fixture
+def plain() -> Iterator[RelayThread]:
+    """A relay whose app cites nothing: the reply's text arrives as the simulator's
+    reply function wrote it."""
+    relay = RelayThread(delay=0.0).start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+MARKDOWN = """## Steps to *try*
+
+1. Install **tyqw**
+   - with `pip`
+2. Run it
+
+| Command | Does |
+|:--------|-----:|
+| `tyqw serve` | the relay |
+| `tyqw simulate` | the simulator |
+
+See [the docs](https://example.com/tyqw "docs") or mail <x@y> to ~~nobody~~.
+
+```python
+print("你好")
+x = 1 < 2
+```
+"""
+
+
+def test_markdown_and_code_render(browser: Any, plain: RelayThread) -> None:
+    """A Markdown reply shows as a heading, nested lists, an aligned table, a safe link,
+    inline and fenced code in a monospace font; the code's Copy button copies it."""
+    assert plain.sim is not None and plain.relay is not None
+    plain.sim.reply = lambda prompt, history: MARKDOWN
+    plain.sim.chunk_size = 7  # the renderer sees many half-written states
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {
+            "origin": plain.relay.root,
+            "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
+        },
+    )
+    prompt = open_page(browser, plain)
+    prompt.send_keys("show me markdown\n")
+    last_reply_is(browser, "done")
+    shown = browser.execute_script(
+        """
+        const text = [...document.querySelectorAll('.reply .text')].pop();
+        const all = (selector) => [...text.querySelectorAll(selector)];
+        const link = text.querySelector('a');
+        return {
+          heading: all('h2').map(e => e.textContent),
+          emphasis: all('h2 em, li strong, del').map(e => e.tagName + ':' + e.textContent),
+          items: all('ol > li').length, nested: all('ol > li > ul > li').map(e => e.textContent),
+          header: all('th').map(e => e.textContent + '/' + (e.dataset.align || '')),
+          cells: all('td').map(e => e.textContent),
+          link: [link.textContent, link.getAttribute('href'), link.rel, link.target],
+          inline: all(':not(pre) > code').map(e => e.textContent),
+          code: all('pre code').map(e => e.textContent),
+          language: text.querySelector('.code-bar .language').textContent,
+          font: getComputedStyle(text.querySelector('pre code')).fontFamily,
+          inlineFont: getComputedStyle(text.querySelector('td code')).fontFamily,
+        };
+        """
+    )
+    assert shown["heading"] == ["Steps to try"]
+    assert shown["emphasis"] == ["EM:try", "STRONG:tyqw", "DEL:nobody"]
+    assert shown["items"] == 2 and shown["nested"] == ["with pip"]
+    assert shown["header"] == ["Command/", "Does/right"]
+    assert shown["cells"] == ["tyqw serve", "the relay", "tyqw simulate", "the simulator"]
+    assert shown["link"] == [
+        "the docs",
+        "https://example.com/tyqw",
+        "noopener noreferrer",
+        "_blank",
+    ]
+    assert shown["inline"] == ["pip", "tyqw serve", "tyqw simulate"]
+    assert shown["code"] == ['print("你好")\nx = 1 < 2']
+    assert shown["language"] == "python"
+    assert "monospace" in shown["font"] and "monospace" in shown["inlineFont"]
+    click_copy = "[...document.querySelectorAll('.reply .copy')].pop().click()"
+    browser.execute_script(click_copy)
+    until(browser, "[...document.querySelectorAll('.reply .copy')].pop().textContent === 'Copied'")
+    copied = browser.execute_async_script(
+        "const done = arguments[0]; navigator.clipboard.readText().then(done, e => done('!' + e))"
+    )
+    assert copied == 'print("你好")\nx = 1 < 2'
+
+
+class Remote:
+    """A web server standing in for a remote host: it records every request it gets."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        self.root = ""
+        self.runner: Any = None
+
+    async def start(self) -> Remote:
+        from aiohttp import web
+
+        async def record(request: web.Request) -> web.Response:
+            self.hits.append(str(request.rel_url))
+            return web.Response(body=b"GIF89a", content_type="image/gif")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.root = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+def test_a_hostile_reply_neither_runs_nor_loads_anything(browser: Any, plain: RelayThread) -> None:
+    """A reply holding script tags, onerror images, javascript: and data: links, and
+    Markdown images of a remote host runs no script (no window flag set), makes no
+    request to that host, and leaves no element that could: its images read as
+    "[image: ...]", its unsafe links as plain words."""
+    assert plain.sim is not None
+    remote = plain.call(Remote().start())
+    try:
+        r = remote.root
+        hostile = "\n".join(
+            [
+                f'<img src="{r}/raw.gif" onerror="window.pwned=1"><script>window.pwned=2</script>',
+                f"![tracker]({r}/md.gif) and ![inline](javascript:window.pwned=3)",
+                "[click me](javascript:window.pwned=4) [data](data:text/html,<script>x</script>)",
+                f'<iframe src="{r}/frame"></iframe><link rel=stylesheet href="{r}/x.css">',
+                '<svg onload="window.pwned=5"></svg>',
+                f'<a href="{r}/a" onclick="window.pwned=6">a</a>',
+                f"[ok]({r}/page) `<b>code</b>`",
+                "",
+                "```html",
+                f'<img src="{r}/fenced.gif" onerror="window.pwned=7">',
+                "```",
+                f"| <img src={r}/cell.gif> | ![c]({r}/cell2.gif) |",
+                "|---|---|",
+                "| [x](vbscript:msgbox) | y |",
+            ]
+        )
+        plain.sim.reply = lambda prompt, history: hostile
+        prompt = open_page(browser, plain)
+        prompt.send_keys("<img src=x onerror=window.pwned=8>\n")
+        last_reply_is(browser, "done")
+        found = browser.execute_script(
+            """
+            const log = document.getElementById('log');
+            return {
+              dangerous: log.querySelectorAll(
+                'img, script, iframe, link, svg, object, embed, style, video, audio, source'
+              ).length,
+              handlers: [...log.querySelectorAll('*')].flatMap(e => [...e.attributes])
+                .filter(a => a.name.startsWith('on')).length,
+              links: [...log.querySelectorAll('a')].map(a => [a.textContent, a.href, a.rel]),
+              images: [...log.querySelectorAll('.image, a')].map(e => e.textContent)
+                .filter(t => t.startsWith('[image')),
+              loaded: performance.getEntriesByType('resource').map(e => e.name)
+                .filter(name => !name.startsWith(location.origin)),
+              pwned: window.pwned === undefined ? null : window.pwned,
+            };
+            """
+        )
+        assert found["dangerous"] == 0 and found["handlers"] == 0
+        assert found["links"] == [
+            ["[image: tracker]", f"{r}/md.gif", "noopener noreferrer"],
+            ["ok", f"{r}/page", "noopener noreferrer"],
+            ["[image: c]", f"{r}/cell2.gif", "noopener noreferrer"],
+        ]
+        assert "[image: inline]" in found["images"]
+        assert found["loaded"] == [] and found["pwned"] is None
+        assert "click me" in reply_texts(browser)[0]
+        # The page asks its own relay for something now: had the reply made the browser
+        # fetch anything, it would have been asked before this answer came back.
+        browser.execute_async_script(
+            "const done = arguments[0]; fetch('relay.json').then(() => done(), () => done())"
+        )
+        assert remote.hits == []
+    finally:
+        plain.call(remote.stop())
+
+
+def test_reload_draws_the_conversation_again_and_continues_it(
+    browser: Any, served: RelayThread
+) -> None:
+    """After a reload the page shows the same exchanges, rendered, and the next turn
+    continues the same Bailian session."""
+    assert served.sim is not None
+    prompt = open_page(browser, served)
+    prompt.send_keys("my name is Ada\n")
+    last_reply_is(browser, "done")
+    prompt.send_keys("hello there\n")
+    last_reply_is(browser, "done")
+    before = reply_texts(browser)
+    session_id = served.sim.requests[-1].session_id
+    prompt = open_page(browser, served)
+    until(browser, "document.querySelectorAll('.reply').length === 2")
+    assert reply_texts(browser) == before
+    users: list[str] = browser.execute_script(
+        "return [...document.querySelectorAll('.user')].map(e => e.textContent)"
+    )
+    assert users == ["my name is Ada", "hello there"]
+    prompt.send_keys("what's my name?\n")
+    last_reply_is(browser, "done")
+    assert served.sim.requests[-1].body["input"]["session_id"] == session_id
+    assert reply_texts(browser)[-1].startswith("Your name is Ada")
+
+
+def chats(browser: Any) -> list[list[Any]]:
+    """The conversation list: [title, chosen] per entry."""
+    listed: list[list[Any]] = browser.execute_script(
+        "return [...document.querySelectorAll('#chat-list li[data-id]')]"
+        ".map(li => [li.querySelector('.open').textContent, li.classList.contains('chosen')])"
+    )
+    return listed
+
+
+def test_switching_between_conversations_and_deleting_one(
+    browser: Any, served: RelayThread
+) -> None:
+    """Two conversations are listed by their first prompt; choosing one draws its
+    exchanges and the next turn continues it; deleting one removes it from the list."""
+    prompt = open_page(browser, served)
+    prompt.send_keys("my name is Ada\n")
+    last_reply_is(browser, "done")
+    click(browser, "new")
+    prompt.send_keys("my name is Bob\n")
+    last_reply_is(browser, "done")
+    until(browser, "document.querySelectorAll('#chat-list li[data-id]').length === 2")
+    assert chats(browser) == [["my name is Bob", True], ["my name is Ada", False]]
+    browser.execute_script("document.querySelectorAll('#chat-list .open')[1].click()")
+    until(browser, "document.querySelector('.user')?.textContent === 'my name is Ada'")
+    assert chats(browser) == [["my name is Bob", False], ["my name is Ada", True]]
+    assert len(reply_texts(browser)) == 1
+    prompt.send_keys("what's my name?\n")
+    last_reply_is(browser, "done")
+    assert reply_texts(browser)[-1].startswith("Your name is Ada")
+    # Ada's conversation is now the newest; delete Bob's.
+    until(
+        browser,
+        "document.querySelector('#chat-list li[data-id] .open')?.textContent === 'my name is Ada'",
+    )
+    browser.execute_script("document.querySelectorAll('#chat-list .delete')[1].click()")
+    until(browser, "document.querySelectorAll('#chat-list li[data-id]').length === 1")
+    assert chats(browser) == [["my name is Ada", True]]
+    assert len(reply_texts(browser)) == 2  # the conversation shown stays
+
+
+def test_the_offline_note_shows_only_against_the_simulator(browser: Any) -> None:
+    """Served against the offline simulator, the page says so above the chat; a relay
+    given another key does not."""
+    from selenium.webdriver.common.by import By
+
+    for key, shown in (("sk-simulator", True), ("sk-a-real-looking-key", False)):
+        served = RelayThread(delay=0.0, api_key=None).start(api_key=key)
+        try:
+            open_page(browser, served)
+            note = browser.find_element(By.ID, "offline")
+            assert note.is_displayed() is shown
+            if shown:
+                assert note.text.startswith("Offline demo: the replies come from tyqw's")
+        finally:
+            served.stop()
+
+
+def test_the_page_speaks_the_browsers_language_and_sets_chinese_in_a_cjk_font(
+    browser: Any, served: RelayThread
+) -> None:
+    """lang follows the browser's language; in Chinese the text's first font is a CJK
+    face, and code stays monospace."""
+    agent = browser.execute_script("return navigator.userAgent")
+    browser.execute_cdp_cmd(
+        "Emulation.setUserAgentOverride", {"userAgent": agent, "acceptLanguage": "zh-CN"}
+    )
+    try:
+        open_page(browser, served)
+        lang, language, font = browser.execute_script(
+            "return [document.documentElement.lang, navigator.language,"
+            " getComputedStyle(document.body).fontFamily]"
+        )
+    finally:
+        browser.execute_cdp_cmd(
+            "Emulation.setUserAgentOverride", {"userAgent": agent, "acceptLanguage": "en-US"}
+        )
+    assert lang == language == "zh-CN"
+    assert font.startswith('"PingFang SC"'), font

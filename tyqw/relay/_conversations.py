@@ -191,18 +191,16 @@ class Conversations:
             if not name.startswith(prefix):
                 continue
             title = ""
+            updated = record.get("updated_at")
+            used = float(updated) if isinstance(updated, (int, float)) else 0.0
             if has_transcript_methods(store):
                 entries = await _transcript(store, app_id, name)
                 if entries:
                     title = " ".join(entries[0].prompt.split())[:_TITLE]
-            updated = record.get("updated_at")
-            found.append(
-                {
-                    "id": name[len(prefix) :],
-                    "title": title,
-                    "updated_at": updated if isinstance(updated, (int, float)) else 0,
-                }
-            )
+                    # A turn that continues a conversation may leave its record as it
+                    # was: the transcript knows when it was last used.
+                    used = max(used, entries[-1].ended_at.timestamp())
+            found.append({"id": name[len(prefix) :], "title": title, "updated_at": used})
         found.sort(key=lambda c: c["updated_at"], reverse=True)
         return found
 
