@@ -765,3 +765,73 @@ def test_the_page_speaks_the_browsers_language_and_sets_chinese_in_a_cjk_font(
         )
     assert lang == language == "zh-CN"
     assert font.startswith('"PingFang SC"'), font
+
+
+PAGE_SHOTS_ENV = "TYQW_CHAT_PAGE_SCREENSHOTS"
+"""Set to a folder (docs) to keep docs/chat-page.md's pictures from the test."""
+
+HOW_TO = """To start the relay on your machine:
+
+1. Install **tyqw**: `pip install tyqw`
+2. Run it, then open the address it prints:
+
+```bash
+tyqw serve --port 8300
+```
+
+| Option | Meaning |
+|--------|---------|
+| `--tokens FILE` | who may chat |
+| `--store redis://…` | share conversations between workers |
+
+More in [the relay guide](https://example.com/tyqw/relay)."""
+
+
+@pytest.mark.parametrize(
+    ("layout", "size", "scheme"),
+    [
+        ("light", (1000, 720), "light"),
+        ("dark", (1000, 720), "dark"),
+        ("phone", (390, 780), "light"),
+    ],
+)
+def test_screenshots_of_the_page(
+    browser: Any,
+    plain: RelayThread,
+    tmp_path: Path,
+    layout: str,
+    size: tuple[int, int],
+    scheme: str,
+) -> None:
+    """The page with two conversations and a Markdown reply, in the light and dark
+    themes and at phone width, saved as PNGs (docs/chat-page-*.png when
+    TYQW_CHAT_PAGE_SCREENSHOTS names the folder to keep them in)."""
+    assert plain.sim is not None
+    plain.sim.reply = lambda prompt, history: (
+        HOW_TO if prompt.startswith("How") else default_reply(prompt, history)
+    )
+    browser.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+    )
+    try:
+        prompt = open_page(browser, plain, size=size)
+        # English: the machines that make these pictures may have no CJK font.
+        prompt.send_keys("my name is Ada\n")
+        last_reply_is(browser, "done")
+        click(browser, "new")
+        prompt.send_keys("How do I start the relay?\n")
+        last_reply_is(browser, "done")
+        until(browser, "document.querySelectorAll('#chat-list li[data-id]').length === 2")
+        if layout == "phone":
+            browser.execute_script("document.getElementById('chats').open = false")
+        dark = browser.execute_script("return matchMedia('(prefers-color-scheme: dark)').matches")
+        assert dark is (scheme == "dark")
+        path = tmp_path / f"chat-page-{layout}.png"
+        assert browser.save_screenshot(str(path))
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    keep = os.environ.get(PAGE_SHOTS_ENV)
+    if keep:
+        shutil.copyfile(path, Path(keep) / path.name)
