@@ -111,6 +111,10 @@ def create_app(
       and shares the rate limit), or a ``tyqw.stores.Store`` of your own making. The
       relay closes a store it made when it stops, never one you passed (the rate limit
       of a store you pass is kept per worker process).
+    - Named conversations (docs/chat-page.md): a turn with ``X-Tyqw-Conversation: <id>``
+      uses the caller's conversation of that id; ``GET .../conversations`` lists the
+      caller's, ``GET`` / ``DELETE .../conversations/{id}`` reads or deletes one. A user
+      name holding a NUL is refused (403).
     - ``cors``: the origins other sites' pages may call it from; ``rate``: turns per
       user per minute (``None``: no limit); ``max_prompt``: characters per prompt;
       ``biz_params``: the ``input.biz_params`` keys clients may send;
@@ -118,7 +122,8 @@ def create_app(
       (``rag_options``, ``memory_id``...); what a client may send goes on top, its
       ``biz_params`` keys merged into these.
     - The upstream: ``api_key`` (default ``DASHSCOPE_API_KEY``; never taken from a
-      request), ``base_url``, ``workspace``, and ``session_options`` for each user's
+      request; the offline simulator's own key makes the page say it is offline),
+      ``base_url``, ``workspace``, and ``session_options`` for each user's
       ``Session`` (``read_timeout``, ``deadline``, ``max_retries``...).
     - Clients that stall: a request body not received within ``body_timeout`` seconds
       (default 30) is answered 408 ``RequestTimeOut`` and its connection closed; a
