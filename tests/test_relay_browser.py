@@ -835,3 +835,38 @@ def test_screenshots_of_the_page(
     keep = os.environ.get(PAGE_SHOTS_ENV)
     if keep:
         shutil.copyfile(path, Path(keep) / path.name)
+
+
+def test_a_streaming_reply_redraws_only_its_last_block(browser: Any, plain: RelayThread) -> None:
+    """While a reply streams in, a block already whole (a heading, a code block) keeps
+    its element: the text above the one being written does not flicker or lose a
+    selection."""
+    assert plain.sim is not None
+    plain.sim.reply = lambda prompt, history: (
+        "## Title\n\n```\ncode\n```\n\n" + "words and more words " * 12
+    )
+    plain.sim.chunk_size = 3
+    prompt = open_page(browser, plain)
+    browser.execute_script(
+        """
+        window.kept = {};
+        new MutationObserver(() => {
+          const reply = [...document.querySelectorAll('.reply')].pop();
+          if (!reply) return;
+          const h2 = reply.querySelector('h2'), code = reply.querySelector('.code');
+          if (!window.kept.h2 && h2?.textContent === 'Title') window.kept.h2 = h2;
+          // The fence is closed once the paragraph after it has begun.
+          if (!window.kept.code && reply.querySelector('p')) window.kept.code = code;
+        }).observe(document.getElementById('log'), {subtree: true, childList: true,
+                                                    characterData: true});
+        """
+    )
+    prompt.send_keys("stream it\n")
+    last_reply_is(browser, "done")
+    kept = browser.execute_script(
+        "const reply = [...document.querySelectorAll('.reply')].pop();"
+        "return [window.kept.h2 === reply.querySelector('h2'),"
+        " window.kept.code === reply.querySelector('.code'),"
+        " reply.querySelectorAll('p').length]"
+    )
+    assert kept == [True, True, 1]
