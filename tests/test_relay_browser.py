@@ -23,7 +23,7 @@ from tyqw.stores import MemoryStore
 from tyqw.testing import Fault, default_reply
 
 from .helpers import missing
-from .relay_helpers import ALICE, RelayThread
+from .relay_helpers import ALICE, BOB, RelayThread
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -240,6 +240,56 @@ def test_an_upstream_error_shows_a_readable_line_with_the_request_id(
     assert line.startswith("error: ")
     assert f"(HTTP 400, code DataInspectionFailed, request_id {request_id})" in line
     assert reply_texts(browser) == [default_reply("hello there", [])[:4]]
+
+
+def prompts_shown(browser: Any) -> list[str]:
+    texts: list[str] = browser.execute_script(
+        "return [...document.querySelectorAll('.turn.user')].map(e => e.textContent)"
+    )
+    return texts
+
+
+def test_a_reload_draws_the_conversation_again_and_goes_on(
+    browser: Any, served: RelayThread
+) -> None:
+    """Chat, reload: the conversation is drawn as it was, citations and an error line
+    included, and the next message continues it; another user's token sees none of it."""
+    from selenium.webdriver.common.by import By
+
+    sim = served.sim
+    assert sim is not None and served.relay is not None
+    prompt = open_page(browser, served)
+    prompt.send_keys("my name is Ada\n")
+    last_reply_is(browser, "done")
+    sim.inject(Fault.stream_error(after=1, status=400, code="DataInspectionFailed"))
+    prompt.send_keys("hello there\n")
+    last_reply_is(browser, "error")
+    prompt.send_keys("what's my name?\n")
+    last_reply_is(browser, "done")
+    replies, session_id = reply_texts(browser), sim.requests[-1].session_id
+    error = "return document.querySelector('.reply .error').textContent"
+    line = browser.execute_script(error)
+    assert "code DataInspectionFailed" in line
+    browser.refresh()
+    until(browser, "document.body.dataset.ready === 'true'")
+    assert prompts_shown(browser) == ["my name is Ada", "hello there", "what's my name?"]
+    assert reply_texts(browser) == replies
+    assert replies[-1].startswith("Your name is Ada[4].")
+    assert "DataInspectionFailed" in browser.execute_script(error)
+    assert citations(browser)  # the cited documents are listed again
+    browser.find_element(By.ID, "prompt").send_keys("do you remember my name?\n")
+    last_reply_is(browser, "done")
+    assert sim.requests[-1].body["input"]["session_id"] == session_id
+    assert reply_texts(browser)[-1].startswith("Your name is Ada[4].")
+
+    browser.get(f"{served.relay.root}/#token={BOB}")
+    browser.refresh()  # a new page load, as Bob's own browser would make
+    until(browser, "document.body.dataset.ready === 'true'")
+    assert prompts_shown(browser) == [] and reply_texts(browser) == []
+    browser.find_element(By.ID, "prompt").send_keys("what's my name?\n")
+    last_reply_is(browser, "done")
+    assert "session_id" not in sim.requests[-1].body["input"]
+    assert "haven't told me your name" in reply_texts(browser)[-1]
 
 
 def test_a_relay_that_cannot_be_reached_is_said_in_a_users_words(
@@ -661,32 +711,6 @@ def test_a_hostile_reply_neither_runs_nor_loads_anything(browser: Any, plain: Re
         plain.call(remote.stop())
 
 
-def test_reload_draws_the_conversation_again_and_continues_it(
-    browser: Any, served: RelayThread
-) -> None:
-    """After a reload the page shows the same exchanges, rendered, and the next turn
-    continues the same Bailian session."""
-    assert served.sim is not None
-    prompt = open_page(browser, served)
-    prompt.send_keys("my name is Ada\n")
-    last_reply_is(browser, "done")
-    prompt.send_keys("hello there\n")
-    last_reply_is(browser, "done")
-    before = reply_texts(browser)
-    session_id = served.sim.requests[-1].session_id
-    prompt = open_page(browser, served)
-    until(browser, "document.querySelectorAll('.reply').length === 2")
-    assert reply_texts(browser) == before
-    users: list[str] = browser.execute_script(
-        "return [...document.querySelectorAll('.user')].map(e => e.textContent)"
-    )
-    assert users == ["my name is Ada", "hello there"]
-    prompt.send_keys("what's my name?\n")
-    last_reply_is(browser, "done")
-    assert served.sim.requests[-1].body["input"]["session_id"] == session_id
-    assert reply_texts(browser)[-1].startswith("Your name is Ada")
-
-
 def chats(browser: Any) -> list[list[Any]]:
     """The conversation list: [title, chosen] per entry."""
     listed: list[list[Any]] = browser.execute_script(
@@ -870,3 +894,38 @@ def test_a_streaming_reply_redraws_only_its_last_block(browser: Any, plain: Rela
         " reply.querySelectorAll('p').length]"
     )
     assert kept == [True, True, 1]
+
+
+def test_the_conversation_a_client_kept_without_naming_one_is_shown_and_continued(
+    browser: Any, served: RelayThread
+) -> None:
+    """A user who chatted through a client that names no conversation (tyqw's Session
+    against the relay) finds that conversation drawn on a first visit and listed; the
+    page's next message continues it."""
+    assert served.sim is not None and served.relay is not None
+    relay = served.relay
+
+    async def chat() -> str:
+        async with Session(
+            relay.app_ids[0], api_key=ALICE, base_url=relay.base_url, store=MemoryStore()
+        ) as session:
+            reply = await session.send("my name is Ada")
+            assert reply.session_id is not None
+            return reply.session_id
+
+    session_id = served.call(chat())
+    browser.get(f"{relay.root}/relay.json")
+    browser.execute_script("localStorage.clear()")  # a first visit
+    prompt = open_page(browser, served)
+    assert browser.execute_script("return document.querySelector('.user')?.textContent") == (
+        "my name is Ada"
+    )
+    assert chats(browser) == [["my name is Ada", True]]
+    assert (
+        browser.execute_script("return document.querySelectorAll('#chat-list .delete').length")
+        == 0
+    )
+    prompt.send_keys("what's my name?\n")
+    last_reply_is(browser, "done")
+    assert served.sim.requests[-1].body["input"]["session_id"] == session_id
+    assert reply_texts(browser)[-1].startswith("Your name is Ada")

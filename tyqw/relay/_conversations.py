@@ -13,6 +13,9 @@ could start a new conversation for the same user, and the turn would go on in a
 conversation the client never named. Under the lock nothing can change the record
 between the check and the request that carries its id.
 
+``current()`` gives a user's current conversation, its id and its transcript, read
+from the store (every worker sees the same), for the page to draw on load.
+
 A user may keep several conversations, each named by the client (the chat page picks
 an id per conversation): the Session ``"<user>\0conversation\0<id>"``. A request
 without an id uses the Session named by the user alone, as before. The relay refuses
@@ -30,7 +33,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import aiohttp
 
@@ -41,9 +44,9 @@ from ..stores import (
     MemoryStore,
     Store,
     StoreLocation,
-    TranscriptStore,
     TurnStore,
     forget,
+    read_history,
 )
 from ..stores._base import has_transcript_methods
 
@@ -124,6 +127,7 @@ class Conversations:
         self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
         self._busy: dict[tuple[str, str], int] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._forwarder: Session | None = None
         # Made here, so that a URL the store refuses fails create_app(), not the start.
         self._store: Store | None = choice.open()  # closed here if made here
         self._checked = current_only(self._store)  # what the Sessions use: it checks ids
@@ -132,11 +136,32 @@ class Conversations:
         """Raise ``ValueError`` / ``TyqwError`` now for an app id or option Session refuses."""
         Session(app_id, name="check", store=MemoryStore(), **self._options)
 
+    def check_model(self, model: str) -> None:
+        """The same, for a model name."""
+        Session(model=model, name="check", store=MemoryStore(), history=False, **self._options)
+
+    def forwarder(self) -> Session:
+        """The Session that sends relayed generation requests on: no conversation of its
+        own (the client keeps the history), each request on a turn slot of its own."""
+        if self._forwarder is None:
+            self._forwarder = Session(
+                model="relay",
+                name="relay",
+                store=MemoryStore(),
+                history=False,
+                http_session=self._http,
+                **self._options,
+            )
+        return self._forwarder
+
     async def start(self) -> None:
         # Many users stream at once through one pool; Session sets its own timeouts.
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
 
     async def aclose(self) -> None:
+        if self._forwarder is not None:
+            forwarder, self._forwarder = self._forwarder, None
+            await _close(forwarder)
         sessions = list(self._sessions.values())
         self._sessions.clear()
         self._busy.clear()
@@ -181,6 +206,19 @@ class Conversations:
             if len(self._sessions) > MAX_SESSIONS:
                 await self._drop_idle()
 
+    async def current(self, app_id: str, user: str) -> tuple[str | None, list[Exchange]]:
+        """The user's current conversation id (``None``: none yet) and its transcript,
+        oldest first, as the store holds them. ``TyqwError`` if the store fails."""
+        session = self._sessions.get((app_id, user))
+        if session is not None:
+            await session.flush()  # a new conversation this worker has not written yet
+        store = self._checked
+        record = await store.get(app_id, user)
+        session_id = record.get("session_id") if isinstance(record, dict) else None
+        if not has_transcript_methods(store):
+            return session_id, []
+        return session_id, await read_history(store, app_id, user)
+
     async def listed(self, app_id: str, user: str) -> list[dict[str, Any]]:
         """The user's named conversations, most recently used first: ``id``, ``title``
         (the first prompt, shortened; ``""`` without a transcript) and ``updated_at``."""
@@ -194,7 +232,7 @@ class Conversations:
             updated = record.get("updated_at")
             used = float(updated) if isinstance(updated, (int, float)) else 0.0
             if has_transcript_methods(store):
-                entries = await _transcript(store, app_id, name)
+                entries = await read_history(store, app_id, name)
                 if entries:
                     title = " ".join(entries[0].prompt.split())[:_TITLE]
                     # A turn that continues a conversation may leave its record as it
@@ -218,7 +256,8 @@ class Conversations:
         if not isinstance(record, dict):
             return None
         session_id = record.get("session_id")
-        exchanges = await _transcript(store, app_id, name) if has_transcript_methods(store) else []
+        kept = has_transcript_methods(store)
+        exchanges = await read_history(store, app_id, name) if kept else []
         return (session_id if isinstance(session_id, str) else None), exchanges
 
     async def forget(self, app_id: str, user: str, conversation: str) -> None:
@@ -245,18 +284,6 @@ class Conversations:
             if key not in self._busy:
                 await _close(self._sessions.pop(key))
                 excess -= 1
-
-
-async def _transcript(store: Store, app_id: str, name: str) -> list[Exchange]:
-    """The transcript's exchanges as tyqw reads them; an entry it cannot read is left out."""
-    entries = await cast("TranscriptStore", store).read_transcript(app_id, name)
-    exchanges = []
-    for entry in entries:
-        try:
-            exchanges.append(Exchange.from_dict(entry))
-        except ValueError:
-            continue
-    return exchanges
 
 
 async def _close(session: Session) -> None:

@@ -28,6 +28,7 @@ import copy
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -106,10 +107,14 @@ class FileStore(LocalStoreMethods):
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(state_dir) if state_dir is not None else default_state_dir()
-        # (app_id, name) -> (its file, its lock file): a turn needs both every time.
-        self._paths_of: dict[tuple[str, str], tuple[Path, Path]] = {}
+        # (app_id, name) -> (its file, its lock file, its transcript): a turn needs them
+        # every time.
+        self._paths_of: dict[tuple[str, str], tuple[Path, Path, Path]] = {}
+        # A transcript this process appended to last -> (its version then, its last
+        # line's number).
+        self._appended: dict[Path, tuple[tuple[int, int, int, int], int]] = {}
 
-    def _files(self, app_id: str, name: str) -> tuple[Path, Path]:
+    def _files(self, app_id: str, name: str) -> tuple[Path, Path, Path]:
         paths = self._paths_of.get((app_id, name))
         if paths is None:
             if len(self._paths_of) >= 4096:
@@ -118,6 +123,7 @@ class FileStore(LocalStoreMethods):
             paths = self._paths_of[app_id, name] = (
                 self.directory / f"{key}.json",
                 self.directory / ".locks" / f"{key}.lock",
+                self.directory / f"{key}{_TRANSCRIPT_SUFFIX}",
             )
         return paths
 
@@ -215,7 +221,7 @@ class FileStore(LocalStoreMethods):
 
     def transcript_path(self, app_id: str, name: str) -> Path:
         """The file that holds the transcript of ``(app_id, name)``."""
-        return self.path(app_id, name).with_suffix(_TRANSCRIPT_SUFFIX)
+        return self._files(app_id, name)[2]
 
     def append_transcript_now(
         self, app_id: str, name: str, entry: dict[str, Any], keep: int
@@ -231,7 +237,14 @@ class FileStore(LocalStoreMethods):
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 fd = os.open(path, _APPEND_FLAGS, 0o600)
             try:
-                last, whole = _last_number(fd)
+                before = os.fstat(fd)
+                known = self._appended.get(path)
+                if known is not None and known[0] == _stamp(before):
+                    # This process wrote the file's last line, and nothing has changed it
+                    # since: its number is known without reading the tail.
+                    last, whole = known[1], True
+                else:
+                    last, whole = _last_number(fd, before.st_size)
                 number = last + 1
                 line = json.dumps(
                     {"n": number, "keep": keep, "entry": entry},
@@ -241,6 +254,9 @@ class FileStore(LocalStoreMethods):
                 # After a torn tail (a writer killed mid-line) the new line starts on a
                 # line of its own; the torn piece is then one unreadable line, skipped.
                 _write_all(fd, (b"" if whole else b"\n") + line + b"\n")
+                if len(self._appended) >= 4096:
+                    self._appended.clear()
+                self._appended[path] = (_stamp(os.fstat(fd)), number)
             finally:
                 os.close(fd)
             if number > keep and number % max(1, keep // 4) == 0:
@@ -289,15 +305,21 @@ class FileStore(LocalStoreMethods):
 
     def _compact(self, path: Path) -> None:
         """Rewrite the transcript with its ``keep`` most recent lines, atomically."""
-        lines = _transcript_lines(path)
+        try:
+            with open(path, "rb") as f:
+                whole = f.read()
+        except FileNotFoundError:
+            return
+        pieces = whole.split(b"\n")
+        if whole and not whole.endswith(b"\n"):
+            pieces.pop()  # a torn tail
+        # The lines are copied as they are: re-encoding every entry cost more than all
+        # the appends between two compactions.
+        lines = [(line, head) for line in pieces if line and (head := _line_head(line))]
         if not lines:
             return
-        keep = lines[-1][1]
-        data = b"".join(
-            json.dumps({"n": number, "keep": kept, "entry": entry}, separators=(",", ":")).encode()
-            + b"\n"
-            for number, kept, entry in lines[-keep:]
-        )
+        keep = lines[-1][1][1]
+        data = b"".join(line + b"\n" for line, _ in lines[-keep:])
         temporaries = self.directory / ".tmp"
         temporaries.mkdir(mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
@@ -329,7 +351,7 @@ class FileStore(LocalStoreMethods):
         A lock file that cannot be used (an unusable folder) leaves the in-process lock
         only, with the folder's one warning.
         """
-        return _FileLock(self, *self._files(app_id, name))
+        return _FileLock(self, *self._files(app_id, name)[:2])
 
     async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
         """``get_now()``; under ``lock()`` it also notes the version of the file it read,
@@ -597,6 +619,10 @@ _APPEND_FLAGS = (
     | getattr(os, "O_BINARY", 0)
 )
 _TAIL_STEP = 64 * 1024
+_FIRST_TAIL = 4096  # most lines are shorter: one small read finds the last one
+# The head of every line tyqw writes, so that an append and a compaction need not parse
+# the entries (see _line_head).
+_HEAD = re.compile(rb'\{"n":(\d{1,18}),"keep":(\d{1,18}),"entry":\{')
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -617,16 +643,39 @@ def _parse_line(line: bytes) -> tuple[int, int, dict[str, Any]] | None:
     return None
 
 
-def _last_number(fd: int) -> tuple[int, bool]:
+def _line_head(line: bytes) -> tuple[int, int] | None:
+    """``(number, keep)`` of a whole transcript line, or ``None`` if it is damaged.
+
+    The fast path reads the head tyqw writes and checks that the line ends as an entry
+    does, without parsing the entry (an append and a compaction need only the head).
+    A line cut short by a killed writer fails the check, unless it was cut just after
+    a nested object; a compaction then keeps that one line, and readers, which parse
+    every entry they return, skip it as they skip every damaged line. Any other line
+    is parsed, as ``_parse_line`` reads it.
+    """
+    match = _HEAD.match(line)
+    if match is not None and line.endswith(b"}}"):
+        keep = int(match[2])
+        if keep >= 1:
+            return int(match[1]), keep
+    parsed = _parse_line(line)
+    return None if parsed is None else (parsed[0], parsed[1])
+
+
+def _stamp(status: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when anything writes or replaces a file."""
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _last_number(fd: int, size: int) -> tuple[int, bool]:
     """The number of the last whole line of the transcript open as ``fd`` (0 if none),
     and whether the file ends with a whole line. Reads from the end only as far back
     as that line starts: the cost of one line, not of the transcript."""
-    size = os.fstat(fd).st_size
     if size == 0:
         return 0, True
-    position, tail = size, b""
+    position, tail, step = size, b"", _FIRST_TAIL
     while position > 0:
-        step = min(_TAIL_STEP, position)
+        step = min(step, position)
         position -= step
         os.lseek(fd, position, os.SEEK_SET)
         tail = os.read(fd, step) + tail
@@ -635,9 +684,10 @@ def _last_number(fd: int) -> tuple[int, bool]:
         # may be the end of a line that starts further back.
         whole = lines[1 if position > 0 else 0 : -1]
         for line in reversed(whole):
-            parsed = _parse_line(line)
-            if parsed is not None:
-                return parsed[0], tail.endswith(b"\n")
+            head = _line_head(line)
+            if head is not None:
+                return head[0], tail.endswith(b"\n")
+        step = _TAIL_STEP
     return 0, tail.endswith(b"\n")
 
 
