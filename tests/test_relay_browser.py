@@ -929,3 +929,24 @@ def test_the_conversation_a_client_kept_without_naming_one_is_shown_and_continue
     last_reply_is(browser, "done")
     assert served.sim.requests[-1].body["input"]["session_id"] == session_id
     assert reply_texts(browser)[-1].startswith("Your name is Ada")
+
+
+def test_a_reply_streamed_one_character_at_a_time_ends_as_drawn_whole(
+    browser: Any, plain: RelayThread
+) -> None:
+    """Markdown streamed one character per event (every half-written table, fence,
+    list and link along the way) ends as the same elements as the reply drawn whole
+    from the transcript after a reload."""
+    assert plain.sim is not None
+    plain.sim.reply = lambda prompt, history: MARKDOWN + "\n> quoted *text*\n\n---\nend"
+    plain.sim.chunk_size = 1
+    prompt = open_page(browser, plain)
+    prompt.send_keys("stream markdown\n")
+    last_reply_is(browser, "done")
+    shown = "return [...document.querySelectorAll('.reply .text')].pop().innerHTML"
+    streamed = browser.execute_script(shown)
+    browser.refresh()
+    until(browser, "document.body.dataset.ready === 'true'")
+    until(browser, "document.querySelectorAll('.reply').length === 1")
+    assert browser.execute_script(shown) == streamed
+    assert "<blockquote>" in streamed and "<hr>" in streamed and "<table>" in streamed
