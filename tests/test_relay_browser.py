@@ -847,8 +847,8 @@ def test_screenshots_of_the_page(
         prompt.send_keys("How do I start the relay?\n")
         last_reply_is(browser, "done")
         until(browser, "document.querySelectorAll('#chat-list li[data-id]').length === 2")
-        if layout == "phone":
-            browser.execute_script("document.getElementById('chats').open = false")
+        folded = browser.execute_script("return !document.getElementById('chats').open")
+        assert folded is (layout == "phone")  # the list folds above the chat on a phone
         dark = browser.execute_script("return matchMedia('(prefers-color-scheme: dark)').matches")
         assert dark is (scheme == "dark")
         path = tmp_path / f"chat-page-{layout}.png"
