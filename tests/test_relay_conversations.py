@@ -5,7 +5,12 @@ listed, read and deleted only by their user (``X-Tyqw-Conversation`` and
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +19,8 @@ import pytest
 from tyqw.testing import BailianSimulator
 
 from .relay_helpers import ALICE, BOB, BOUND, Relay, auth, body, post
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -177,3 +184,25 @@ async def test_a_user_name_holding_a_nul_is_refused(
         assert answer.status == 403
         assert (await get(http, conversations_url(relay)))[0] == 403
     assert sim.requests == []
+
+
+def test_the_docs_example_runs_as_written(tmp_path: Path) -> None:
+    """docs/chat-page.md's Python example runs on the offline simulator and prints two
+    conversations, newest first, and the first one's exchange."""
+    page = (ROOT / "docs" / "chat-page.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```python\n(.*?)```", page, re.S)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASHSCOPE_", "TYQW_"))}
+    env["XDG_STATE_HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", block],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[2] == "[('work', 'hello'), ('trip', 'my name is Ada')]"
+    assert lines[3].startswith("my name is Ada -> Nice to meet you, Ada!")
