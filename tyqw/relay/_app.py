@@ -10,12 +10,11 @@ cancelling it closes the upstream response at once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +32,8 @@ from ._auth import (
     same_origin,
 )
 from ._conversations import Conversations, NotCurrent, StoreChoice
+from ._gone import unless_gone
+from ._openai import OpenAI
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
 from ._request import Refused, TurnRequest, invalid, parse_turn, read_body
@@ -51,7 +52,6 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger("tyqw.relay")
 
-_DISCONNECT_POLL = 0.25  # seconds: how soon a vanished client's upstream turn is closed
 _CORS_HEADERS = (
     "Authorization, Content-Type, Accept, Cache-Control, Last-Event-ID, "
     "X-DashScope-SSE, X-Accel-Buffering, X-DashScope-WorkSpace"
@@ -173,6 +173,7 @@ def create_app(
     if page:
         app.router.add_get("/", relay.page)
     app.router.add_get("/relay.json", relay.settings)
+    OpenAI(relay).add_routes(app)
     return app
 
 
@@ -244,7 +245,7 @@ class _Relay:
                 work = self._sse(request, stream, cors, request_id)
             else:
                 work = self._json(stream, cors, request_id)
-            return await _unless_gone(request, work)
+            return await unless_gone(request, work)
 
     async def preflight(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")
@@ -387,29 +388,6 @@ class _Relay:
             "Access-Control-Expose-Headers": "x-request-id, Retry-After",
             "Vary": "Origin",
         }
-
-
-async def _unless_gone(
-    request: web.Request, work: Coroutine[Any, Any, web.StreamResponse]
-) -> web.StreamResponse:
-    """Run ``work`` until it is done or the client's connection has closed."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait((task,), timeout=_DISCONNECT_POLL)
-            if done:
-                return task.result()
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                # nginx's "client closed request". Nobody reads it: aiohttp's write of it
-                # fails quietly, where an exception raised here is logged as an error.
-                return web.Response(status=499, reason="Client Closed Request")
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.wait((task,))
-        if not task.cancelled():
-            task.exception()  # retrieved: a write that failed after the client left
 
 
 def _not_yours() -> Refused:

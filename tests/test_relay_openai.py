@@ -1,0 +1,289 @@
+"""The relay's OpenAI Chat Completions dialect, read by the official ``openai`` SDK.
+
+The relay and the simulator run in the test's event loop on 127.0.0.1; the async client
+runs there too, the sync client in a thread. Every check is on what a user of the SDK
+sees, and on what reached the simulator (``sim.requests``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from tyqw.testing import BailianSimulator, Fault, default_reply
+
+from .relay_helpers import ALICE, BOB, BOUND, Relay, post
+
+
+@pytest.fixture
+async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
+    async with Relay(sim, session_options={"max_retries": 0}) as running:
+        yield running
+
+
+def client(relay: Relay, token: str = ALICE) -> Any:
+    return openai.AsyncOpenAI(
+        base_url=f"{relay.root}/v1", api_key=token, max_retries=0, timeout=BOUND
+    )
+
+
+def sync_client(relay: Relay, token: str = ALICE) -> Any:
+    return openai.OpenAI(base_url=f"{relay.root}/v1", api_key=token, max_retries=0, timeout=BOUND)
+
+
+def said(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"role": role, "content": text} for role, text in pairs]
+
+
+async def ask(relay: Relay, messages: list[dict[str, str]], token: str = ALICE) -> str:
+    async with client(relay, token) as api:
+        answer = await api.chat.completions.create(model=relay.app_ids[0], messages=messages)
+    content: str = answer.choices[0].message.content
+    return content
+
+
+async def test_sync_client_streams_the_reply_with_role_first_and_done(
+    relay: Relay, sim: BailianSimulator
+) -> None:
+    """openai.OpenAI streams the simulator's reply: the role in the first delta, text
+    as delta.content, a stop finish, and no usage chunk unless asked for."""
+
+    def call() -> list[Any]:
+        with sync_client(relay) as api:
+            stream = api.chat.completions.create(
+                model=relay.app_ids[0], messages=said(("user", "hello there")), stream=True
+            )
+            return list(stream)
+
+    chunks = await asyncio.to_thread(call)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == default_reply("hello there", [])
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.usage is None for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    assert sim.requests[-1].body["input"]["prompt"] == "hello there"
+
+
+async def test_sync_client_whole_answer_has_content_and_usage(
+    relay: Relay, sim: BailianSimulator
+) -> None:
+    """A non-streamed completion is one chat.completion with the reply and token usage."""
+
+    def call() -> Any:
+        with sync_client(relay) as api:
+            return api.chat.completions.create(
+                model=relay.app_ids[0], messages=said(("user", "hello there"))
+            )
+
+    answer = await asyncio.to_thread(call)
+    assert answer.object == "chat.completion"
+    assert answer.choices[0].message.content == default_reply("hello there", [])
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.usage.prompt_tokens > 0 and answer.usage.completion_tokens > 0
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+async def test_async_client_stream_reports_usage_when_asked(relay: Relay) -> None:
+    """openai.AsyncOpenAI with stream_options.include_usage gets a last chunk with empty
+    choices and the turn's token counts."""
+    async with client(relay) as api:
+        stream = await api.chat.completions.create(
+            model=relay.app_ids[0],
+            messages=said(("user", "hello there")),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+    assert chunks[-1].choices == []
+    usage = chunks[-1].usage
+    assert usage.completion_tokens == len(default_reply("hello there", []))
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == default_reply("hello there", [])
+
+
+async def test_async_client_whole_answer(relay: Relay) -> None:
+    """openai.AsyncOpenAI without streaming gets the whole reply."""
+    assert await ask(relay, said(("user", "hello there"))) == default_reply("hello there", [])
+
+
+async def test_three_turns_continue_one_conversation(relay: Relay, sim: BailianSimulator) -> None:
+    """A client resending its whole history: turns 2 and 3 reach the app as the prompt
+    alone with turn 1's session_id, and the app remembers what turn 1 said."""
+    history = said(("user", "my name is Ada"))
+    first = await ask(relay, history)
+    session_id = sim.requests[-1].session_id
+    history += said(("assistant", first), ("user", "hello again"))
+    second = await ask(relay, history)
+    history += said(("assistant", second), ("user", "what's my name?"))
+    third = await ask(relay, history)
+    assert third == "Your name is Ada. You told me earlier in this conversation."
+    for request in sim.requests[-2:]:
+        assert request.body["input"].get("session_id") == session_id
+        assert "messages" not in request.body["input"]
+    assert sim.requests[-1].body["input"]["prompt"] == "what's my name?"
+
+
+async def test_regenerate_and_edit_start_from_the_clients_history(
+    relay: Relay, sim: BailianSimulator
+) -> None:
+    """Regenerating the last answer (the same history again) and editing an earlier
+    message both send the client's history as input.messages, never the conversation
+    that moved on; the answers follow the history the client shows."""
+    first = await ask(relay, said(("user", "my name is Ada")))
+    asked = said(("user", "my name is Ada"), ("assistant", first), ("user", "what's my name?"))
+    assert "Ada" in await ask(relay, asked)
+    assert "messages" not in sim.requests[-1].body["input"]
+
+    again = await ask(relay, asked)  # regenerate
+    assert "Ada" in again
+    sent = sim.requests[-1].body["input"]
+    assert sent["messages"] == said(("user", "my name is Ada"), ("assistant", first))
+    assert sent["prompt"] == "what's my name?"
+
+    edited = said(("user", "my name is Grace"), ("assistant", first), ("user", "what's my name?"))
+    assert "Grace" in await ask(relay, edited)
+    assert sim.requests[-1].body["input"]["messages"][0]["content"] == "my name is Grace"
+
+
+async def test_a_seeded_conversation_keeps_its_context(
+    relay: Relay, sim: BailianSimulator
+) -> None:
+    """A first request that brings history, then its next turn: the app sees the whole
+    history both times (the service keeps no context given as messages)."""
+    history = said(
+        ("system", "Be brief."),
+        ("user", "my name is Lin"),
+        ("assistant", "Hi Lin"),
+        ("user", "hello"),
+    )
+    reply = await ask(relay, history)
+    history += said(("assistant", reply), ("user", "what's my name?"))
+    assert "Lin" in await ask(relay, history)
+    assert sim.requests[-1].body["input"]["messages"][0] == {
+        "role": "system",
+        "content": "Be brief.",
+    }
+
+
+async def test_another_user_cannot_continue_or_see_a_conversation(
+    relay: Relay, sim: BailianSimulator
+) -> None:
+    """Bob sending Alice's exact history reaches none of Alice's conversation: his turn
+    carries no session_id of hers, and what he gets comes from his own history only."""
+    first = await ask(relay, said(("user", "my name is Ada")))
+    alice_session = sim.requests[-1].session_id
+    stolen = said(("user", "my name is Ada"), ("assistant", first), ("user", "hi"))
+    await ask(relay, stolen, token=BOB)
+    assert sim.requests[-1].body["input"].get("session_id") != alice_session
+    assert "messages" in sim.requests[-1].body["input"]
+    # And Alice's own conversation is still hers to continue.
+    await ask(relay, stolen)
+    assert sim.requests[-1].body["input"].get("session_id") == alice_session
+
+
+async def test_faults_arrive_as_the_sdks_own_errors(relay: Relay, sim: BailianSimulator) -> None:
+    """A throttled upstream is a RateLimitError, a wrong token an AuthenticationError,
+    an unknown model a NotFoundError, a bad request a BadRequestError, and an upstream
+    failing mid-stream an APIError raised by the stream."""
+    sim.inject(Fault.http(429))
+    with pytest.raises(openai.RateLimitError):
+        await ask(relay, said(("user", "hi")))
+    with pytest.raises(openai.AuthenticationError):
+        await ask(relay, said(("user", "hi")), token="not-a-token-0123456789")
+    async with client(relay) as api:
+        with pytest.raises(openai.NotFoundError):
+            await api.chat.completions.create(model="gpt-4o", messages=said(("user", "hi")))
+        with pytest.raises(openai.BadRequestError) as bad:
+            await api.chat.completions.create(
+                model=relay.app_ids[0], messages=said(("user", "hi"), ("assistant", "yes"))
+            )
+        assert bad.value.code == "InvalidParameter"
+        sim.inject(Fault.stream_error(after=2, status=400, code="DataInspectionFailed"))
+        stream = await api.chat.completions.create(
+            model=relay.app_ids[0], messages=said(("user", "hello there")), stream=True
+        )
+        got: list[str] = []
+
+        async def read() -> None:
+            async for chunk in stream:
+                got.append(chunk.choices[0].delta.content or "")
+
+        with pytest.raises(openai.APIError) as failed:
+            await read()
+        assert "inappropriate" in failed.value.message
+        assert "".join(got)  # what came before the failure was delivered
+        sim.inject(Fault.http(500))
+        with pytest.raises(openai.InternalServerError):
+            await api.chat.completions.create(
+                model=relay.app_ids[0], messages=said(("user", "hi")), stream=True
+            )
+
+
+async def test_models_lists_the_served_apps(sim: BailianSimulator) -> None:
+    """GET /v1/models lists each served app id as a model; it needs a token."""
+    async with Relay(sim, app_ids=[sim.app_id, "a" * 32]) as relay:
+        async with client(relay) as api:
+            page = await api.models.list()
+            assert [m.id for m in page.data] == [sim.app_id, "a" * 32]
+            assert (await api.models.retrieve(sim.app_id)).id == sim.app_id
+        async with client(relay, "not-a-token-0123456789") as api:
+            with pytest.raises(openai.AuthenticationError):
+                await api.models.list()
+
+
+async def test_reasoning_arrives_as_reasoning_content(sim: BailianSimulator) -> None:
+    """A reasoning app's thinking comes before the text as delta.reasoning_content."""
+    sim.reasoning = True
+    async with Relay(sim) as relay, client(relay) as api:
+        stream = await api.chat.completions.create(
+            model=relay.app_ids[0], messages=said(("user", "hello there")), stream=True
+        )
+        deltas = [c.choices[0].delta async for c in stream if c.choices]
+        whole = await api.chat.completions.create(
+            model=relay.app_ids[0], messages=said(("user", "hello there"))
+        )
+    thinking = [d.reasoning_content for d in deltas if getattr(d, "reasoning_content", None)]
+    assert thinking == ['The user said "hello there". Answer using the 0 earlier turns.']
+    first_text = next(i for i, d in enumerate(deltas) if d.content)
+    first_thought = next(i for i, d in enumerate(deltas) if getattr(d, "reasoning_content", None))
+    assert first_thought < first_text
+    assert whole.choices[0].message.reasoning_content == thinking[0]
+
+
+async def test_citations_stay_readable(sim: BailianSimulator) -> None:
+    """A knowledge-base reply cites as plain [n] (no <ref> tags, even split across
+    events) and lists the cited documents under the text."""
+    sim.chunk_size = 1
+    options = {"rag_options": {"pipeline_ids": ["kb1"]}}
+    async with Relay(sim, turn_options=options) as relay, client(relay) as api:
+        stream = await api.chat.completions.create(
+            model=relay.app_ids[0], messages=said(("user", "what is tyqw?")), stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert "<ref>" not in text and "</ref>" not in text
+    body, _, listed = text.partition("\n\nSources:\n")
+    markers = {line.split(" ")[0] for line in listed.splitlines()}
+    assert markers and all(marker in body for marker in markers)
+
+
+async def test_cors_preflight_and_plain_http(relay: Relay) -> None:
+    """Without a stream the answer is application/json; an error body is OpenAI's."""
+    async with aiohttp.ClientSession() as http:
+        answer = await post(
+            http,
+            f"{relay.root}/v1/chat/completions",
+            {"model": relay.app_ids[0], "messages": []},
+            {"Authorization": f"Bearer {ALICE}"},
+        )
+    assert answer.status == 400
+    assert answer.headers["Content-Type"] == "application/json"
+    error = json.loads(answer.raw)["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "InvalidParameter"

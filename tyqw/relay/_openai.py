@@ -1,0 +1,376 @@
+"""The OpenAI Chat Completions dialect: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+A client's base URL is the relay's root plus ``/v1``; its API key is the user's relay
+token. Each served app id is a model. The request's messages become one turn (see
+``_dialect``: the conversation it continues, or a new one seeded with the history);
+the answer is a ``chat.completion`` or, with ``"stream": true``, ``chat.completion.chunk``
+events and ``data: [DONE]``. An app's thoughts come as ``reasoning_content``; citation
+markers as plain ``[n]``, with the cited documents listed under the reply. Errors have
+OpenAI's shape: an HTTP status with ``{"error": {...}}`` before the stream, a
+``data: {"error": {...}}`` event inside it, so OpenAI's SDKs raise their own errors.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from .. import MessageStream, TyqwError
+from ._conversations import NotCurrent
+from ._dialect import (
+    MAX_BODY,
+    ChatTurn,
+    Host,
+    Plan,
+    Reading,
+    Role,
+    advance,
+    check_prompt,
+    load_json,
+    plan,
+    sources,
+    token_counts,
+    turn_options,
+)
+from ._gone import unless_gone
+from ._request import Refused, invalid, read_body
+from ._wire import dumps, upstream_error
+
+__all__ = ["OpenAI"]
+
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    429: "rate_limit_error",
+}
+_STARTED = int(time.time())
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",
+}
+
+
+def error_json(status: int, code: str, message: str) -> dict[str, Any]:
+    """OpenAI's error object, with DashScope's code as its ``code``."""
+    kind = _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _json(
+    status: int, body: dict[str, Any], request_id: str, headers: dict[str, str]
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Cache-Control": "no-store",
+            "x-request-id": request_id,
+            **headers,
+        },
+    )
+
+
+def _refusal(refused: Refused, request_id: str, cors: dict[str, str]) -> web.Response:
+    body = error_json(refused.status, refused.code, refused.message)
+    return _json(refused.status, body, request_id, {**cors, **refused.headers})
+
+
+def _moved_on() -> Refused:
+    return Refused(
+        409,
+        "Conflict",
+        "Another request continued this conversation at the same time; send it again.",
+    )
+
+
+def _text(content: object, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict):
+                raise invalid(f"{where}.content must be a string or a list of parts")
+            if part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif part.get("type") in ("text", None):
+                raise invalid(f"{where}.content has a text part without text")
+            else:
+                raise invalid(
+                    f"{where}.content has a {part.get('type')!r} part; a Bailian app "
+                    "takes text only here"
+                )
+        return "".join(texts)
+    raise invalid(f"{where}.content must be a string or a list of parts")
+
+
+def parse(body: dict[str, Any], user: str, host: Host) -> tuple[ChatTurn, bool, bool, str]:
+    """The turn, whether to stream, whether to report usage, and the model asked for."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("model is required: one of the ids GET /v1/models lists")
+    if model not in host.app_ids:
+        raise Refused(
+            404,
+            "model_not_found",
+            f"The model {model!r} does not exist on this relay: GET /v1/models lists them.",
+        )
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid("messages must be a non-empty list")
+    if body.get("n", 1) not in (1, None):
+        raise invalid("n must be 1: a Bailian app gives one answer per turn")
+    stream = body.get("stream") is True
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    said: list[tuple[Role, str]] = []
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise invalid(f"{where} must be an object")
+        role = _ROLES.get(message.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise invalid(
+                f"{where}.role {message.get('role')!r} is not one a Bailian app takes "
+                "(system, developer, user, assistant)"
+            )
+        said.append((role, _text(message.get("content"), where)))
+    role, prompt = said[-1]
+    if role != "user":
+        raise invalid("The last message must be the user's, with some text.")
+    turn = ChatTurn(model, user, tuple(said[:-1]), prompt)
+    return check_prompt(turn, host.max_prompt), stream, include_usage, model
+
+
+class OpenAI:
+    """The handlers of the OpenAI dialect, over the relay ``host``."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self.completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/models/{model}", self.model)
+
+    async def models(self, request: web.Request) -> web.Response:
+        request_id = str(uuid.uuid4())
+        cors = self.host._cors(request)
+        try:
+            await self.host._user(request)
+        except Refused as refused:
+            return _refusal(refused, request_id, cors)
+        data = [_model(app_id) for app_id in self.host.app_ids]
+        return _json(200, {"object": "list", "data": data}, request_id, cors)
+
+    async def model(self, request: web.Request) -> web.Response:
+        request_id = str(uuid.uuid4())
+        cors = self.host._cors(request)
+        try:
+            await self.host._user(request)
+            model = request.match_info["model"]
+            if model not in self.host.app_ids:
+                raise Refused(404, "model_not_found", f"The model {model!r} does not exist.")
+        except Refused as refused:
+            return _refusal(refused, request_id, cors)
+        return _json(200, _model(model), request_id, cors)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        host = self.host
+        request_id = str(uuid.uuid4())
+        cors = host._cors(request)
+        try:
+            user = await host._user(request)
+            await host._spend(user)
+            body = load_json(await read_body(request.content, MAX_BODY))
+            turn, stream, include_usage, model = parse(body, user, host)
+            store = host.conversations.store
+            try:
+                how = await plan(store, turn)
+            except TyqwError as exc:
+                status, error = upstream_error(exc, request_id)
+                raise Refused(status, error["code"], error["message"]) from None
+        except Refused as refused:
+            return _refusal(refused, request_id, cors)
+        reply = _Answer(turn, how, model, request_id, include_usage, cors)
+        async with host.conversations.use(turn.app_id, how.name, how.session_id) as session:
+            upstream = session.stream(turn.prompt, **turn_options(host, how))
+            if stream:
+                return await unless_gone(request, reply.stream(request, upstream, store))
+            return await unless_gone(request, reply.whole(upstream, store))
+
+
+def _model(app_id: str) -> dict[str, Any]:
+    return {"id": app_id, "object": "model", "created": _STARTED, "owned_by": "bailian-app"}
+
+
+class _Answer:
+    """One completion's answer, streamed or whole."""
+
+    def __init__(
+        self,
+        turn: ChatTurn,
+        how: Plan,
+        model: str,
+        request_id: str,
+        include_usage: bool,
+        cors: dict[str, str],
+    ) -> None:
+        self.turn = turn
+        self.how = how
+        self.model = model
+        self.request_id = request_id
+        self.include_usage = include_usage
+        self.cors = cors
+        self.id = f"chatcmpl-{request_id}"
+        self.created = int(time.time())
+        # Every chunk is this prefix, a delta, this suffix: only the delta is encoded.
+        head = dumps({"id": self.id, "object": "chat.completion.chunk", "created": self.created})[
+            :-1
+        ]
+        self.prefix = (
+            f'data: {head},"model":{dumps(model)},"choices":[{{"index":0,"delta":'
+        ).encode()
+        self.suffix = b',"finish_reason":null,"logprobs":null}]}\n\n'
+
+    def chunk(self, delta: dict[str, Any]) -> bytes:
+        return self.prefix + dumps(delta).encode() + self.suffix
+
+    def _whole_chunk(self, body: dict[str, Any]) -> bytes:
+        return b"data: " + dumps(body).encode() + b"\n\n"
+
+    async def stream(
+        self, request: web.Request, upstream: MessageStream, store: Any
+    ) -> web.StreamResponse:
+        reading = Reading()
+        response: web.StreamResponse | None = None
+        session_id: str | None = None
+        async with upstream:
+            try:
+                async for message in upstream:
+                    out = []
+                    if response is None:
+                        response = await self._start(request, message.request_id)
+                        out.append(self.chunk({"role": "assistant", "content": ""}))
+                    session_id = message.session_id or session_id
+                    for kind, value in reading.read(message):
+                        if kind == "text":
+                            out.append(self.chunk({"content": value}))
+                        elif kind == "reasoning":
+                            out.append(self.chunk({"reasoning_content": value}))
+                    if out:
+                        await response.write(b"".join(out))
+            except NotCurrent:
+                refused = _moved_on()
+                if response is None:
+                    return _refusal(refused, self.request_id, self.cors)
+                await self._fail(response, 409, refused.code, refused.message)
+                return response
+            except TyqwError as exc:
+                status, error = upstream_error(exc, self.request_id)
+                if response is None:
+                    body = error_json(status, error["code"], error["message"])
+                    return _json(status, body, error["request_id"], self.cors)
+                await self._fail(response, status, error["code"], error["message"])
+                return response
+            reply = upstream.reply
+        if response is None:  # the relay is stopping: the turn ended before any event
+            body = error_json(503, "ServiceUnavailable", "The relay is stopping.")
+            return _json(503, body, self.request_id, self.cors)
+        held = reading.rest()
+        listed = sources(reply.citations)
+        reading.shown.append(listed)
+        tail = held + listed
+        if session_id is not None:
+            await advance(store, self.turn, self.how, session_id, "".join(reading.shown))
+        out = [self.chunk({"content": tail})] if tail else []
+        out.append(self.prefix + b'{},"finish_reason":"stop","logprobs":null}]}\n\n')
+        if self.include_usage:
+            usage = {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": _usage(reply),
+            }
+            out.append(self._whole_chunk(usage))
+        out.append(b"data: [DONE]\n\n")
+        await response.write(b"".join(out))
+        await response.write_eof()
+        return response
+
+    async def whole(self, upstream: MessageStream, store: Any) -> web.Response:
+        reading = Reading()
+        reasoning: list[str] = []
+        session_id: str | None = None
+        request_id = self.request_id
+        async with upstream:
+            try:
+                async for message in upstream:
+                    session_id = message.session_id or session_id
+                    request_id = message.request_id or request_id
+                    for kind, value in reading.read(message):
+                        if kind == "reasoning":
+                            reasoning.append(value)
+            except NotCurrent:
+                return _refusal(_moved_on(), self.request_id, self.cors)
+            except TyqwError as exc:
+                status, error = upstream_error(exc, self.request_id)
+                body = error_json(status, error["code"], error["message"])
+                return _json(status, body, error["request_id"], self.cors)
+            reply = upstream.reply
+        if session_id is None:
+            body = error_json(503, "ServiceUnavailable", "The relay is stopping.")
+            return _json(503, body, self.request_id, self.cors)
+        reading.rest()
+        reading.shown.append(sources(reply.citations))
+        content = "".join(reading.shown)
+        await advance(store, self.turn, self.how, session_id, content)
+        said: dict[str, Any] = {"role": "assistant", "content": content}
+        if reasoning:
+            said["reasoning_content"] = "".join(reasoning)
+        body = {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "message": said, "finish_reason": "stop", "logprobs": None}],
+            "usage": _usage(reply),
+        }
+        return _json(200, body, request_id, self.cors)
+
+    async def _start(self, request: web.Request, request_id: str | None) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200,
+            headers={**_SSE_HEADERS, "x-request-id": request_id or self.request_id, **self.cors},
+        )
+        await response.prepare(request)
+        return response
+
+    async def _fail(self, response: web.StreamResponse, status: int, code: str, text: str) -> None:
+        # openai-python and openai-node raise APIError on a chunk with an error; the
+        # stream then ends without [DONE], as OpenAI ends a failed stream.
+        await response.write(self._whole_chunk(error_json(status, code, text)))
+        await response.write_eof()
+
+
+def _usage(reply: Any) -> dict[str, Any]:
+    read, wrote = token_counts(reply)
+    return {"prompt_tokens": read, "completion_tokens": wrote, "total_tokens": read + wrote}
