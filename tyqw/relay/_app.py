@@ -37,6 +37,7 @@ from ._openai import OpenAI
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
 from ._request import Refused, TurnRequest, invalid, parse_turn, read_body
+from ._uistream import UIStream
 from ._wire import (
     dumps,
     error_body,
@@ -174,6 +175,7 @@ def create_app(
         app.router.add_get("/", relay.page)
     app.router.add_get("/relay.json", relay.settings)
     OpenAI(relay).add_routes(app)
+    UIStream(relay).add_routes(app)
     return app
 
 

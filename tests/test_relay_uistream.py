@@ -1,0 +1,168 @@
+"""The relay's AI SDK UI message stream at ``POST /api/chat``, read over real sockets.
+
+These tests read the stream's chunks themselves (aiohttp); tests/test_relay_js.py reads
+it with the ``ai`` package's own reader and transport under node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tyqw.testing import BailianSimulator, Fault, default_reply
+
+from .relay_helpers import ALICE, BOB, Relay, auth, post
+
+
+@pytest.fixture
+async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
+    async with Relay(sim, session_options={"max_retries": 0}) as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def user(text: str, n: int = 0) -> dict[str, Any]:
+    return {"id": f"u{n}", "role": "user", "parts": [{"type": "text", "text": text}]}
+
+
+def assistant(text: str, n: int = 0) -> dict[str, Any]:
+    parts = [{"type": "step-start"}, {"type": "text", "text": text, "state": "done"}]
+    return {"id": f"a{n}", "role": "assistant", "parts": parts}
+
+
+async def chat(
+    http: aiohttp.ClientSession,
+    relay: Relay,
+    messages: list[dict[str, Any]],
+    chat_id: str = "chat1",
+    token: str = ALICE,
+    **extra: Any,
+) -> list[dict[str, Any]]:
+    """POST as DefaultChatTransport does; the stream's chunks, ending in [DONE]."""
+    payload = {"id": chat_id, "messages": messages, "trigger": "submit-message", **extra}
+    answer = await post(http, f"{relay.root}/api/chat", payload, auth(token))
+    assert answer.status == 200, answer.raw
+    assert answer.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert answer.headers["Content-Type"] == "text/event-stream"
+    blocks = answer.raw.decode().split("\n\n")
+    assert blocks[-2:] == ["data: [DONE]", ""]
+    assert all(block.startswith("data: ") for block in blocks[:-1])
+    return [json.loads(block[6:]) for block in blocks[:-2]]
+
+
+def text(chunks: list[dict[str, Any]]) -> str:
+    return "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
+
+
+async def test_stream_has_start_text_and_finish_with_metadata(
+    relay: Relay, sim: BailianSimulator, http: aiohttp.ClientSession
+) -> None:
+    """A turn is start, start-step, one text part (start, deltas, end), finish-step and
+    finish, the session_id and usage in the finish's message metadata."""
+    chunks = await chat(http, relay, [user("hello there")])
+    types = [c["type"] for c in chunks]
+    assert types[:3] == ["start", "start-step", "text-start"]
+    assert types[-3:] == ["text-end", "finish-step", "finish"]
+    assert set(types[3:-3]) == {"text-delta"}
+    assert text(chunks) == default_reply("hello there", [])
+    assert chunks[0]["messageMetadata"]["conversation"] == "chat1"
+    metadata = chunks[-1]["messageMetadata"]
+    assert metadata["session_id"] == sim.requests[-1].session_id
+    assert metadata["usage"]["output_tokens"] == len(default_reply("hello there", []))
+    assert chunks[-1]["finishReason"] == "stop"
+
+
+async def test_the_chat_id_names_the_conversation(
+    relay: Relay, sim: BailianSimulator, http: aiohttp.ClientSession
+) -> None:
+    """The second turn of a chat continues its session; another chat id with the same
+    messages does not; a regenerated answer starts again from the client's history."""
+    first = text(await chat(http, relay, [user("my name is Ada")]))
+    session_id = sim.requests[-1].session_id
+    history = [user("my name is Ada"), assistant(first), user("what's my name?", 1)]
+    assert "Ada" in text(await chat(http, relay, history))
+    assert sim.requests[-1].body["input"]["session_id"] == session_id
+    assert "messages" not in sim.requests[-1].body["input"]
+
+    await chat(http, relay, history, chat_id="chat2")
+    assert sim.requests[-1].body["input"].get("session_id") != session_id
+    assert "messages" in sim.requests[-1].body["input"]
+
+    regenerated = await chat(http, relay, history, trigger="regenerate-message", messageId="a1")
+    assert "Ada" in text(regenerated)
+    assert sim.requests[-1].body["input"]["messages"][0]["content"] == "my name is Ada"
+
+
+async def test_another_user_reaches_nothing_of_a_chat(
+    relay: Relay, sim: BailianSimulator, http: aiohttp.ClientSession
+) -> None:
+    """Bob posting Alice's chat id and history gets no turn of Alice's conversation."""
+    first = text(await chat(http, relay, [user("my name is Ada")]))
+    session_id = sim.requests[-1].session_id
+    history = [user("my name is Ada"), assistant(first), user("hi", 1)]
+    chunks = await chat(http, relay, history, token=BOB)
+    assert sim.requests[-1].body["input"].get("session_id") != session_id
+    assert chunks[-1]["messageMetadata"]["session_id"] != session_id
+
+
+async def test_reasoning_sources_and_workflow_parts(
+    sim: BailianSimulator, http: aiohttp.ClientSession
+) -> None:
+    """Thoughts come as a reasoning part before the text, cited documents as
+    source-document parts, workflow node events as data-workflow parts."""
+    sim.reasoning = True
+    options = {"rag_options": {"pipeline_ids": ["kb1"]}}
+    async with Relay(sim, turn_options=options) as relay:
+        chunks = await chat(http, relay, [user("what is tyqw?")])
+    types = [c["type"] for c in chunks]
+    order = [types.index(kind) for kind in ("reasoning-start", "reasoning-end", "text-start")]
+    assert order == sorted(order)
+    reasoning = "".join(c["delta"] for c in chunks if c["type"] == "reasoning-delta")
+    assert "what is tyqw?" in reasoning
+    assert "<ref>" not in text(chunks)
+    documents = [c for c in chunks if c["type"] == "source-document"]
+    assert documents and all(d["sourceId"] in text(chunks) for d in documents)
+    assert all(d["providerMetadata"]["tyqw"]["excerpt"] for d in documents)
+
+    async with Relay(sim, turn_options={"flow_stream_mode": "message_format"}) as relay:
+        chunks = await chat(http, relay, [user("hello there")])
+    nodes = [c for c in chunks if c["type"] == "data-workflow"]
+    assert nodes and nodes[-1]["data"]["completed"] is True
+    assert {n["id"] for n in nodes} == {"LLM_1"}
+
+
+async def test_failures_are_error_parts_and_refusals_plain_errors(
+    relay: Relay, sim: BailianSimulator, http: aiohttp.ClientSession
+) -> None:
+    """An upstream failure mid-stream is an error part and a finish; a wrong token and
+    a malformed body are HTTP errors whose text says what is wrong."""
+    sim.inject(Fault.stream_error(after=2, status=400, code="DataInspectionFailed"))
+    chunks = await chat(http, relay, [user("hello there")])
+    types = [c["type"] for c in chunks]
+    assert types[-3:] == ["error", "finish-step", "finish"]
+    assert "inappropriate" in chunks[-3]["errorText"]
+    assert text(chunks)  # the text that came first is kept
+    assert "text-end" in types  # every opened part is closed
+
+    payload = {"id": "c", "messages": [user("hi")]}
+    answer = await post(http, f"{relay.root}/api/chat", payload, auth("wrong-token-123456789"))
+    assert answer.status == 401 and b"relay token" in answer.raw
+    answer = await post(http, f"{relay.root}/api/chat", {"messages": []}, auth())
+    assert answer.status == 400 and b"id" in answer.raw
+
+
+async def test_resume_answers_nothing_to_resume(relay: Relay, http: aiohttp.ClientSession) -> None:
+    """GET /api/chat/{id}/stream is 204 for a user (nothing is kept to replay), 401 without."""
+    async with http.get(f"{relay.root}/api/chat/chat1/stream", headers=auth()) as response:
+        assert response.status == 204
+    async with http.get(f"{relay.root}/api/chat/chat1/stream") as response:
+        assert response.status == 401
