@@ -274,8 +274,8 @@ async def test_citations_stay_readable(sim: BailianSimulator) -> None:
     assert markers and all(marker in body for marker in markers)
 
 
-async def test_cors_preflight_and_plain_http(relay: Relay) -> None:
-    """Without a stream the answer is application/json; an error body is OpenAI's."""
+async def test_errors_are_plain_json_in_openais_shape(relay: Relay) -> None:
+    """A refused request is application/json with OpenAI's error object."""
     async with aiohttp.ClientSession() as http:
         answer = await post(
             http,
@@ -287,3 +287,32 @@ async def test_cors_preflight_and_plain_http(relay: Relay) -> None:
     assert answer.headers["Content-Type"] == "application/json"
     error = json.loads(answer.raw)["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == "InvalidParameter"
+    assert answer.headers["x-request-id"]
+
+
+async def test_a_page_on_an_allowed_origin_may_call_it(sim: BailianSimulator) -> None:
+    """A browser's preflight from an allowed origin is answered with the headers the
+    openai SDK sends; another origin is refused."""
+    site = "https://chat.example"
+    asked = "authorization,content-type,x-stainless-os,x-stainless-retry-count"
+    async with Relay(sim, cors=[site]) as relay, aiohttp.ClientSession() as http:
+        for path in ("/v1/chat/completions", "/v1/models", "/api/chat"):
+            async with http.options(
+                f"{relay.root}{path}",
+                headers={"Origin": site, "Access-Control-Request-Headers": asked},
+            ) as response:
+                assert response.status == 204
+                assert response.headers["Access-Control-Allow-Origin"] == site
+                assert response.headers["Access-Control-Allow-Headers"] == asked
+        async with http.options(
+            f"{relay.root}/v1/chat/completions", headers={"Origin": "https://evil.example"}
+        ) as response:
+            assert response.status == 403
+        answer = await post(
+            http,
+            f"{relay.root}/v1/chat/completions",
+            {"model": relay.app_ids[0], "messages": said(("user", "hi"))},
+            {"Authorization": f"Bearer {ALICE}", "Origin": site},
+        )
+        assert answer.status == 200
+        assert answer.headers["Access-Control-Allow-Origin"] == site

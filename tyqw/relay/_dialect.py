@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from aiohttp import web
 
+from .. import TyqwError
 from .._events import TurnEvents
 from .._models import Citation, Message, Reply, Thought, WorkflowEvent, plain_markers
 from ..stores import Store
@@ -47,9 +49,12 @@ __all__ = [
     "digest",
     "load_json",
     "plan",
+    "preflight",
     "token_counts",
     "turn_options",
 ]
+
+logger = logging.getLogger("tyqw.relay")
 
 #: Seconds the service keeps an idle conversation: an older pointer is not followed.
 LIFETIME = 3600.0
@@ -180,9 +185,37 @@ async def advance(store: Store, turn: ChatTurn, how: Plan, session_id: str, show
         "seeded": how.seed is not None,
         "updated_at": time.time(),
     }
-    await store.set(turn.app_id, _pointer_name(turn.user, after), record)
-    if how.pointer is not None:
-        await store.delete(turn.app_id, how.pointer)
+    try:
+        await store.set(turn.app_id, _pointer_name(turn.user, after), record)
+        if how.pointer is not None:
+            await store.delete(turn.app_id, how.pointer)
+    except TyqwError as exc:
+        # The reply is out already; without the pointer the next turn starts again
+        # from the client's history, which loses nothing the user sees.
+        logger.warning("tyqw.relay: could not record where a chat goes on: %s", exc)
+
+
+def preflight(host: Host) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A CORS preflight handler for a dialect's routes: the origins the relay allows,
+    with whatever headers the client's SDK sends (openai's x-stainless-* ones)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        origin = request.headers.get("Origin", "")
+        if origin not in host.cors:
+            return web.Response(status=403, text="origin not allowed\n")
+        asked = request.headers.get("Access-Control-Request-Headers", "")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "GET, POST",
+                "Access-Control-Allow-Headers": asked or "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+
+    return handler
 
 
 def turn_options(host: Host, how: Plan) -> dict[str, Any]:

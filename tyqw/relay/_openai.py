@@ -31,6 +31,7 @@ from ._dialect import (
     check_prompt,
     load_json,
     plan,
+    preflight,
     sources,
     token_counts,
     turn_options,
@@ -168,6 +169,8 @@ class OpenAI:
         app.router.add_post("/v1/chat/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/v1/models/{model}", self.model)
+        for path in ("/v1/chat/completions", "/v1/models", "/v1/models/{model}"):
+            app.router.add_route("OPTIONS", path, preflight(self.host))
 
     async def models(self, request: web.Request) -> web.Response:
         request_id = str(uuid.uuid4())

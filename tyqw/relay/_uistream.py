@@ -34,6 +34,7 @@ from ._dialect import (
     check_prompt,
     load_json,
     plan,
+    preflight,
     token_counts,
     turn_options,
     workflow_data,
@@ -124,6 +125,8 @@ class UIStream:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.chat)
         app.router.add_get("/api/chat/{id}/stream", self.resume)
+        for path in ("/api/chat", "/api/chat/{id}/stream"):
+            app.router.add_route("OPTIONS", path, preflight(self.host))
 
     async def resume(self, request: web.Request) -> web.Response:
         """``resumeStream()``: nothing is kept to replay, which the transport reads as 204."""
