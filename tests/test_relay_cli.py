@@ -12,8 +12,10 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import openai
 import pytest
 
 import tyqw
@@ -225,3 +227,26 @@ async def test_serve_relays_to_the_service_named_by_the_environment_and_never_sh
     everything = "\n".join(served.stdout_lines) + served.stderr + answer.raw.decode()
     everything += json.dumps(dict(answer.headers)) + missing.raw.decode()
     assert CANARY not in everything
+
+
+async def test_serve_offline_speaks_openai_to_the_openai_sdk(serve: object) -> None:
+    """The banner names the OpenAI base URL, and openai-python chats through it offline:
+    the second turn remembers the first."""
+    served: Served = await serve()  # type: ignore[operator]
+    async with openai.AsyncOpenAI(
+        base_url=f"{served.root}/v1", api_key="local", max_retries=0, timeout=BOUND
+    ) as api:
+        [model] = [m.id async for m in api.models.list()]
+        history: list[Any] = [{"role": "user", "content": "my name is Ada"}]
+        first = await api.chat.completions.create(model=model, messages=history)
+        history += [
+            {"role": "assistant", "content": first.choices[0].message.content or ""},
+            {"role": "user", "content": "what's my name?"},
+        ]
+        second = await api.chat.completions.create(model=model, messages=history)
+    assert "Ada" in (second.choices[0].message.content or "")
+    await served.stop()
+    assert (
+        f"  OpenAI clients: base URL {served.root}/v1; AI SDK useChat: POST {served.root}/api/chat"
+        in served.stdout_lines
+    )
