@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
 
+import tyqw.relay._dialect
 from tyqw.testing import BailianSimulator, Fault, default_reply
 
 from .relay_helpers import ALICE, BOB, BOUND, Relay, post
@@ -316,3 +318,103 @@ async def test_a_page_on_an_allowed_origin_may_call_it(sim: BailianSimulator) ->
         )
         assert answer.status == 200
         assert answer.headers["Access-Control-Allow-Origin"] == site
+
+
+async def test_workers_on_one_redis_continue_each_others_conversations(
+    sim: BailianSimulator, redis_url: str
+) -> None:
+    """Turn 1 on one relay, turn 2 on another sharing its Redis: the second finds the
+    conversation the first recorded and continues its session."""
+    async with Relay(sim, store=redis_url) as one, Relay(sim, store=redis_url) as two:
+        first = await ask(one, said(("user", "my name is Ada")))
+        session_id = sim.requests[-1].session_id
+        history = said(
+            ("user", "my name is Ada"), ("assistant", first), ("user", "what's my name?")
+        )
+        assert "Ada" in await ask(two, history)
+    assert sim.requests[-1].body["input"]["session_id"] == session_id
+    assert "messages" not in sim.requests[-1].body["input"]
+
+
+async def test_the_store_keeps_no_text_of_the_chat(sim: BailianSimulator, tmp_path: Path) -> None:
+    """With a folder store, what the relay records to find a conversation holds no word
+    of what the user or the app said."""
+    folder = tmp_path / "relay-store"
+    async with Relay(sim, store=folder) as relay:
+        first = await ask(relay, said(("user", "my name is Zebulon")))
+        await ask(
+            relay, said(("user", "my name is Zebulon"), ("assistant", first), ("user", "hi"))
+        )
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert b"Zebulon" not in path.read_bytes(), path
+
+
+async def test_a_conversation_idle_past_the_services_lifetime_is_seeded(
+    relay: Relay, sim: BailianSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored conversation older than the service keeps one is not continued: the
+    client's history goes as input.messages instead of a dead session_id."""
+    first = await ask(relay, said(("user", "my name is Ada")))
+    monkeypatch.setattr(tyqw.relay._dialect, "LIFETIME", 0.0)
+    history = said(("user", "my name is Ada"), ("assistant", first), ("user", "what's my name?"))
+    assert "Ada" in await ask(relay, history)
+    assert sim.requests[-1].body["input"]["messages"][0]["content"] == "my name is Ada"
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        (b"{not json", "JSON"),
+        ({"model": "M", "messages": "hi"}, "messages"),
+        ({"model": "M", "messages": [{"role": "tool", "content": "x"}]}, "role"),
+        (
+            {
+                "model": "M",
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+                ],
+            },
+            "image_url",
+        ),
+        ({"model": "M", "messages": [{"role": "user", "content": "x" * 9000}]}, "limit"),
+        ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "n": 2}, "n must"),
+    ],
+)
+async def test_a_bad_request_is_a_400_that_says_what_is_wrong(
+    relay: Relay, sim: BailianSimulator, payload: Any, words: str
+) -> None:
+    """Each malformed request is refused before anything reaches the app, with OpenAI's
+    error object naming the problem."""
+    if isinstance(payload, dict):
+        payload = {**payload, "model": relay.app_ids[0]}
+    before = len(sim.requests)
+    async with aiohttp.ClientSession() as http:
+        answer = await post(
+            http,
+            f"{relay.root}/v1/chat/completions",
+            payload,
+            {"Authorization": f"Bearer {ALICE}"},
+        )
+    assert answer.status == 400
+    assert words in json.loads(answer.raw)["error"]["message"]
+    assert len(sim.requests) == before
+
+
+async def test_a_client_that_goes_away_closes_the_upstream_request(
+    sim: BailianSimulator,
+) -> None:
+    """An OpenAI stream abandoned mid-reply ends the upstream request at once."""
+    sim.delay = 5.0  # far longer than the bound: only a disconnect can end the request
+    async with Relay(sim) as relay, aiohttp.ClientSession() as http:
+        response = await http.post(
+            f"{relay.root}/v1/chat/completions",
+            json={"model": relay.app_ids[0], "messages": said(("user", "hi")), "stream": True},
+            headers={"Authorization": f"Bearer {ALICE}"},
+        )
+        await asyncio.wait_for(response.content.readuntil(b"\n\n"), BOUND)
+        upstream = sim.requests[-1]
+        response.close()
+        await asyncio.wait_for(upstream.done.wait(), 1.0)
+    assert upstream.disconnected
