@@ -418,3 +418,32 @@ async def test_a_client_that_goes_away_closes_the_upstream_request(
         response.close()
         await asyncio.wait_for(upstream.done.wait(), 1.0)
     assert upstream.disconnected
+
+
+async def test_a_conversation_header_continues_without_the_history(
+    relay: Relay, sim: BailianSimulator
+) -> None:
+    """A client that names its conversation (X-Tyqw-Conversation, also in every answer)
+    may send only the new message and still continue it; another user naming the same
+    conversation gets one of their own."""
+    async with client(relay) as api:
+        raw = await api.chat.completions.with_raw_response.create(
+            model=relay.app_ids[0], messages=said(("user", "my name is Ada"))
+        )
+        key = raw.headers["X-Tyqw-Conversation"]
+        session_id = sim.requests[-1].session_id
+        answer = await api.chat.completions.create(
+            model=relay.app_ids[0],
+            messages=said(("user", "what's my name?")),
+            extra_headers={"X-Tyqw-Conversation": key},
+        )
+    assert "Ada" in (answer.choices[0].message.content or "")
+    assert sim.requests[-1].body["input"]["session_id"] == session_id
+    async with client(relay, BOB) as api:
+        raw = await api.chat.completions.with_raw_response.create(
+            model=relay.app_ids[0],
+            messages=said(("user", "what's my name?")),
+            extra_headers={"X-Tyqw-Conversation": key},
+        )
+    assert "Ada" not in (raw.parse().choices[0].message.content or "")
+    assert sim.requests[-1].body["input"].get("session_id") != session_id

@@ -83,13 +83,16 @@ class Host(Protocol):
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
     """One chat request as a turn: the earlier messages, the new prompt, and the
-    conversation the client named (the UI stream's chat id), if any."""
+    conversation the client named (the UI stream's chat id, OpenAI's conversation
+    header), if any. ``resume``: a request without earlier messages continues the named
+    conversation (a client that sends only the new message) instead of starting it."""
 
     app_id: str
     user: str
     history: tuple[tuple[Role, str], ...]
     prompt: str
     key: str | None = None
+    resume: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,21 +158,34 @@ async def plan(store: Store, turn: ChatTurn) -> Plan:
     """Which conversation ``turn`` continues (see the module), or how to start one."""
     if not turn.history:
         key = turn.key or uuid.uuid4().hex
-        return Plan(_session_name(turn.user, key), key, None, None, None)
+        name = _session_name(turn.user, key)
+        if turn.resume and turn.key is not None:
+            record = await store.get(turn.app_id, name)
+            if _fresh(record):
+                assert record is not None
+                return Plan(name, key, str(record["session_id"]), None, None)
+        return Plan(name, key, None, None, None)
     pointer = _pointer_name(turn.user, digest(turn.history))
     record = await store.get(turn.app_id, pointer)
     if (
         record is not None
         and isinstance(found := record.get("conversation"), str)
         and (turn.key is None or found == turn.key)
-        and isinstance(updated := record.get("updated_at"), (int, float))
-        and time.time() - updated < LIFETIME
+        and _fresh(record)
     ):
         seed = _messages(turn.history) if record.get("seeded") is True else None
         name = _session_name(turn.user, found)
         return Plan(name, found, str(record["session_id"]), seed, pointer)
     key = turn.key or uuid.uuid4().hex
     return Plan(_session_name(turn.user, key), key, None, _messages(turn.history), None)
+
+
+def _fresh(record: dict[str, Any] | None) -> bool:
+    """A record of a conversation the service may still hold."""
+    if record is None or not isinstance(record.get("session_id"), str):
+        return False
+    updated = record.get("updated_at")
+    return isinstance(updated, (int, float)) and time.time() - updated < LIFETIME
 
 
 async def advance(store: Store, turn: ChatTurn, how: Plan, session_id: str, shown: str) -> None:

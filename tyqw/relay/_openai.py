@@ -40,7 +40,10 @@ from ._gone import unless_gone
 from ._request import Refused, invalid, read_body
 from ._wire import dumps, upstream_error
 
-__all__ = ["OpenAI"]
+__all__ = ["CONVERSATION_HEADER", "OpenAI"]
+
+#: Names the conversation a request continues (the relay answers with it too).
+CONVERSATION_HEADER = "X-Tyqw-Conversation"
 
 _ROLES: dict[str, Role] = {
     "system": "system",
@@ -121,7 +124,19 @@ def _text(content: object, where: str) -> str:
     raise invalid(f"{where}.content must be a string or a list of parts")
 
 
-def parse(body: dict[str, Any], user: str, host: Host) -> tuple[ChatTurn, bool, bool, str]:
+def conversation_header(request: web.Request) -> str | None:
+    """The conversation a client names with ``X-Tyqw-Conversation``, if it does."""
+    key = request.headers.get(CONVERSATION_HEADER)
+    if key is None:
+        return None
+    if not 0 < len(key) <= 200 or not key.isprintable():
+        raise invalid(f"{CONVERSATION_HEADER} must be 1 to 200 printable characters")
+    return key
+
+
+def parse(
+    body: dict[str, Any], user: str, host: Host, key: str | None = None
+) -> tuple[ChatTurn, bool, bool, str]:
     """The turn, whether to stream, whether to report usage, and the model asked for."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -155,7 +170,7 @@ def parse(body: dict[str, Any], user: str, host: Host) -> tuple[ChatTurn, bool, 
     role, prompt = said[-1]
     if role != "user":
         raise invalid("The last message must be the user's, with some text.")
-    turn = ChatTurn(model, user, tuple(said[:-1]), prompt)
+    turn = ChatTurn(model, user, tuple(said[:-1]), prompt, key, resume=True)
     return check_prompt(turn, host.max_prompt), stream, include_usage, model
 
 
@@ -201,8 +216,9 @@ class OpenAI:
         try:
             user = await host._user(request)
             await host._spend(user)
+            key = conversation_header(request)
             body = load_json(await read_body(request.content, MAX_BODY))
-            turn, stream, include_usage, model = parse(body, user, host)
+            turn, stream, include_usage, model = parse(body, user, host, key)
             store = host.conversations.store
             try:
                 how = await plan(store, turn)
@@ -211,12 +227,21 @@ class OpenAI:
                 raise Refused(status, error["code"], error["message"]) from None
         except Refused as refused:
             return _refusal(refused, request_id, cors)
-        reply = _Answer(turn, how, model, request_id, include_usage, cors)
+        reply = _Answer(turn, how, model, request_id, include_usage, _named(cors, how.key))
         async with host.conversations.use(turn.app_id, how.name, how.session_id) as session:
             upstream = session.stream(turn.prompt, **turn_options(host, how))
             if stream:
                 return await unless_gone(request, reply.stream(request, upstream, store))
             return await unless_gone(request, reply.whole(upstream, store))
+
+
+def _named(cors: dict[str, str], key: str) -> dict[str, str]:
+    """The answer's headers: the conversation's key, readable by a page too."""
+    headers = {**cors, CONVERSATION_HEADER: key}
+    if "Access-Control-Expose-Headers" in cors:
+        exposed = cors["Access-Control-Expose-Headers"]
+        headers["Access-Control-Expose-Headers"] = f"{exposed}, {CONVERSATION_HEADER}"
+    return headers
 
 
 def _model(app_id: str) -> dict[str, Any]:
