@@ -85,7 +85,8 @@ async def test_the_chat_id_names_the_conversation(
     relay: Relay, sim: BailianSimulator, http: aiohttp.ClientSession
 ) -> None:
     """The second turn of a chat continues its session; another chat id with the same
-    messages does not; a regenerated answer starts again from the client's history."""
+    messages does not; a regenerated answer goes on from the client's history, in the
+    same chat's conversation."""
     first = text(await chat(http, relay, [user("my name is Ada")]))
     session_id = sim.requests[-1].session_id
     history = [user("my name is Ada"), assistant(first), user("what's my name?", 1)]
@@ -99,7 +100,10 @@ async def test_the_chat_id_names_the_conversation(
 
     regenerated = await chat(http, relay, history, trigger="regenerate-message", messageId="a1")
     assert "Ada" in text(regenerated)
-    assert sim.requests[-1].body["input"]["messages"][0]["content"] == "my name is Ada"
+    sent = sim.requests[-1].body["input"]
+    assert sent["messages"][0]["content"] == "my name is Ada"
+    # The chat stays one conversation (its record and transcript are kept, not cleared).
+    assert sent["session_id"] == session_id
 
 
 async def test_another_user_reaches_nothing_of_a_chat(

@@ -176,8 +176,17 @@ async def plan(store: Store, turn: ChatTurn) -> Plan:
         seed = _messages(turn.history) if record.get("seeded") is True else None
         name = _session_name(turn.user, found)
         return Plan(name, found, str(record["session_id"]), seed, pointer)
-    key = turn.key or uuid.uuid4().hex
-    return Plan(_session_name(turn.user, key), key, None, _messages(turn.history), None)
+    if turn.key is None:
+        key = uuid.uuid4().hex
+        return Plan(_session_name(turn.user, key), key, None, _messages(turn.history), None)
+    # A named conversation that has turns goes on from the client's history (which the
+    # service takes over its session_id), rather than being cleared: what it kept of
+    # the earlier turns (their transcript) stays.
+    name = _session_name(turn.user, turn.key)
+    record = await store.get(turn.app_id, name)
+    current = record.get("session_id") if record is not None else None
+    session_id = current if isinstance(current, str) and current else None
+    return Plan(name, turn.key, session_id, _messages(turn.history), None)
 
 
 def _fresh(record: dict[str, Any] | None) -> bool:
