@@ -270,10 +270,17 @@ async def test_citations_stay_readable(sim: BailianSimulator) -> None:
             model=relay.app_ids[0], messages=said(("user", "what is tyqw?")), stream=True
         )
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
-    assert "<ref>" not in text and "</ref>" not in text
-    body, _, listed = text.partition("\n\nSources:\n")
-    markers = {line.split(" ")[0] for line in listed.splitlines()}
-    assert markers and all(marker in body for marker in markers)
+        assert "<ref>" not in text and "</ref>" not in text
+        body, _, listed = text.partition("\n\nSources:\n")
+        markers = {line.split(" ")[0] for line in listed.splitlines()}
+        assert markers and all(marker in body for marker in markers)
+        # The reply with its sources, sent back as the client got it, continues the chat.
+        session_id = sim.requests[-1].session_id
+        await api.chat.completions.create(
+            model=relay.app_ids[0],
+            messages=said(("user", "what is tyqw?"), ("assistant", text), ("user", "more")),
+        )
+    assert sim.requests[-1].body["input"]["session_id"] == session_id
 
 
 async def test_errors_are_plain_json_in_openais_shape(relay: Relay) -> None:
