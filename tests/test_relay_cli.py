@@ -22,6 +22,7 @@ import tyqw
 from tyqw.testing import BailianSimulator, default_reply
 
 from .relay_helpers import ALICE, BOUND, auth, body, post
+from .simulate_process import simulate
 
 NO_KEY_NOTICE = (
     "tyqw: no DASHSCOPE_API_KEY set, so the relay answers with the built-in offline "
@@ -250,3 +251,34 @@ async def test_serve_offline_speaks_openai_to_the_openai_sdk(serve: object) -> N
         f"  OpenAI clients: base URL {served.root}/v1; AI SDK useChat: POST {served.root}/api/chat"
         in served.stdout_lines
     )
+
+
+async def test_simulate_faults_reach_openai_clients_of_serve_as_their_own_errors(
+    serve: object, tmp_path: Path
+) -> None:
+    """tyqw serve in front of tyqw simulate --fault: a stream cut by the service's error
+    is openai's APIError, a refused request BadRequestError, throttling (past the relay's
+    own retries) RateLimitError; the next turn works."""
+    faults = ["error:400,DataInspectionFailed@2", "http:400", "http:429x3"]
+    with simulate(tmp_path, *(arg for spec in faults for arg in ("--fault", spec))) as sim:
+        env = clean_env(tmp_path, **sim.exports)
+        served: Served = await serve(env=env)  # type: ignore[operator]
+        model = sim.exports["DASHSCOPE_APP_ID"]
+        hi: Any = [{"role": "user", "content": "hello there"}]
+        async with openai.AsyncOpenAI(
+            base_url=f"{served.root}/v1", api_key="local", max_retries=0, timeout=BOUND
+        ) as api:
+            stream = await api.chat.completions.create(model=model, messages=hi, stream=True)
+            with pytest.raises(openai.APIError, match="inappropriate"):
+                await collect(stream)
+            with pytest.raises(openai.BadRequestError):
+                await api.chat.completions.create(model=model, messages=hi)
+            with pytest.raises(openai.RateLimitError):
+                await api.chat.completions.create(model=model, messages=hi)
+            answer = await api.chat.completions.create(model=model, messages=hi)
+        await served.stop()
+    assert answer.choices[0].message.content == default_reply("hello there", [])
+
+
+async def collect(stream: Any) -> list[Any]:
+    return [chunk async for chunk in stream]
