@@ -376,6 +376,7 @@ async def test_a_conversation_idle_past_the_services_lifetime_is_seeded(
         (b"{not json", "JSON"),
         ({"model": "M", "messages": "hi"}, "messages"),
         ({"model": "M", "messages": [{"role": "tool", "content": "x"}]}, "role"),
+        ({"model": "M", "messages": [{"role": ["user"], "content": "x"}]}, "role"),
         (
             {
                 "model": "M",

@@ -162,6 +162,9 @@ async def test_failures_are_error_parts_and_refusals_plain_errors(
     assert answer.status == 401 and b"relay token" in answer.raw
     answer = await post(http, f"{relay.root}/api/chat", {"messages": []}, auth())
     assert answer.status == 400 and b"id" in answer.raw
+    hostile = {"id": "c", "messages": [{"role": {"x": 1}, "parts": []}]}
+    answer = await post(http, f"{relay.root}/api/chat", hostile, auth())
+    assert answer.status == 400 and b"role" in answer.raw
 
 
 async def test_resume_answers_nothing_to_resume(relay: Relay, http: aiohttp.ClientSession) -> None:

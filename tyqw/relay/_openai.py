@@ -160,10 +160,11 @@ def parse(
         where = f"messages[{index}]"
         if not isinstance(message, dict):
             raise invalid(f"{where} must be an object")
-        role = _ROLES.get(message.get("role"))  # type: ignore[arg-type]
+        asked = message.get("role")
+        role = _ROLES.get(asked) if isinstance(asked, str) else None
         if role is None:
             raise invalid(
-                f"{where}.role {message.get('role')!r} is not one a Bailian app takes "
+                f"{where}.role {asked!r} is not one a Bailian app takes "
                 "(system, developer, user, assistant)"
             )
         said.append((role, _text(message.get("content"), where)))

@@ -106,7 +106,8 @@ def parse(body: dict[str, Any], user: str, host: Host) -> ChatTurn:
         where = f"messages[{index}]"
         if not isinstance(message, dict):
             raise invalid(f"{where} must be an object")
-        role = _ROLES.get(message.get("role"))  # type: ignore[arg-type]
+        asked = message.get("role")
+        role = _ROLES.get(asked) if isinstance(asked, str) else None
         if role is None:
             raise invalid(f"{where}.role must be system, user or assistant")
         said.append((role, _text(message, where)))
