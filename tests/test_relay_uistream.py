@@ -173,3 +173,58 @@ async def test_resume_answers_nothing_to_resume(relay: Relay, http: aiohttp.Clie
         assert response.status == 204
     async with http.get(f"{relay.root}/api/chat/chat1/stream") as response:
         assert response.status == 401
+
+
+BAD_VALUES: list[Any] = [None, 0, 1.5, True, "", "x", [], [1], {}, {"a": 1}, [{"type": 1}]]
+
+
+def _mutations(valid: dict[str, Any]) -> list[Any]:
+    """``valid`` with each value anywhere in it replaced by each of ``BAD_VALUES``."""
+    found: list[Any] = []
+
+    def walk(node: Any, rebuild: Any) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in list(items):
+            for bad in BAD_VALUES:
+                copy = json.loads(json.dumps(node))
+                copy[key] = bad
+                found.append(rebuild(copy))
+            if isinstance(value, (dict, list)):
+                walk(value, lambda inner, key=key, node=node: rebuild(_put(node, key, inner)))
+
+    walk(valid, lambda whole: whole)
+    return found
+
+
+def _put(node: Any, key: Any, inner: Any) -> Any:
+    copy = json.loads(json.dumps(node))
+    copy[key] = inner
+    return copy
+
+
+async def test_no_request_body_makes_either_dialect_fail(
+    relay: Relay, http: aiohttp.ClientSession
+) -> None:
+    """Every field of a valid request, replaced by each wrong kind of value: the answer is
+    a success or a 4xx, never a server error."""
+    model = relay.app_ids[0]
+    openai_body = {
+        "model": model,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "yes"}]},
+            {"role": "user", "content": "hello"},
+        ],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    ui_body = {
+        "id": "c1",
+        "model": model,
+        "messages": [user("hi"), assistant("yes"), user("hello", 1)],
+        "trigger": "submit-message",
+    }
+    for path, valid in (("/v1/chat/completions", openai_body), ("/api/chat", ui_body)):
+        for payload in _mutations(valid):
+            answer = await post(http, f"{relay.root}{path}", payload, auth())
+            assert answer.status < 500, (path, payload, answer.raw)
