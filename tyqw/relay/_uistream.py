@@ -170,6 +170,7 @@ class _Answer:
         self.cors = cors
         self.open: str | None = None  # the part being streamed: "reasoning" or "text"
         self.count = 0  # parts opened so far, for their ids
+        self.head = b""
 
     def _switch(self, kind: str | None, out: list[bytes]) -> None:
         if self.open == kind:
@@ -179,7 +180,10 @@ class _Answer:
         self.open = kind
         if kind is not None:
             self.count += 1
-            out.append(_chunk({"type": f"{kind}-start", "id": f"{kind[0]}{self.count}"}))
+            part_id = f"{kind[0]}{self.count}"
+            out.append(_chunk({"type": f"{kind}-start", "id": part_id}))
+            # Every delta of this part is this head, the delta's JSON string, "}".
+            self.head = f'data: {{"type":"{kind}-delta","id":"{part_id}","delta":'.encode()
 
     async def stream(
         self, request: web.Request, upstream: MessageStream, store: Any
@@ -210,15 +214,7 @@ class _Answer:
                             out.append(_chunk(part))
                             continue
                         self._switch(kind, out)
-                        out.append(
-                            _chunk(
-                                {
-                                    "type": f"{kind}-delta",
-                                    "id": f"{kind[0]}{self.count}",
-                                    "delta": value,
-                                }
-                            )
-                        )
+                        out.append(self.head + dumps(value).encode() + b"}\n\n")
                     if out:
                         await response.write(b"".join(out))
             except NotCurrent:
