@@ -233,7 +233,7 @@ async def test_serve_relays_to_the_service_named_by_the_environment_and_never_sh
 async def test_serve_offline_speaks_openai_to_the_openai_sdk(serve: object) -> None:
     """The banner names the OpenAI base URL, and openai-python chats through it offline:
     the second turn remembers the first."""
-    served: Served = await serve()  # type: ignore[operator]
+    served: Served = await serve("--delay", "0")  # type: ignore[operator]
     async with openai.AsyncOpenAI(
         base_url=f"{served.root}/v1", api_key="local", max_retries=0, timeout=BOUND
     ) as api:
