@@ -228,3 +228,17 @@ async def test_no_request_body_makes_either_dialect_fail(
         for payload in _mutations(valid):
             answer = await post(http, f"{relay.root}{path}", payload, auth())
             assert answer.status < 500, (path, payload, answer.raw)
+
+
+async def test_a_user_name_holding_a_nul_is_refused(
+    sim: BailianSimulator, http: aiohttp.ClientSession
+) -> None:
+    """An authenticate hook naming a user "bob<NUL>chat<NUL>x" could reach into another
+    user's conversations by name: both dialects refuse it before any turn."""
+    async with Relay(sim, authenticate=lambda request: "alice\0chat\0c1") as relay:
+        answer = await post(http, f"{relay.root}/api/chat", {"id": "c", "messages": []}, auth())
+        assert answer.status == 403
+        payload = {"model": relay.app_ids[0], "messages": [{"role": "user", "content": "hi"}]}
+        answer = await post(http, f"{relay.root}/v1/chat/completions", payload, auth())
+        assert answer.status == 403
+    assert sim.requests == []

@@ -16,6 +16,16 @@ prefix, or one never seen) finds none, and starts a conversation seeded with the
 client's history as ``input.messages``; so do a first request that brings history and
 a conversation idle past the service's lifetime. The users' text is not kept by the
 pointers: they hold a digest, an id and a time.
+
+A client may also name its conversation (the UI stream's chat id, OpenAI's
+``X-Tyqw-Conversation``): a pointer then counts only if it is that conversation's, and a
+named conversation that is not continued goes on from the client's history in the same
+Session (its record and transcript kept) instead of a new one.
+
+In the relay's store, a dialect's conversation is the Session ``"<user>\\0chat\\0<key>"``
+and a pointer the record ``"<user>\\0match\\0<digest>"``: per user, and apart from the
+native endpoint's conversation, named by the user alone (``user()`` refuses a user name
+holding a NUL, which could reach into another user's names).
 """
 
 from __future__ import annotations
@@ -36,22 +46,28 @@ from .._events import TurnEvents
 from .._models import Citation, Message, Reply, Thought, WorkflowEvent, plain_markers
 from ..stores import Store
 from ._conversations import Conversations
-from ._request import invalid
+from ._request import Refused, invalid
 
 __all__ = [
     "LIFETIME",
+    "MAX_BODY",
     "ChatTurn",
     "Host",
     "Part",
     "Plan",
     "Reading",
+    "Role",
     "advance",
+    "check_prompt",
     "digest",
     "load_json",
     "plan",
     "preflight",
+    "sources",
     "token_counts",
     "turn_options",
+    "user",
+    "workflow_data",
 ]
 
 logger = logging.getLogger("tyqw.relay")
@@ -104,6 +120,14 @@ class Plan:
     session_id: str | None  # the service's id to continue; None: a new conversation
     seed: list[dict[str, str]] | None  # input.messages to send; None: the prompt only
     pointer: str | None  # the pointer followed, moved on by the turn
+
+
+async def user(host: Host, request: web.Request) -> str:
+    """The request's user, as the relay's other endpoints find it."""
+    name = await host._user(request)
+    if "\0" in name:
+        raise Refused(403, "AccessDenied", "This user name cannot be used here.")
+    return name
 
 
 def load_json(raw: bytes) -> dict[str, Any]:

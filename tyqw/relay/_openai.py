@@ -35,6 +35,7 @@ from ._dialect import (
     sources,
     token_counts,
     turn_options,
+    user,
 )
 from ._gone import unless_gone
 from ._request import Refused, invalid, read_body
@@ -135,7 +136,7 @@ def conversation_header(request: web.Request) -> str | None:
 
 
 def parse(
-    body: dict[str, Any], user: str, host: Host, key: str | None = None
+    body: dict[str, Any], name: str, host: Host, key: str | None = None
 ) -> tuple[ChatTurn, bool, bool, str]:
     """The turn, whether to stream, whether to report usage, and the model asked for."""
     model = body.get("model")
@@ -171,7 +172,7 @@ def parse(
     role, prompt = said[-1]
     if role != "user":
         raise invalid("The last message must be the user's, with some text.")
-    turn = ChatTurn(model, user, tuple(said[:-1]), prompt, key, resume=True)
+    turn = ChatTurn(model, name, tuple(said[:-1]), prompt, key, resume=True)
     return check_prompt(turn, host.max_prompt), stream, include_usage, model
 
 
@@ -192,7 +193,7 @@ class OpenAI:
         request_id = str(uuid.uuid4())
         cors = self.host._cors(request)
         try:
-            await self.host._user(request)
+            await user(self.host, request)
         except Refused as refused:
             return _refusal(refused, request_id, cors)
         data = [_model(app_id) for app_id in self.host.app_ids]
@@ -202,7 +203,7 @@ class OpenAI:
         request_id = str(uuid.uuid4())
         cors = self.host._cors(request)
         try:
-            await self.host._user(request)
+            await user(self.host, request)
             model = request.match_info["model"]
             if model not in self.host.app_ids:
                 raise Refused(404, "model_not_found", f"The model {model!r} does not exist.")
@@ -215,11 +216,11 @@ class OpenAI:
         request_id = str(uuid.uuid4())
         cors = host._cors(request)
         try:
-            user = await host._user(request)
-            await host._spend(user)
+            name = await user(host, request)
+            await host._spend(name)
             key = conversation_header(request)
             body = load_json(await read_body(request.content, MAX_BODY))
-            turn, stream, include_usage, model = parse(body, user, host, key)
+            turn, stream, include_usage, model = parse(body, name, host, key)
             store = host.conversations.store
             try:
                 how = await plan(store, turn)

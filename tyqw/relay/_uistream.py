@@ -37,6 +37,7 @@ from ._dialect import (
     preflight,
     token_counts,
     turn_options,
+    user,
     workflow_data,
 )
 from ._gone import unless_gone
@@ -90,7 +91,7 @@ def _text(message: dict[str, Any], where: str) -> str:
     return "".join(texts)
 
 
-def parse(body: dict[str, Any], user: str, host: Host) -> ChatTurn:
+def parse(body: dict[str, Any], name: str, host: Host) -> ChatTurn:
     """The turn a ``DefaultChatTransport`` request asks for."""
     chat_id = body.get("id")
     if not isinstance(chat_id, str) or not chat_id or len(chat_id) > _MAX_CHAT_ID:
@@ -114,7 +115,7 @@ def parse(body: dict[str, Any], user: str, host: Host) -> ChatTurn:
     role, prompt = said[-1]
     if role != "user":
         raise invalid("The last message must be the user's, with some text.")
-    return check_prompt(ChatTurn(model, user, tuple(said[:-1]), prompt, chat_id), host.max_prompt)
+    return check_prompt(ChatTurn(model, name, tuple(said[:-1]), prompt, chat_id), host.max_prompt)
 
 
 class UIStream:
@@ -133,7 +134,7 @@ class UIStream:
         """``resumeStream()``: nothing is kept to replay, which the transport reads as 204."""
         cors = self.host._cors(request)
         try:
-            await self.host._user(request)
+            await user(self.host, request)
         except Refused as refused:
             return _refusal(refused, str(uuid.uuid4()), cors)
         return web.Response(status=204, headers=cors)
@@ -143,9 +144,9 @@ class UIStream:
         request_id = str(uuid.uuid4())
         cors = host._cors(request)
         try:
-            user = await host._user(request)
-            await host._spend(user)
-            turn = parse(load_json(await read_body(request.content, MAX_BODY)), user, host)
+            name = await user(host, request)
+            await host._spend(name)
+            turn = parse(load_json(await read_body(request.content, MAX_BODY)), name, host)
             store = host.conversations.store
             try:
                 how = await plan(store, turn)
