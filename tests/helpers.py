@@ -297,3 +297,24 @@ class DictStore:
 
     async def aclose(self) -> None:
         pass
+
+
+class TranscriptDictStore(DictStore):
+    """A user's ``DictStore`` with the three transcript methods (``TranscriptStore``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transcripts: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+    async def append_transcript(
+        self, app_id: str, name: str, entry: dict[str, Any], keep: int
+    ) -> None:
+        entries = self.transcripts.setdefault((app_id, name), [])
+        entries.append(entry)
+        del entries[:-keep]
+
+    async def read_transcript(self, app_id: str, name: str) -> list[dict[str, Any]]:
+        return list(self.transcripts.get((app_id, name), []))
+
+    async def delete_transcript(self, app_id: str, name: str) -> None:
+        self.transcripts.pop((app_id, name), None)

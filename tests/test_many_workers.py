@@ -259,6 +259,50 @@ async def test_three_workers_keep_each_users_conversation_whole(
     assert len(conversations) == 50
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["redis", "file"])
+async def test_three_workers_write_one_transcript_per_user(
+    kind: str,
+    sim: BailianSimulator,
+    start_workers: WorkerFactory,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    """30 users, 6 turns each to a random one of 3 workers, each sent while the previous
+    one is answered: each user's transcript in the shared store holds exactly their 6
+    prompts, in order, each with its reply; none missing, none twice."""
+    where = shared(kind, request, tmp_path)
+    arrivals = Arrivals(sim)
+    sim.delay = 0.002
+    workers = await start_workers(3, where)
+    rng = random.Random(20261207)
+
+    async def user(name: str) -> list[dict[str, Any]]:
+        answers = []
+        for turn in range(6):
+            prompt = f"{name} says {turn}"
+            answer = rng.choice(workers).send(name, prompt)
+            answers.append(answer)
+            await arrivals.arrived(prompt, answer)
+        return [await asyncio.wait_for(answer, BOUND) for answer in answers]
+
+    names = [f"user{n:02d}" for n in range(30)]
+    results = dict(zip(names, await asyncio.gather(*map(user, names)), strict=True))
+
+    store = RedisStore.from_url(where) if kind == "redis" else FileStore(where)
+    try:
+        for name, answers in results.items():
+            assert [a.get("error") for a in answers] == [None] * 6, answers
+            entries = await store.read_transcript(sim.app_id, name)
+            assert [e["prompt"] for e in entries] == [f"{name} says {t}" for t in range(6)]
+            assert [e["reply"]["text"] for e in entries] == [a["text"] for a in answers]
+            assert {e["reply"]["session_id"] for e in entries} == {answers[0]["session_id"]}
+    finally:
+        await store.aclose()
+    served_by = {name: {a["worker"] for a in answers} for name, answers in results.items()}
+    assert sum(len(pids) > 1 for pids in served_by.values()) > 20  # users move between workers
+
+
 # -- faults ---------------------------------------------------------------------------------
 
 

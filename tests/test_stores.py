@@ -28,12 +28,14 @@ from tyqw.stores import (
     MemoryStore,
     Store,
     StoreError,
+    TranscriptStore,
     TurnLock,
     begin_turn,
     end_turn,
+    forget,
 )
 
-from .helpers import DictStore
+from .helpers import DictStore, TranscriptDictStore
 
 BOUND = 5.0
 APP = "app-1"
@@ -63,6 +65,21 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def shipped(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """Each store tyqw ships, empty."""
     made = make_store(request.param, request, tmp_path)
+    yield made
+    await made.aclose()
+
+
+@pytest.fixture(params=["file", "memory", "redis", "user"])
+async def transcribing(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[TranscriptStore]:
+    """Each store that keeps transcripts, empty: the shipped ones and a user's."""
+    made = (
+        TranscriptDictStore()
+        if request.param == "user"
+        else make_store(request.param, request, tmp_path)
+    )
+    assert isinstance(made, TranscriptStore)
     yield made
     await made.aclose()
 
@@ -416,6 +433,84 @@ async def test_a_killed_holder_blocks_only_until_its_lease_ends(
         await end_turn(store, held, "app", "alice", None)
     finally:
         await store.aclose()
+
+
+# -- transcripts ----------------------------------------------------------------------------
+
+
+def entry(n: int, **more: Any) -> dict[str, Any]:
+    return {"prompt": f"prompt {n}", "reply": {"text": f"reply {n}"}, **more}
+
+
+async def test_a_transcript_reads_back_in_the_order_appended(
+    transcribing: TranscriptStore,
+) -> None:
+    """Entries read back oldest first, exactly as appended, per conversation."""
+    assert await transcribing.read_transcript(APP, "alice") == []
+    for n in range(5):
+        await transcribing.append_transcript(APP, "alice", entry(n), 200)
+        await transcribing.append_transcript(APP, "bob", entry(100 + n), 200)
+    odd = entry(9, text='名字 \ud800 \n"', nested={"list": [1, 2.5, None, True]})
+    await transcribing.append_transcript(APP, "alice", odd, 200)
+    assert await transcribing.read_transcript(APP, "alice") == [*map(entry, range(5)), odd]
+    assert await transcribing.read_transcript(APP, "bob") == [entry(100 + n) for n in range(5)]
+    assert await transcribing.read_transcript("app-2", "alice") == []
+
+
+@pytest.mark.parametrize("keep", [1, 3, 8])
+async def test_a_transcript_keeps_the_most_recent_entries(
+    transcribing: TranscriptStore, keep: int
+) -> None:
+    """With ``keep``, reading gives the ``keep`` most recent entries after every append."""
+    for n in range(3 * keep + 5):
+        await transcribing.append_transcript(APP, "alice", entry(n), keep)
+        expected = [entry(i) for i in range(max(0, n + 1 - keep), n + 1)]
+        assert await transcribing.read_transcript(APP, "alice") == expected
+
+
+async def test_deleting_a_transcript_leaves_the_record_and_others(
+    transcribing: TranscriptStore,
+) -> None:
+    """delete_transcript() empties one transcript only; a later append starts afresh."""
+    store: Any = transcribing
+    await store.set(APP, "alice", record())
+    await transcribing.delete_transcript(APP, "nobody")  # nothing to delete: no error
+    for n in range(3):
+        await transcribing.append_transcript(APP, "alice", entry(n), 200)
+        await transcribing.append_transcript(APP, "bob", entry(n), 200)
+    await transcribing.delete_transcript(APP, "alice")
+    assert await transcribing.read_transcript(APP, "alice") == []
+    assert await transcribing.read_transcript(APP, "bob") == [entry(n) for n in range(3)]
+    assert await store.get(APP, "alice") == record()
+    await transcribing.append_transcript(APP, "alice", entry(7), 200)
+    assert await transcribing.read_transcript(APP, "alice") == [entry(7)]
+
+
+async def test_forget_deletes_the_record_and_the_transcript(
+    transcribing: TranscriptStore,
+) -> None:
+    """tyqw.stores.forget() removes a conversation entirely, and nothing of another."""
+    store: Any = transcribing
+    for name in ("alice", "bob"):
+        await store.set(APP, name, record())
+        await transcribing.append_transcript(APP, name, entry(1), 200)
+    await asyncio.wait_for(forget(store, APP, "alice"), BOUND)
+    assert await store.get(APP, "alice") is None
+    assert await transcribing.read_transcript(APP, "alice") == []
+    assert await store.get(APP, "bob") == record()
+    assert await transcribing.read_transcript(APP, "bob") == [entry(1)]
+    # The lock was given back.
+    held, _ = await asyncio.wait_for(begin_turn(store, APP, "alice"), BOUND)
+    await end_turn(store, held, APP, "alice", None)
+
+
+async def test_forget_works_on_a_store_without_transcripts() -> None:
+    """forget() on a store with no transcript methods deletes its record."""
+    store = DictStore()
+    await store.set(APP, "alice", record())
+    assert not isinstance(store, TranscriptStore)
+    await forget(store, APP, "alice")
+    assert await store.get(APP, "alice") is None
 
 
 def test_records_are_plain_json() -> None:

@@ -156,6 +156,17 @@ def test_the_session_is_the_same_constructor(tmp_path: Path) -> None:
 # -- Events ----------------------------------------------------------------------------
 
 
+def test_history_and_forget(make: Callable[..., SyncSession]) -> None:
+    """SyncSession.history() returns the kept exchanges; forget() deletes them all."""
+    session = make(history=2)
+    for prompt in ("一", "二", "三"):
+        session.send(prompt)
+    assert [e.prompt for e in session.history()] == ["二", "三"]
+    session.forget()
+    assert session.history() == []
+    assert session.session_id is None
+
+
 def test_handlers_run_in_order_on_the_loop_thread(make: Callable[..., SyncSession]) -> None:
     """Handlers (async too) run one message at a time on tyqw's thread, done when send returns."""
     log: list[tuple[str, str, str]] = []

@@ -28,12 +28,14 @@ from ._exceptions import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    RecordedError,
     SessionClosedError,
     StoreError,
     StreamError,
     TyqwError,
     UnexpectedContentTypeError,
 )
+from ._history import Exchange
 from ._models import Citation, Message, Reply, Thought, TokenUsage, WorkflowEvent
 from ._options import RagOptions
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
@@ -51,6 +53,7 @@ __all__ = [
     "Citation",
     "ConnectionLostError",
     "EventTooLargeError",
+    "Exchange",
     "HandlerError",
     "IncompleteStreamError",
     "InternalServerError",
@@ -62,6 +65,7 @@ __all__ = [
     "PermissionDeniedError",
     "RagOptions",
     "RateLimitError",
+    "RecordedError",
     "Reply",
     "Session",
     "SessionClosedError",

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ._exceptions import MissingAPIKeyError
+from ._history import check_history
 from ._options import HEADER_VALUE, check_seconds, check_workspace, kind
 from ._version import __version__
 
@@ -198,6 +199,7 @@ class Config:
         "base_url",
         "connect_timeout",
         "deadline",
+        "history",
         "max_event_size",
         "max_retries",
         "proxy",
@@ -222,6 +224,7 @@ class Config:
         allow_insecure_http: bool,
         trust_env: bool,
         proxy: str | None,
+        history: bool | int = True,
     ) -> None:
         self.app_id = check_app_id(app_id)
         key = require_api_key(api_key)
@@ -244,6 +247,7 @@ class Config:
         self.url = f"{self.base_url}/apps/{self.app_id}/completion"
         self.timeout = self.client_timeout(self.read_timeout)
         self.proxy = _proxy_for(self.base_url, proxy, trust_env)
+        self.history = check_history(history)  # exchanges kept per conversation; 0: none
         headers = {
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",

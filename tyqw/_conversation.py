@@ -14,19 +14,37 @@ at most every ``USAGE_WRITE_INTERVAL`` seconds and at ``aclose()`` / ``flush()``
 an atomic file write costs more than a whole turn on a busy disk. The totals are kept
 as this process's increments on top of what the store holds, and merged under the
 lock, so several processes sharing a folder never lose each other's tokens.
+
+With a store that keeps transcripts (``TranscriptStore``), every turn that held the
+lock appends its ``Exchange`` before giving the lock back, success or failure, so the
+workers sharing a store write one ordered transcript. A caller's change (``clear()``, a
+new ``session_id``) ends the transcript with the conversation: at once with a local
+store, under the lock of the next turn (or ``flush()``) with a shared one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
+from ._exceptions import StoreError, TyqwError
+from ._history import Exchange
 from ._models import TokenUsage
 from ._options import is_session_id
 from .stores import Store, TurnLock, begin_turn, end_turn
-from .stores._base import KEEP, is_local
+from .stores._base import (
+    KEEP,
+    TranscriptStore,
+    _Keep,
+    _store_error,
+    forget,
+    has_transcript_methods,
+    has_turn_methods,
+    is_local,
+)
 from .stores._record import record_problem
 
 logger = logging.getLogger("tyqw")
@@ -50,11 +68,14 @@ class _Ticket:
 class Conversation:
     """The conversation a Session continues, as its turns and its store see it."""
 
-    def __init__(self, store: Store, app_id: str, name: str) -> None:
+    def __init__(self, store: Store, app_id: str, name: str, keep: int = 0) -> None:
         self.store = store
         self.app_id = app_id
         self.name = name
         self.local = is_local(store)
+        self.transcripts = has_transcript_methods(store)
+        self.keep = keep if self.transcripts else 0  # exchanges to keep; 0: none
+        self.transcript_ended = False  # a caller's change not yet applied to it
         self.session_id: str | None = None
         self.stored: dict[str, TokenUsage] = {}  # the totals the store holds
         self.added: dict[str, TokenUsage] = {}  # this process's, not yet written
@@ -88,12 +109,71 @@ class Conversation:
             self.written_at = time.monotonic()
         else:
             self.dirty = True
+        if self.transcripts:
+            delete_now = getattr(store, "delete_transcript_now", None)
+            if self.local and callable(delete_now):
+                delete_now(self.app_id, self.name)
+            else:
+                self.transcript_ended = True
+
+    async def forget(self) -> None:
+        """Delete the conversation and its transcript from the store, under its lock."""
+        self.generation += 1
+        self.session_id = None
+        self.stored, self.added = {}, {}
+        # Until the store has done it, the next turn (or flush) still must.
+        self.dirty, self.transcript_ended = True, self.transcripts
+        await forget(self.store, self.app_id, self.name)
+        self.dirty = self.transcript_ended = False
+        self.written_at = time.monotonic()
+
+    async def history(self) -> list[Exchange]:
+        """The transcript, oldest first."""
+        if not self.transcripts:
+            raise StoreError(
+                f"{type(self.store).__name__} keeps no transcripts: a store keeps them "
+                "when it has append_transcript(), read_transcript() and "
+                "delete_transcript() (see tyqw.stores.TranscriptStore)"
+            )
+        if self.transcript_ended:
+            return []  # cleared here; the store hears of it at the next turn
+        store = cast("TranscriptStore", self.store)
+        try:
+            entries = await store.read_transcript(self.app_id, self.name)
+        except TyqwError:
+            raise
+        except Exception as exc:
+            raise _store_error(self.store, "read the transcript", exc) from exc
+        exchanges = []
+        for entry in entries:
+            try:
+                exchanges.append(Exchange.from_dict(entry))
+            except ValueError as exc:
+                logger.warning("tyqw: skipping an unreadable exchange of %r: %s", self.name, exc)
+        return exchanges
+
+    async def _end_transcript(self) -> None:
+        """Apply a caller's ``clear()`` to the transcript (under the lock)."""
+        if self.transcript_ended:
+            store = cast("TranscriptStore", self.store)
+            try:
+                await store.delete_transcript(self.app_id, self.name)
+            except TyqwError:
+                raise
+            except Exception as exc:
+                raise _store_error(self.store, "delete the transcript", exc) from exc
+            self.transcript_ended = False
 
     async def flush(self) -> None:
         """Write what the store lacks (a caller's change, tokens not yet written) now."""
-        if not self.dirty and not self.added:
+        if not self.dirty and not self.added and not self.transcript_ended:
             return
         lock, record = await begin_turn(self.store, self.app_id, self.name)
+        try:
+            await self._end_transcript()
+        except BaseException:
+            await end_turn(self.store, lock, self.app_id, self.name, self._unchanged(record))
+            raise
         if not self.dirty:
             self._merge(record)
         self.dirty = False
@@ -103,6 +183,12 @@ class Conversation:
 
     async def begin(self) -> tuple[object, str | None]:
         lock, record = await begin_turn(self.store, self.app_id, self.name)
+        if self.transcript_ended:
+            try:
+                await self._end_transcript()
+            except BaseException:
+                await end_turn(self.store, lock, self.app_id, self.name, self._unchanged(record))
+                raise
         if self.dirty:
             # The caller's change is newer than what the store holds: it wins.
             self.dirty = False
@@ -116,9 +202,37 @@ class Conversation:
             self.session_id = session_id
 
     def end(
-        self, ticket: object, session_id: str | None, usage: dict[str, TokenUsage]
+        self,
+        ticket: object,
+        session_id: str | None,
+        usage: dict[str, TokenUsage],
+        exchange: Callable[[], Exchange],
     ) -> Coroutine[Any, Any, None]:
         assert isinstance(ticket, _Ticket)
+        if self.keep and ticket.generation == self.generation:
+            # A turn that began before a clear() belongs to the conversation it ended.
+            return self._append_then(ticket, exchange(), self._finish(ticket, session_id, usage))
+        return self._finish(ticket, session_id, usage)
+
+    async def _append_then(
+        self, ticket: _Ticket, exchange: Exchange, then: Coroutine[Any, Any, None]
+    ) -> None:
+        """Append the turn's exchange, then end the turn (which releases the lock)."""
+        store = cast("TranscriptStore", self.store)
+        try:
+            await store.append_transcript(self.app_id, self.name, exchange.to_dict(), self.keep)
+        except BaseException as exc:
+            # The lock is given back all the same; the record is written as it would be.
+            with contextlib.suppress(TyqwError):
+                await then
+            if isinstance(exc, Exception) and not isinstance(exc, TyqwError):
+                raise _store_error(self.store, "append to the transcript", exc) from exc
+            raise
+        await then
+
+    def _finish(
+        self, ticket: _Ticket, session_id: str | None, usage: dict[str, TokenUsage]
+    ) -> Coroutine[Any, Any, None]:
         changed = False
         if ticket.generation == self.generation and session_id is not None:
             if session_id != ticket.sent:
@@ -135,6 +249,10 @@ class Conversation:
         ):
             return end_turn(self.store, ticket.lock, self.app_id, self.name, KEEP)
         return self._write(ticket.lock, self._record())
+
+    def _unchanged(self, record: dict[str, Any] | None) -> dict[str, Any] | _Keep | None:
+        """What ``end_turn()`` writes to leave ``record`` as the store holds it."""
+        return record if has_turn_methods(self.store) else KEEP
 
     # -- records ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ The tree::
     ├── SessionClosedError          the Session was used after aclose()
     ├── HandlerError                a handler raised (the original is __cause__)
     ├── StoreError                  a conversation store failed (at a turn's start: nothing sent)
+    ├── RecordedError               an error read back from a transcript (``Exchange``)
     ├── APIStatusError              the service answered with an error
     │   ├── BadRequestError             400
     │   ├── AuthenticationError         401
@@ -54,6 +55,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RecordedError",
     "SessionClosedError",
     "StoreError",
     "StreamError",
@@ -113,6 +115,37 @@ class StoreError(TyqwError):
     not record it) ``.reply`` holds the whole reply. The store's own exception is
     ``__cause__``.
     """
+
+
+class RecordedError(TyqwError):
+    """The error of a past turn, read back from its conversation's transcript.
+
+    An exchange keeps its error as a readable record, not as a live exception: ``kind``
+    is the original class name (``"RateLimitError"``), ``str(exc)`` its message, and
+    ``code`` / ``status_code`` the service's code and HTTP status when it had them.
+
+    Example::
+
+        for exchange in await session.history():
+            if exchange.reply.error is not None:
+                print(exchange.reply.error.kind, exchange.reply.error)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        code: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+        self.status_code = status_code
+
+    def __repr__(self) -> str:
+        return f"RecordedError({self.kind}: {self.message!r})"
 
 
 class APIStatusError(TyqwError):

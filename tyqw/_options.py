@@ -180,6 +180,7 @@ class TurnOptions:
         "deadline",
         "headers",
         "incremental",
+        "prompt",
         "read_timeout",
         "session_id",
         "stream",
@@ -192,6 +193,7 @@ class TurnOptions:
             raise ValueError("prompt is empty")
         if not _encodable(prompt):
             raise ValueError("prompt holds a lone surrogate (not valid Unicode text)")
+        self.prompt = prompt
         input_: dict[str, Any] = {"prompt": prompt}
         parameters: dict[str, Any] = {"incremental_output": True}
         self.stream = True

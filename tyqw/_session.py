@@ -21,10 +21,11 @@ from ._config import DEFAULT_BASE_URL, Config, setup_logging
 from ._conversation import Conversation
 from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emit, emit_error
 from ._exceptions import StreamError, TyqwError
+from ._history import Exchange
 from ._models import Message, Reply, TokenUsage
 from ._options import Options, TurnOptions, check_session_id
 from ._store import default_state_dir
-from ._turn import Slot, Turn, on_loop
+from ._turn import Slot, Turn, on_loop, refuse_inside_turn
 from .stores import FileStore, Store
 
 if TYPE_CHECKING:
@@ -42,7 +43,9 @@ class Session(Subscriptions):
 
     The conversation id is kept in a store per ``(app_id, name)`` (by default a small
     file under ``state_dir``), so a script that restarts continues the same conversation.
-    Turns are serialized, across processes too when they share a store.
+    Turns are serialized, across processes too when they share a store. Each turn is
+    added to the conversation's transcript in the store (``history()``): the 200 most
+    recent by default, ``history=N`` keeps ``N``, ``history=False`` none.
 
     Example::
 
@@ -72,6 +75,7 @@ class Session(Subscriptions):
         allow_insecure_http: bool = False,
         trust_env: bool = True,
         proxy: str | None = None,
+        history: bool | int = True,
     ) -> None:
         setup_logging()
         self._config = Config(
@@ -87,6 +91,7 @@ class Session(Subscriptions):
             allow_insecure_http=allow_insecure_http,
             trust_env=trust_env,
             proxy=proxy,
+            history=history,
         )
         if not isinstance(name, str) or not name:
             raise ValueError("name must be a non-empty string")
@@ -99,7 +104,9 @@ class Session(Subscriptions):
             store = FileStore(Path(state_dir) if state_dir is not None else default_state_dir())
         self.store: Store = store
         self.state_dir: Path | None = store.directory if isinstance(store, FileStore) else None
-        self._conversation = Conversation(self.store, self._config.app_id, name)
+        self._conversation = Conversation(
+            self.store, self._config.app_id, name, self._config.history
+        )
         self._emitter = Emitter()
         self._slot = Slot()
         self._http = http_session
@@ -187,8 +194,37 @@ class Session(Subscriptions):
             return self.store.path(self.app_id, self.name)
         return None
 
+    async def history(self) -> list[Exchange]:
+        """The conversation's transcript: one ``Exchange`` per turn, oldest first.
+
+        Kept by the store, so every worker sharing it sees the same one; at most the
+        ``history=`` most recent exchanges (200 by default). ``StoreError`` if the store
+        keeps no transcripts (a store of your own without the ``TranscriptStore``
+        methods).
+
+        Example::
+
+            for exchange in await session.history():
+                print("you:", exchange.prompt)
+                print("app:", exchange.reply.text)
+        """
+        return await self._conversation.history()
+
+    async def forget(self) -> None:
+        """Delete the conversation from the store entirely, its transcript included,
+        under its lock: for a user who asks to be forgotten. The next turn starts a new
+        conversation. ``StoreError`` if the store fails (then try again).
+
+        Example::
+
+            await session.forget()
+        """
+        self._slot.check_open()
+        refuse_inside_turn(self._slot, "forget()")
+        await self._conversation.forget()
+
     def clear(self) -> None:
-        """Forget the conversation: the next turn starts a new one.
+        """End the conversation and its transcript: the next turn starts a new one.
 
         Example::
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .stores._file import FileStore, default_state_dir
+from .stores._file import _TRANSCRIPT_SUFFIX, FileStore, default_state_dir
 
 __all__ = ["ConversationStore", "StoredConversation", "default_state_dir", "stored_conversations"]
 
@@ -35,9 +35,12 @@ class StoredConversation:
     path: Path
 
     def delete(self) -> None:
-        """Forget this conversation (the next turn under its name starts a new one)."""
+        """Forget this conversation and its transcript (the next turn under its name
+        starts a new one)."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.with_suffix(_TRANSCRIPT_SUFFIX).unlink()
 
 
 def stored_conversations(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._events import Subscriptions
 from ._exceptions import SessionClosedError, TyqwError
+from ._history import Exchange
 from ._loop_thread import loop_thread
 from ._models import Message, Reply, TokenUsage
 from ._session import MessageStream, Options, Session
@@ -89,6 +90,7 @@ class SyncSession(Subscriptions):
         allow_insecure_http: bool = False,
         trust_env: bool = True,
         proxy: str | None = None,
+        history: bool | int = True,
     ) -> None:
         self._session = Session(
             app_id,
@@ -106,6 +108,7 @@ class SyncSession(Subscriptions):
             allow_insecure_http=allow_insecure_http,
             trust_env=trust_env,
             proxy=proxy,
+            history=history,
         )
         self._loop, self._loop_ident = loop_thread.acquire()
         self._lock = threading.Lock()  # makes "closed?" and "submit" one step
@@ -175,8 +178,30 @@ class SyncSession(Subscriptions):
     def session_id(self, value: str | None) -> None:
         self._on_loop(lambda: setattr(self._session, "session_id", value))
 
+    def history(self) -> list[Exchange]:
+        """The conversation's transcript, oldest first (see ``Session.history()``).
+
+        Example::
+
+            for exchange in session.history():
+                print(exchange.prompt, "->", exchange.reply.text)
+        """
+        self._check_caller()
+        return asyncio.run_coroutine_threadsafe(self._session.history(), self._loop).result()
+
+    def forget(self) -> None:
+        """Delete the conversation and its transcript from the store (see
+        ``Session.forget()``).
+
+        Example::
+
+            session.forget()
+        """
+        self._check_caller()
+        asyncio.run_coroutine_threadsafe(self._session.forget(), self._loop).result()
+
     def clear(self) -> None:
-        """Forget the conversation: the next turn starts a new one.
+        """End the conversation and its transcript: the next turn starts a new one.
 
         Example::
 

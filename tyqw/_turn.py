@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import functools
 import io
 import json
@@ -33,6 +34,7 @@ from ._exceptions import (
     UnexpectedContentTypeError,
     excerpt,
 )
+from ._history import Exchange, ended_now
 from ._http import read_body, redacted, scrub, wrap
 from ._models import Message, Reply, TokenUsage
 from ._options import TurnOptions
@@ -40,7 +42,7 @@ from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
 from .sse import SSEDecoder
 
-__all__ = ["Conversation", "Slot", "Turn", "on_loop"]
+__all__ = ["Conversation", "Slot", "Turn", "on_loop", "refuse_inside_turn"]
 
 logger = logging.getLogger("tyqw")
 
@@ -70,10 +72,14 @@ class Conversation(Protocol):
         """The service sent this conversation id."""
 
     def end(
-        self, ticket: object, session_id: str | None, usage: dict[str, TokenUsage]
+        self,
+        ticket: object,
+        session_id: str | None,
+        usage: dict[str, TokenUsage],
+        exchange: Callable[[], Exchange],
     ) -> Coroutine[Any, Any, None] | None:
-        """Record the turn's outcome and give the conversation back; a coroutine when
-        that needs I/O."""
+        """Record the turn's outcome (``exchange()`` builds it for the transcript) and
+        give the conversation back; a coroutine when that needs I/O."""
 
 
 class Slot:
@@ -126,6 +132,8 @@ class Turn:
         self.holding = False
         self.ticket: object = None
         self.timer: asyncio.TimerHandle | None = None
+        self.started_at: dt.datetime | None = None
+        self.error: TyqwError | None = None  # what ended the turn, for its exchange
 
     # -- the one code path -------------------------------------------------------------
 
@@ -234,6 +242,7 @@ class Turn:
         except TyqwError as exc:
             if exc.reply is None:
                 exc.reply = reader.reply(exc)
+            self.error = exc
             raise
         finally:
             pending = self.finish()
@@ -247,18 +256,10 @@ class Turn:
                     raise
 
     def _enter(self) -> None:
+        self.started_at = dt.datetime.now(dt.timezone.utc)
         self.slot.check_open()
-        active = _ACTIVE.get()
-        for turn in active:
-            if turn.slot is self.slot and not turn.done:
-                raise RuntimeError(
-                    "send()/stream() called while a turn of the same Session runs in this "
-                    "task or its parent (from a handler, a task a handler started, a stream "
-                    "loop, or a stream left early without closing it); it would wait for "
-                    "itself. Close an unfinished stream with 'async with session.stream(...)' "
-                    "or 'await stream.aclose()'"
-                )
-        _ACTIVE.set((*(turn for turn in active if not turn.done), self))
+        refuse_inside_turn(self.slot, "send()/stream()")
+        _ACTIVE.set((*(turn for turn in _ACTIVE.get() if not turn.done), self))
 
     async def _acquire(self) -> None:
         """Take the slot and the conversation, within the deadline."""
@@ -497,7 +498,9 @@ class Turn:
         pending = None
         if self.ticket is not None:
             reader = self.reader
-            pending = self.conversation.end(self.ticket, reader.session_id, reader.token_usage())
+            pending = self.conversation.end(
+                self.ticket, reader.session_id, reader.token_usage(), self._exchange
+            )
             self.ticket = None
             reader.on_session_id = _ignore
         if not self.holding:
@@ -510,6 +513,27 @@ class Turn:
 
     def reply(self, error: TyqwError | None) -> Reply:
         return self.reader.reply(error)
+
+    def _exchange(self) -> Exchange:
+        """The turn as its conversation's transcript keeps it."""
+        assert self.started_at is not None
+        error = self.error
+        reply = error.reply if error is not None and error.reply is not None else None
+        return ended_now(self.options.prompt, reply or self.reader.reply(error), self.started_at)
+
+
+def refuse_inside_turn(slot: Slot, what: str) -> None:
+    """``RuntimeError`` if a turn of ``slot``'s Session runs in this task or its parent:
+    ``what`` would wait for the conversation that turn holds, that is for itself."""
+    for turn in _ACTIVE.get():
+        if turn.slot is slot and not turn.done:
+            raise RuntimeError(
+                f"{what} called while a turn of the same Session runs in this "
+                "task or its parent (from a handler, a task a handler started, a stream "
+                "loop, or a stream left early without closing it); it would wait for "
+                "itself. Close an unfinished stream with 'async with session.stream(...)' "
+                "or 'await stream.aclose()'"
+            )
 
 
 def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:

@@ -19,7 +19,16 @@ Example::
 import typing as _typing
 
 from .._exceptions import StoreError
-from ._base import LocalStore, Store, TurnLock, TurnStore, begin_turn, end_turn
+from ._base import (
+    LocalStore,
+    Store,
+    TranscriptStore,
+    TurnLock,
+    TurnStore,
+    begin_turn,
+    end_turn,
+    forget,
+)
 from ._file import FileStore
 from ._memory import MemoryStore
 
@@ -33,10 +42,12 @@ __all__ = [
     "RedisStore",
     "Store",
     "StoreError",
+    "TranscriptStore",
     "TurnLock",
     "TurnStore",
     "begin_turn",
     "end_turn",
+    "forget",
 ]
 
 

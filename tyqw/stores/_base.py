@@ -14,7 +14,17 @@ from typing import Any, Protocol, TypeGuard, cast, final, runtime_checkable
 
 from .._exceptions import StoreError, TyqwError
 
-__all__ = ["KEEP", "LocalStore", "Store", "TurnLock", "TurnStore", "begin_turn", "end_turn"]
+__all__ = [
+    "KEEP",
+    "LocalStore",
+    "Store",
+    "TranscriptStore",
+    "TurnLock",
+    "TurnStore",
+    "begin_turn",
+    "end_turn",
+    "forget",
+]
 
 
 class _Keep:
@@ -156,6 +166,44 @@ class TurnStore(Protocol):
         ...
 
 
+@runtime_checkable
+class TranscriptStore(Protocol):
+    """The optional methods a store adds to keep each conversation's transcript.
+
+    An entry is a JSON-compatible dict tyqw owns (``Exchange.to_dict()``); a store keeps
+    it as it is. tyqw calls ``append_transcript`` under the conversation's lock, at the
+    end of every turn, so the entries of one conversation arrive one at a time and in
+    order. A store without these methods serves turns as before and keeps no
+    transcript (``Session.history()`` then raises ``StoreError``).
+
+    Example, added to the ``DictStore`` of ``Store``'s example::
+
+        async def append_transcript(self, app_id, name, entry, keep):
+            entries = self.transcripts.setdefault((app_id, name), [])
+            entries.append(entry)
+            del entries[:-keep]
+        async def read_transcript(self, app_id, name):
+            return list(self.transcripts.get((app_id, name), []))
+        async def delete_transcript(self, app_id, name):
+            self.transcripts.pop((app_id, name), None)
+    """
+
+    async def append_transcript(
+        self, app_id: str, name: str, entry: dict[str, Any], keep: int
+    ) -> None:
+        """Add ``entry`` after the others; keep (at least and, when read, at most) the
+        ``keep`` most recent entries (``keep`` >= 1)."""
+        ...
+
+    async def read_transcript(self, app_id: str, name: str) -> list[dict[str, Any]]:
+        """The kept entries of ``(app_id, name)``, oldest first (``[]`` if none)."""
+        ...
+
+    async def delete_transcript(self, app_id: str, name: str) -> None:
+        """Forget every entry (nothing happens if there is none)."""
+        ...
+
+
 @final
 class TurnLock:
     """The lock a turn holds on its conversation, from ``begin_turn()``.
@@ -196,6 +244,11 @@ def has_turn_methods(store: object) -> bool:
     """``isinstance(store, TurnStore)``, answered once per class: a runtime protocol
     check walks every member and costs more than a store's whole turn in memory."""
     return _has_methods(type(store), ("begin_turn", "end_turn"))
+
+
+def has_transcript_methods(store: object) -> bool:
+    """``isinstance(store, TranscriptStore)``, answered once per class."""
+    return _has_methods(type(store), ("append_transcript", "read_transcript", "delete_transcript"))
 
 
 def is_local(store: object) -> TypeGuard[LocalStore]:
@@ -311,3 +364,28 @@ async def _release(
             if isinstance(exc, TyqwError):
                 raise
             raise _store_error(store, "release the lock", exc) from exc
+
+
+async def forget(store: Store, app_id: str, name: str) -> None:
+    """Delete the conversation ``(app_id, name)`` entirely: its record and its
+    transcript, together, under its lock. For a user who asks to be forgotten.
+
+    Any failure of the store is a ``StoreError``; the lock is released whatever happens.
+
+    Example::
+
+        await tyqw.stores.forget(store, "YOUR_APP_ID", user_id)
+    """
+    held, _ = await begin_turn(store, app_id, name)
+    try:
+        if has_transcript_methods(store):
+            try:
+                await cast("TranscriptStore", store).delete_transcript(app_id, name)
+            except TyqwError:
+                raise
+            except Exception as exc:
+                raise _store_error(store, "delete the transcript", exc) from exc
+    except BaseException:
+        await end_turn(store, held, app_id, name, None)
+        raise
+    await end_turn(store, held, app_id, name, None)

@@ -3,6 +3,7 @@
 Layout (``<key>`` is ``sha256(app_id NUL name)[:32]``, as in tyqw 0.1)::
 
     <state_dir>/<key>.json          the record, with its app_id and name; mode 0600
+    <state_dir>/<key>.transcript.jsonl  its transcript, one JSON line per exchange; 0600
     <state_dir>/.tmp/<key>.*.tmp    a write in progress (then os.replace'd into place)
     <state_dir>/.locks/<key>.lock   the conversation's OS lock (an empty file)
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 import os
 import stat
@@ -179,6 +181,105 @@ class FileStore(LocalStoreMethods):
         with _in_memory_guard:
             _in_memory.pop(memory_key, None)
         _remove_stale_temporaries(temporaries)
+
+    # -- the transcript: appended, never rewritten but to drop the oldest --------------
+
+    def transcript_path(self, app_id: str, name: str) -> Path:
+        """The file that holds the transcript of ``(app_id, name)``."""
+        return self.path(app_id, name).with_suffix(_TRANSCRIPT_SUFFIX)
+
+    def append_transcript_now(
+        self, app_id: str, name: str, entry: dict[str, Any], keep: int
+    ) -> None:
+        """Append ``entry`` as one line; the oldest lines past ``keep`` are dropped now
+        and then (a rewrite every ``keep // 4`` appends), so an append costs the same
+        however long the transcript is. Call it under the conversation's lock."""
+        path = self.transcript_path(app_id, name)
+        try:
+            try:
+                fd = os.open(path, _APPEND_FLAGS, 0o600)
+            except FileNotFoundError:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(path, _APPEND_FLAGS, 0o600)
+            try:
+                last, whole = _last_number(fd)
+                number = last + 1
+                line = json.dumps(
+                    {"n": number, "keep": keep, "entry": entry},
+                    allow_nan=False,
+                    separators=(",", ":"),
+                ).encode()
+                # After a torn tail (a writer killed mid-line) the new line starts on a
+                # line of its own; the torn piece is then one unreadable line, skipped.
+                _write_all(fd, (b"" if whole else b"\n") + line + b"\n")
+            finally:
+                os.close(fd)
+            if number > keep and number % max(1, keep // 4) == 0:
+                self._compact(path)
+        except (TypeError, ValueError, RecursionError) as exc:
+            logger.warning("tyqw: cannot store an exchange of %r (%s); not kept", name, exc)
+        except OSError as exc:
+            # The folder's one warning; the exchange is not kept.
+            self._unusable("write", exc)
+
+    def read_transcript_now(self, app_id: str, name: str) -> list[dict[str, Any]]:
+        """The transcript, oldest first; unreadable lines (a torn tail) are skipped."""
+        path = self.transcript_path(app_id, name)
+        try:
+            lines = _transcript_lines(path)
+        except OSError as exc:
+            self._unusable("read", exc)
+            return []
+        if not lines:
+            return []
+        keep = lines[-1][1]
+        return [entry for _, _, entry in lines[-keep:]]
+
+    def delete_transcript_now(self, app_id: str, name: str) -> None:
+        """Forget the transcript: remove its file."""
+        try:
+            os.unlink(self.transcript_path(app_id, name))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._unusable("write", exc)
+
+    async def append_transcript(
+        self, app_id: str, name: str, entry: dict[str, Any], keep: int
+    ) -> None:
+        """``append_transcript_now()``."""
+        self.append_transcript_now(app_id, name, entry, keep)
+
+    async def read_transcript(self, app_id: str, name: str) -> list[dict[str, Any]]:
+        """``read_transcript_now()``, in a thread (a transcript may be long)."""
+        return await asyncio.to_thread(self.read_transcript_now, app_id, name)
+
+    async def delete_transcript(self, app_id: str, name: str) -> None:
+        """``delete_transcript_now()``."""
+        self.delete_transcript_now(app_id, name)
+
+    def _compact(self, path: Path) -> None:
+        """Rewrite the transcript with its ``keep`` most recent lines, atomically."""
+        lines = _transcript_lines(path)
+        if not lines:
+            return
+        keep = lines[-1][1]
+        data = b"".join(
+            json.dumps({"n": number, "keep": kept, "entry": entry}, separators=(",", ":")).encode()
+            + b"\n"
+            for number, kept, entry in lines[-keep:]
+        )
+        temporaries = self.directory / ".tmp"
+        temporaries.mkdir(mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def delete_now(self, app_id: str, name: str) -> None:
         """Forget the conversation: remove its file."""
@@ -391,6 +492,72 @@ def _read_fresh(path: Path, before: os.stat_result) -> Found | None:
         _damaged(path, decoded)
         return None
     return (*decoded, status.st_mtime)
+
+
+_TRANSCRIPT_SUFFIX = ".transcript.jsonl"
+_APPEND_FLAGS = (
+    os.O_RDWR
+    | os.O_APPEND
+    | os.O_CREAT
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+_TAIL_STEP = 64 * 1024
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _parse_line(line: bytes) -> tuple[int, int, dict[str, Any]] | None:
+    """``(number, keep, entry)`` of one transcript line, or ``None`` if it is damaged."""
+    try:
+        item = json.loads(line)
+        number, keep, entry = item["n"], item["keep"], item["entry"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    if isinstance(number, int) and isinstance(keep, int) and keep >= 1 and isinstance(entry, dict):
+        return number, keep, entry
+    return None
+
+
+def _last_number(fd: int) -> tuple[int, bool]:
+    """The number of the last whole line of the transcript open as ``fd`` (0 if none),
+    and whether the file ends with a whole line. Reads from the end only as far back
+    as that line starts: the cost of one line, not of the transcript."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0, True
+    position, tail = size, b""
+    while position > 0:
+        step = min(_TAIL_STEP, position)
+        position -= step
+        os.lseek(fd, position, os.SEEK_SET)
+        tail = os.read(fd, step) + tail
+        lines = tail.split(b"\n")
+        # The last piece is "" (the file ends with a newline) or a torn line; the first
+        # may be the end of a line that starts further back.
+        whole = lines[1 if position > 0 else 0 : -1]
+        for line in reversed(whole):
+            parsed = _parse_line(line)
+            if parsed is not None:
+                return parsed[0], tail.endswith(b"\n")
+    return 0, tail.endswith(b"\n")
+
+
+def _transcript_lines(path: Path) -> list[tuple[int, int, dict[str, Any]]]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    if data and not data.endswith(b"\n"):
+        lines.pop()  # a torn tail: the append that wrote it never finished
+    return [parsed for line in lines if line and (parsed := _parse_line(line)) is not None]
 
 
 def _remove_stale_temporaries(temporaries: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +33,8 @@ class MemoryStore(LocalStoreMethods):
     def __init__(self) -> None:
         self._records: dict[tuple[str, str], dict[str, Any]] = {}
         self._locks = KeyedLocks()
+        # Kept encoded, as a shared store keeps them: a reader gets its own copy.
+        self._transcripts: dict[tuple[str, str], deque[str]] = {}
 
     def __repr__(self) -> str:
         return f"<MemoryStore with {len(self._records)} conversations>"
@@ -52,6 +56,41 @@ class MemoryStore(LocalStoreMethods):
     def delete_now(self, app_id: str, name: str) -> None:
         """Forget the record."""
         self._records.pop((app_id, name), None)
+
+    def append_transcript_now(
+        self, app_id: str, name: str, entry: dict[str, Any], keep: int
+    ) -> None:
+        """Add ``entry`` to the transcript, which keeps the ``keep`` most recent."""
+        try:
+            data = json.dumps(entry, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise StoreError(f"MemoryStore: cannot store this entry ({exc})") from None
+        entries = self._transcripts.get((app_id, name))
+        if entries is None or entries.maxlen != keep:
+            entries = self._transcripts[app_id, name] = deque(entries or (), maxlen=keep)
+        entries.append(data)
+
+    def read_transcript_now(self, app_id: str, name: str) -> list[dict[str, Any]]:
+        """The transcript, oldest first."""
+        return [json.loads(data) for data in self._transcripts.get((app_id, name), ())]
+
+    def delete_transcript_now(self, app_id: str, name: str) -> None:
+        """Forget the transcript."""
+        self._transcripts.pop((app_id, name), None)
+
+    async def append_transcript(
+        self, app_id: str, name: str, entry: dict[str, Any], keep: int
+    ) -> None:
+        """``append_transcript_now()``."""
+        self.append_transcript_now(app_id, name, entry, keep)
+
+    async def read_transcript(self, app_id: str, name: str) -> list[dict[str, Any]]:
+        """``read_transcript_now()``."""
+        return self.read_transcript_now(app_id, name)
+
+    async def delete_transcript(self, app_id: str, name: str) -> None:
+        """``delete_transcript_now()``."""
+        self.delete_transcript_now(app_id, name)
 
     def lock(self, app_id: str, name: str) -> Hold:
         """Exclusive per conversation among the tasks of this process."""

@@ -4,6 +4,7 @@ Keys of one conversation (``<key>`` is ``sha256(app_id NUL name)[:32]``)::
 
     <prefix>{<key>}:record     the record as JSON, with its app_id and name; PX ttl
     <prefix>{<key>}:lock       a lease: a random token, PX lease, renewed while held
+    <prefix>{<key>}:transcript the transcript: a list of JSON entries, capped; PX ttl
 
 The ``{...}`` hash tag puts both on one Redis Cluster shard, so each script below
 touches one slot. A turn costs two round trips: one script takes the lease and reads
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import urllib.parse
@@ -88,6 +90,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# KEYS: transcript. ARGV: entry, keep, ttl ms (0: none). Append, cap, and restart the TTL
+# in one step: a reader never sees the list over its cap or without its TTL.
+_APPEND = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
 """
 
 
@@ -168,6 +179,7 @@ class RedisStore:
         self._end = self._client.register_script(_END)
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
+        self._append = self._client.register_script(_APPEND)
         self._releasing: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -273,6 +285,58 @@ class RedisStore:
             await _again(lambda: self._client.delete(record_key))
         except Exception as exc:
             raise self._failed("delete a conversation", exc) from exc
+
+    # -- the transcript ------------------------------------------------------------------
+
+    def _transcript_key(self, app_id: str, name: str) -> str:
+        return f"{self.key_prefix}{{{conversation_key(app_id, name)}}}:transcript"
+
+    async def append_transcript(
+        self, app_id: str, name: str, entry: dict[str, Any], keep: int
+    ) -> None:
+        """Append ``entry`` to the conversation's list, trim it to the ``keep`` most
+        recent and restart its TTL (the record's), in one script call."""
+        self._check_open()
+        try:
+            data = json.dumps(entry, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise StoreError(f"RedisStore: cannot store this entry ({exc})") from None
+        keys, args = [self._transcript_key(app_id, name)], [data, keep, self._ttl_ms]
+        try:
+            # Not repeated after a connection error: a lost answer may hide an append
+            # that was made, and a second one would be a duplicate.
+            await self._append(keys=keys, args=args)
+        except Exception as exc:
+            raise self._failed("append to a transcript", exc) from exc
+
+    async def read_transcript(self, app_id: str, name: str) -> list[dict[str, Any]]:
+        """The conversation's list, oldest first; a damaged entry is skipped."""
+        self._check_open()
+        key = self._transcript_key(app_id, name)
+        try:
+            values = await _again(lambda: self._client.lrange(key, 0, -1))
+        except Exception as exc:
+            raise self._failed("read a transcript", exc) from exc
+        entries = []
+        for value in values:
+            try:
+                entry = json.loads(value)
+            except (ValueError, RecursionError):
+                entry = None
+            if isinstance(entry, dict):
+                entries.append(entry)
+            else:
+                logger.warning("tyqw: skipping a damaged transcript entry of %r", name)
+        return entries
+
+    async def delete_transcript(self, app_id: str, name: str) -> None:
+        """Forget the conversation's list."""
+        self._check_open()
+        key = self._transcript_key(app_id, name)
+        try:
+            await _again(lambda: self._client.delete(key))
+        except Exception as exc:
+            raise self._failed("delete a transcript", exc) from exc
 
     # -- the lease -----------------------------------------------------------------------
 
