@@ -6,7 +6,7 @@ once, then ``send()`` each line. The conversation continues the next time you ru
 version). Talks to your Bailian app when DASHSCOPE_API_KEY and DASHSCOPE_APP_ID are set,
 and to the simulator otherwise:
 
-    python examples/chatbot.py
+    .venv/bin/python examples/chatbot.py
 """
 
 import asyncio

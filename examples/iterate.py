@@ -4,7 +4,7 @@
 ``Reply`` once the loop ends. Talks to your Bailian app when DASHSCOPE_API_KEY and
 DASHSCOPE_APP_ID are set, and to the simulator otherwise:
 
-    python examples/iterate.py
+    .venv/bin/python examples/iterate.py
 """
 
 import asyncio

@@ -5,7 +5,7 @@ conversation id is stored apart and survives restarts. The Sessions share one ai
 connection pool and run concurrently. Talks to your Bailian app when DASHSCOPE_API_KEY
 and DASHSCOPE_APP_ID are set, and to the simulator otherwise:
 
-    python examples/many_users.py
+    .venv/bin/python examples/many_users.py
 """
 
 import asyncio

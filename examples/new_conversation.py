@@ -4,7 +4,7 @@ The conversation id is stored on disk, so a new ``Session`` with the same name c
 where the last one stopped, until ``clear()``. Talks to your Bailian app when
 DASHSCOPE_API_KEY and DASHSCOPE_APP_ID are set, and to the simulator otherwise:
 
-    python examples/new_conversation.py
+    .venv/bin/python examples/new_conversation.py
 """
 
 import asyncio

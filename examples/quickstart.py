@@ -1,7 +1,7 @@
 """Quickstart: a two-turn conversation streamed as it arrives, then a fresh start.
 
 Talks to your Bailian app when DASHSCOPE_API_KEY and DASHSCOPE_APP_ID are set, and to
-tyqw's built-in simulator otherwise:  python examples/quickstart.py
+tyqw's built-in simulator otherwise:  .venv/bin/python examples/quickstart.py
 """
 
 import asyncio

@@ -5,7 +5,7 @@ stops it (``session.last_reply`` keeps what arrived) and the chat goes on; ``/ne
 starts a new conversation; Ctrl-D quits. Talks to your Bailian app when DASHSCOPE_API_KEY
 and DASHSCOPE_APP_ID are set, and to the simulator otherwise:
 
-    python examples/sync_chat.py
+    .venv/bin/python examples/sync_chat.py
 """
 
 import asyncio

@@ -10,10 +10,12 @@ import codecs
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,37 @@ async def run_async(
 
 async def tyqw_async(env: Mapping[str, str], *args: str, stdin: str = "") -> tuple[int, str, str]:
     return await run_async(command(*args), env, stdin)
+
+
+@asynccontextmanager
+async def serving(env: Mapping[str, str], *args: str, cwd: Path) -> AsyncIterator[str]:
+    """``tyqw serve --port 0 ARGS`` running in ``cwd``, for the block: its root URL.
+    Ctrl-C at the end must stop it with status 0."""
+    proc = await asyncio.create_subprocess_exec(
+        *command("serve", "--port", "0", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        cwd=cwd,
+    )
+    assert proc.stdout is not None
+    try:
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), BOUND)).decode()
+            if not line:
+                _, err = await asyncio.wait_for(proc.communicate(), BOUND)
+                pytest.fail(f"tyqw serve exited: {err.decode()}")
+            opened = re.match(r"tyqw relay: open (http://\S+)/ in a browser", line)
+            if opened:
+                break
+        yield opened.group(1)
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), BOUND)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 def read_until(fd: int, pattern: str, deadline: float, buffer: list[str]) -> re.Match[str]:

@@ -64,7 +64,7 @@ def test_chat_streams_remembers_and_new_starts_over(tmp_path: Path) -> None:
         assert reply_to(term, "/new") == "(new conversation: the app has forgotten the context)"
         session = reply_to(term, "/session")
         assert "session_id: none yet" in session
-        assert "stored in: " + str(tmp_path / "xdg-state" / "tyqw") in session
+        assert "stored in: memory, for this run only\n" in session  # offline: never on disk
         assert reply_to(term, "我叫什么名字？").startswith("你还没告诉我你的名字呢")
         second = re.search(r"session_id: ([0-9a-f]{32})\n", reply_to(term, "/session"))
         assert second and second.group(1) != first.group(1)

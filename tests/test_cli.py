@@ -8,6 +8,7 @@ checks of what the command line reads in ``test_cli_input.py``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -64,6 +65,43 @@ def test_offline_flag_ignores_the_key(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert result.stdout.startswith("Hello! I'm the local Bailian simulator")
     assert result.stderr == OFFLINE_NOTICE + "\n"
+
+
+async def test_two_offline_chats_at_once_keep_their_own_context(tmp_path: Path) -> None:
+    """Two offline `tyqw chat` runs at the same time, same --name, same state folder:
+    each remembers its own conversation, whatever the other does between its turns."""
+    env = clean_env(tmp_path)
+    chats = [
+        await asyncio.create_subprocess_exec(
+            *command("chat", "--delay", "0"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+
+    async def say(chat: asyncio.subprocess.Process, prompt: str) -> str:
+        assert chat.stdin is not None and chat.stdout is not None
+        chat.stdin.write(prompt.encode() + b"\n")
+        await chat.stdin.drain()
+        return (await asyncio.wait_for(chat.stdout.readline(), BOUND)).decode().rstrip("\n")
+
+    first, second = chats
+    try:
+        assert (await say(first, "你好，我叫小明")).startswith("很高兴认识你，小明")
+        assert (await say(second, "你好，我叫小红")).startswith("很高兴认识你，小红")
+        assert (await say(first, "我叫什么名字？")).startswith("你叫小明。")
+        assert (await say(second, "我叫什么名字？")).startswith("你叫小红。")
+        for chat in chats:
+            _, err = await asyncio.wait_for(chat.communicate(b""), BOUND)
+            assert (chat.returncode, err.decode()) == (0, NO_KEY_NOTICE + "\n")
+    finally:
+        for chat in chats:
+            if chat.returncode is None:
+                chat.kill()
+                await chat.wait()
 
 
 def test_ask_json_writes_one_object_per_message(tmp_path: Path) -> None:
@@ -258,10 +296,10 @@ def test_conversations_list_and_clear(external: External, tmp_path: Path) -> Non
     assert empty.stderr == f"tyqw: no stored conversations in {state}\n"
 
 
-def test_conversations_use_the_default_state_dir(tmp_path: Path) -> None:
+def test_conversations_use_the_default_state_dir(external: External, tmp_path: Path) -> None:
     """Without --state-dir, ask and conversations share the user state folder."""
-    env = clean_env(tmp_path)
-    assert tyqw_run(env, "ask", "--delay", "0", "hi").returncode == 0
+    env = external.env(tmp_path)
+    assert tyqw_run(env, "ask", "hi").returncode == 0
     listed = tyqw_run(env, "conversations", "list")
     assert listed.stdout.splitlines()[1].split()[0] == "default"
     assert list((tmp_path / "xdg-state" / "tyqw").glob("*.json"))

@@ -7,12 +7,14 @@ hints name the flags a user types, never the SDK's keyword arguments.
 
 from __future__ import annotations
 
+import ast
 import re
 import socket
 from pathlib import Path
 
 import pytest
 
+import tyqw
 from tyqw.testing import BailianSimulator
 
 from .cli_helpers import NO_KEY_NOTICE, clean_env, tyqw_async, tyqw_run
@@ -153,14 +155,20 @@ def test_offline_says_which_flags_it_does_not_use(tmp_path: Path) -> None:
     )
 
 
-def test_a_store_warning_names_the_flag(tmp_path: Path) -> None:
+async def test_a_store_warning_names_the_flag(tmp_path: Path) -> None:
     """An unusable state folder is one warning line that names --state-dir, not state_dir=."""
     (tmp_path / "a-file").write_text("")
     state = tmp_path / "a-file" / "state"
-    result = tyqw_run(clean_env(tmp_path), "ask", "--delay", "0", "--state-dir", str(state), "hi")
-    assert result.returncode == 0
-    notice, warning = result.stderr.splitlines()
-    assert notice == NO_KEY_NOTICE
+    async with BailianSimulator() as sim:  # offline runs keep no state: a real app does
+        env = clean_env(
+            tmp_path,
+            DASHSCOPE_API_KEY=sim.api_key,
+            DASHSCOPE_BASE_URL=sim.base_url,
+            DASHSCOPE_APP_ID=sim.app_id,
+        )
+        code, _, err = await tyqw_async(env, "ask", "--state-dir", str(state), "hi")
+    assert code == 0
+    [warning] = err.splitlines()
     assert warning.startswith(f"tyqw: cannot read conversation ids in {state} ")
     assert "Pass --state-dir or set XDG_STATE_HOME" in warning
     assert "state_dir=" not in warning
@@ -195,3 +203,21 @@ async def test_allow_insecure_http_lets_the_key_go_to_a_plain_http_host(tmp_path
     assert allowed[:3:2] == (0, "")
     assert allowed[1].startswith("Hello! I'm the local Bailian simulator")
     assert len(sim.requests) == 1
+
+
+def test_environment_names_are_read_only_through_the_config_module() -> None:
+    """DASHSCOPE_* and TYQW_STORE are named, as a value to read or set, only in
+    tyqw/_config.py: every command, the relay and the simulator read them alike."""
+    package = Path(tyqw.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "_config.py" and path.parent == package:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and re.fullmatch(r"DASHSCOPE_[A-Z_]+|TYQW_STORE", node.value)
+            ):
+                found.append(f"{path.relative_to(package)}:{node.lineno} {node.value}")
+    assert found == []

@@ -8,12 +8,13 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from tyqw.stores import FileStore
+from tyqw.stores import FileStore, StoreLocation
 from tyqw.testing import BailianSimulator
 
-from .cli_helpers import clean_env, tyqw_async, tyqw_run
+from .cli_helpers import clean_env, serving, tyqw_async, tyqw_run
 from .helpers import RedisProcess, free_port
 
 try:
@@ -157,6 +158,107 @@ async def test_a_flag_wins_over_tyqw_store(
     assert await stored(redis_url, sim.app_id, "default") is None
 
 
+# -- one reading of a store location, in every command -----------------------------------
+
+
+async def _stored_at(value: str, app_id: str, name: str) -> str | None:
+    """The session id a store location holds for (app_id, name), read through the SDK."""
+    store = StoreLocation.parse(value).open()
+    try:
+        record = await store.get(app_id, name)
+    finally:
+        await store.aclose()
+    return None if record is None else str(record["session_id"])
+
+
+async def _use(
+    command: str, value: str, source: str, sim: BailianSimulator, tmp_path: Path
+) -> tuple[int, str, str, str]:
+    """Run COMMAND with VALUE as its store (--store or TYQW_STORE): its status, stdout,
+    stderr, and the (app id, name) its conversation is kept under."""
+    flag = ["--store", value] if source == "flag" else []
+    extra = {"TYQW_STORE": value} if source == "env" else {}
+    if command == "serve":  # offline: the relay's own simulator, the one local user
+        async with (
+            serving(clean_env(tmp_path, **extra), *flag, cwd=tmp_path) as root,
+            aiohttp.ClientSession() as http,
+        ):
+            async with http.get(f"{root}/relay.json") as settings:
+                [app_id] = (await settings.json())["app_ids"]
+            url = f"{root}/api/v1/apps/{app_id}/completion"
+            async with http.post(url, json={"input": {"prompt": "hi"}}) as answer:
+                return answer.status, await answer.text(), "", f"{app_id} local"
+    env = env_for(sim, tmp_path, **extra)
+    where = f"{sim.app_id} default"
+    if command == "chat":
+        return (*await tyqw_async(env, "chat", *flag, stdin="hi\n"), where)
+    if command == "conversations":
+        return (*await tyqw_async(env, "conversations", "list", *flag), where)
+    return (*await tyqw_async(env, "ask", *flag, "hi"), where)
+
+
+@pytest.mark.parametrize("source", ["flag", "env"])
+@pytest.mark.parametrize("command", ["ask", "chat", "conversations", "serve"])
+@pytest.mark.parametrize("spelling", ["file-url", "upper-case-redis", "memory"])
+async def test_every_command_reads_a_store_location_alike(
+    sim: BailianSimulator,
+    redis_url: str,
+    tmp_path: Path,
+    spelling: str,
+    command: str,
+    source: str,
+) -> None:
+    """file:///x is that folder, REDIS:// is Redis, and memory is refused where
+    conversations must outlive the command, for chat, ask, conversations and serve, from
+    --store or TYQW_STORE alike."""
+    value = {
+        "file-url": (tmp_path / "conversations").as_uri(),
+        "upper-case-redis": redis_url.replace("redis://", "REDIS://"),
+        "memory": "memory",
+    }[spelling]
+    if command == "conversations" and spelling != "memory":  # something there to list
+        seeded = await tyqw_async(env_for(sim, tmp_path), "ask", "--store", value.lower(), "hi")
+        assert seeded[0] == 0, seeded
+    code, out, err, where = await _use(command, value, source, sim, tmp_path)
+    if spelling == "memory" and command != "serve":
+        named = "--store" if source == "flag" else "TYQW_STORE"
+        assert (code, out) == (2, "")
+        assert err.startswith(f"tyqw: error: {named}: a memory store forgets every conversation")
+        return
+    assert code in (0, 200), (code, out, err)
+    app_id, name = where.split()
+    if spelling == "memory":  # the relay's own memory: nothing on disk
+        assert no_state_files(tmp_path)
+        return
+    session_id = await _stored_at(value, app_id, name)
+    assert session_id is not None
+    if command == "conversations":
+        assert session_id in out
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "shown"),
+    [
+        pytest.param("memory", "memory", "memory", id="memory"),
+        pytest.param(" Memory ", "memory", "memory", id="memory-any-case"),
+        pytest.param("/srv/bot", "folder", "/srv/bot", id="path"),
+        pytest.param("file:///srv/bot%20x", "folder", "/srv/bot x", id="file-url"),
+        pytest.param("FILE://localhost/srv/bot", "folder", "/srv/bot", id="file-url-upper"),
+        pytest.param(f"REDIS://:{PASSWORD}@h:1/2", "redis", "redis://h:1/2", id="redis-upper"),
+        pytest.param(f"rediss://u:{PASSWORD}@h/0", "redis", "rediss://h/0", id="rediss"),
+        pytest.param("unix:///run/redis.sock", "redis", "unix:///run/redis.sock", id="unix"),
+    ],
+)
+def test_a_store_location_is_read_one_way(text: str, kind: str, shown: str) -> None:
+    """StoreLocation.parse: the kind and the name messages show, never a password."""
+    location = StoreLocation.parse(text)
+    assert (location.kind, location.shown) == (kind, shown)
+    assert PASSWORD not in repr(location) + str(location)
+    if kind == "memory":
+        with pytest.raises(ValueError, match=r"^TYQW_STORE: a memory store forgets"):
+            StoreLocation.parse(text, memory=False, source="TYQW_STORE")
+
+
 # -- mistakes and failures ----------------------------------------------------------------
 
 
@@ -175,19 +277,20 @@ def test_store_and_state_dir_together_are_refused(command: list[str], tmp_path: 
         ("ftp://x/y", "--store: ftp:// is no kind of store tyqw knows; "),
         (
             f"redis://:{PASSWORD}@127.0.0.1:99999/0",
-            "--store: the port in redis://127.0.0.1:(?)/0 is not a number from 1 to 65535",
+            "--store: invalid Redis URL redis://127.0.0.1:(?)/0: the port is not a number from "
+            "1 to 65535",
         ),
         (
             f"redis://:{PASSWORD}@127.0.0.1/zero",
-            "--store: the database in redis://127.0.0.1/(?) is not a number",
+            "--store: invalid Redis URL redis://127.0.0.1/(?): the database is not a number",
         ),
         (
             f"redis://127.0.0.1/0?password={PASSWORD}&socket_timeout=soon",
-            "--store: redis://127.0.0.1/0 is not a Redis URL tyqw can use; ",
+            "--store: invalid Redis URL redis://127.0.0.1/0; expected a folder, ",
         ),
         (
             f"redis://:{PASSWORD}@[::1/0",
-            "--store: redis://(unparsable) is not a Redis URL tyqw can use; ",
+            "--store: invalid Redis URL redis://(unparsable); expected a folder, ",
         ),
         ("file://elsewhere/x", "--store: a file:// store must be on this machine"),
     ],

@@ -29,6 +29,7 @@ from .helpers import (
     TcpServerFactory,
     bailian_event,
     bailian_stream,
+    free_port,
     raw_session,
     reachable_strings,
     read_request,
@@ -295,27 +296,40 @@ async def test_a_finish_reason_that_is_not_one_leaves_the_reply_incomplete(
     assert info.value.reply is not None and info.value.reply.text == "半句"
 
 
-@pytest.mark.parametrize("finish_reason", [False, 0, [], {"stop": True}])
-async def test_a_wrong_typed_finish_reason_is_a_malformed_event(
-    tcp_server: TcpServerFactory, state_dir: Path, finish_reason: object
+@pytest.mark.parametrize("path", ["fast", "slow"])
+@pytest.mark.parametrize(
+    "finish_reason", [False, 0, [], {"stop": True}], ids=["false", "0", "list", "dict"]
+)
+async def test_a_wrong_typed_finish_reason_keeps_the_text_and_is_not_final(
+    tcp_server: TcpServerFactory, state_dir: Path, finish_reason: object, path: str
 ) -> None:
-    """finish_reason false (or any non-string) makes that event a StreamError; the
-    stream then ends without a final event."""
+    """finish_reason false (or any non-string) means "not finished": the event's text is
+    kept and the reply goes on to its real end, on the fast and the slow decoding path."""
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         events = bailian_event(1, {"text": "a", "finish_reason": "null"})
         events += bailian_event(2, {"text": "b", "finish_reason": finish_reason})
+        events += bailian_event(3, {"text": "c", "finish_reason": "stop"})
+        if path == "slow":  # an event type of another spelling is read by the slow path
+            events = events.replace(b"event:result", b"event:message")
         writer.write(event_stream_head() + chunk(events) + b"0\r\n\r\n")
         await writer.drain()
 
     base_url = await tcp_server(script)
     errors: list[tyqw.TyqwError] = []
+    messages: list[Message] = []
     async with raw_session(base_url, state_dir) as session:
         session.on("error", errors.append)
+        session.on("message", messages.append)
         reply = await session.send("hi")
-    assert [type(e) for e in errors] == [tyqw.StreamError, tyqw.IncompleteStreamError]
-    assert reply.text == "a"  # the malformed event's text is not kept
+    assert errors == []
+    assert [(m.delta, m.finish_reason) for m in messages] == [
+        ("a", None),
+        ("b", None),
+        ("c", "stop"),
+    ]
+    assert (reply.text, reply.finish_reason) == ("abc", "stop")
 
 
 # -- wrong-typed values -------------------------------------------------------------------
@@ -490,3 +504,108 @@ async def test_errors_are_json_serializable_without_the_key(
     assert isinstance(cause, aiohttp.ClientResponseError)  # still aiohttp's, for callers
     dumped = json.dumps({k: repr(v) for k, v in vars(cause).items()}) + repr(cause.args)
     assert KEY not in dumped
+
+
+# -- an empty session_id ------------------------------------------------------------------
+
+
+async def test_an_empty_session_id_is_no_conversation(
+    sim: BailianSimulator, make_session: SessionFactory
+) -> None:
+    """session_id "" means "none", as None does: the per-turn option is as if not given, and
+    assigning it starts anew, as code ported from the TypeScript class expects."""
+    session = make_session()
+    first = await session.send("你好，我叫小明")
+    same = await session.send("我叫什么名字？", session_id="")
+    assert same.session_id == first.session_id and same.text.startswith("你叫小明")
+    assert sim.requests[-1].body["input"]["session_id"] == first.session_id
+
+    session.session_id = ""
+    assert session.session_id is None
+    anew = await session.send("我叫什么名字？")
+    assert anew.session_id != first.session_id and anew.text.startswith("你还没告诉我")
+
+
+async def test_the_simulator_reads_an_empty_session_id_as_none(sim: BailianSimulator) -> None:
+    """A body with input.session_id "" starts a conversation, as one without it does."""
+    headers = {"Authorization": f"Bearer {sim.api_key}"}
+    url = f"{sim.base_url}/apps/{sim.app_id}/completion"
+    async with aiohttp.ClientSession() as http:
+        for text in ("my name is Ada", "what is my name?"):
+            body = {"input": {"prompt": text, "session_id": ""}, "parameters": {}}
+            async with http.post(url, json=body, headers=headers) as response:
+                assert response.status == 200
+                answer = await response.json()
+    assert "Ada" not in answer["output"]["text"]
+    assert sim.requests[-1].session_id == answer["output"]["session_id"] != ""
+
+
+# -- network failures in the user's words ---------------------------------------------------
+
+
+class _NoSuchHost(aiohttp.abc.AbstractResolver):
+    """What the system resolver says of a name that does not exist, at once."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    async def close(self) -> None:
+        pass
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(1)  # the TLS client hello
+    writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")  # plain HTTP where TLS was expected
+    await writer.drain()
+
+
+@pytest.mark.parametrize("failure", ["refused", "no-such-host", "not-tls"])
+async def test_a_failed_connection_is_told_in_the_users_words(
+    tcp_server: TcpServerFactory, state_dir: Path, failure: str
+) -> None:
+    """A connection that fails says what happened, without aiohttp's jargon ("ssl:default",
+    class names); aiohttp's own error stays in __cause__."""
+    resolver = _NoSuchHost() if failure == "no-such-host" else None
+    if failure == "refused":
+        base_url = f"http://127.0.0.1:{free_port()}/api/v1"
+        host = base_url.split("/")[2]
+        expected = f"could not connect to {host}: the connection was refused"
+    elif failure == "no-such-host":
+        base_url = "https://chat.example.invalid/api/v1"
+        expected = "could not connect to chat.example.invalid:443: no such host (its name"
+    else:
+        base_url = (await tcp_server(_garbage)).replace("http://", "https://")
+        host = base_url.split("/")[2]
+        expected = f"could not make a secure (TLS) connection to {host}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver)) as http:
+        session = raw_session(base_url, state_dir, http_session=http, max_retries=0)
+        with pytest.raises(tyqw.APIConnectionError) as info:
+            await asyncio.wait_for(session.send("hi"), BOUND)
+        await session.aclose()
+    message = str(info.value)
+    assert message.startswith(expected), message
+    for jargon in ("ssl:", "Cannot connect", "Client", "Error", "[", "_ssl.c"):
+        assert jargon not in message
+    assert isinstance(info.value.__cause__, aiohttp.ClientError)
+
+
+async def test_a_cut_reply_is_told_in_the_users_words(
+    tcp_server: TcpServerFactory, state_dir: Path
+) -> None:
+    """A reply cut mid-stream says so and how much arrived, without aiohttp's class name."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        events = bailian_event(1, {"text": "半", "finish_reason": "null"})
+        writer.write(event_stream_head() + chunk(events) + b"ff\r\npartial")
+        await writer.drain()
+
+    base_url = await tcp_server(script)
+    async with raw_session(base_url, state_dir, max_retries=0) as session:
+        with pytest.raises(tyqw.ConnectionLostError) as info:
+            await session.send("hi")
+    assert str(info.value) == (
+        "the connection closed before the reply finished; 1 characters received"
+    )
+    assert info.value.reply is not None and info.value.reply.text == "半"
+    assert isinstance(info.value.__cause__, aiohttp.ClientError)

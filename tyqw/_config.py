@@ -1,9 +1,10 @@
 """A Session's configuration, from its arguments and the environment, checked once.
 
-Owns: the one list of ``DASHSCOPE_*`` names, where the API key comes from, the base URL
-policy, proxies, ``TYQW_LOG``, and the request headers. Everything here raises
-``TypeError`` / ``ValueError`` (or ``MissingAPIKeyError``) at once, so a bad value never
-reaches the wire.
+Owns: the one list of ``DASHSCOPE_*`` names (every read of them, by the SDK, the
+commands, the relay and the simulator, goes through here) and ``TYQW_STORE``, where the
+API key comes from, the base URL policy, proxies, ``TYQW_LOG``, and the request headers.
+Everything here raises ``TypeError`` / ``ValueError`` (or ``MissingAPIKeyError``) at
+once, so a bad value never reaches the wire.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ from ._history import check_history
 from ._options import HEADER_VALUE, check_seconds, check_workspace, kind
 from ._version import __version__
 
-__all__ = ["DEFAULT_BASE_URL", "ENV_NAMES", "Config", "find_api_key", "setup_logging"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENV_NAMES",
+    "Config",
+    "environment_api_key",
+    "environment_app_id",
+    "environment_store",
+    "find_api_key",
+    "setup_logging",
+    "simulator_environment",
+]
 
 logger = logging.getLogger("tyqw")
 
@@ -39,6 +50,7 @@ APP_ID_ENV = "DASHSCOPE_APP_ID"
 BASE_URL_ENVS = ("DASHSCOPE_BASE_URL", "DASHSCOPE_HTTP_BASE_URL")
 WORKSPACE_ENV = "DASHSCOPE_WORKSPACE"
 LOG_ENV = "TYQW_LOG"
+STORE_ENV = "TYQW_STORE"
 ENV_NAMES = (API_KEY_ENV, API_KEY_FILE_ENV, APP_ID_ENV, *BASE_URL_ENVS, WORKSPACE_ENV)
 """Every ``DASHSCOPE_*`` variable tyqw reads."""
 
@@ -47,6 +59,33 @@ DEFAULT_KEY_FILE = Path("~/.dashscope/api_key")
 
 _APP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _KEY = re.compile(r"[\x21-\x7e]+")
+
+
+def environment_app_id() -> str:
+    """``DASHSCOPE_APP_ID``, or ``""``."""
+    return os.environ.get(APP_ID_ENV, "")
+
+
+def environment_api_key() -> str:
+    """``DASHSCOPE_API_KEY`` as set (unchecked), or ``""``: the one source of the key for
+    a program that must not read key files (``tyqw serve``)."""
+    return os.environ.get(API_KEY_ENV, "")
+
+
+def environment_store() -> str:
+    """``TYQW_STORE``, where the ``tyqw`` commands keep conversations, or ``""``."""
+    return os.environ.get(STORE_ENV, "")
+
+
+def simulator_environment(base_url: str, api_key: str, app_id: str) -> dict[str, str]:
+    """The variables that point tyqw, the official SDK and the CLI at a simulator: both
+    base URL names (the official SDK's ``Application.call`` reads only the second)."""
+    return {
+        BASE_URL_ENVS[0]: base_url,
+        BASE_URL_ENVS[1]: base_url,
+        API_KEY_ENV: api_key,
+        APP_ID_ENV: app_id,
+    }
 
 
 def check_app_id(app_id: Any) -> str:

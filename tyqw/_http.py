@@ -11,6 +11,10 @@ first.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import socket
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -103,10 +107,48 @@ def wrap(exc: BaseException, *, answered: bool, received: int, what: str) -> Tyq
         error: TyqwError = APITimeoutError(what)
     elif answered:
         error = ConnectionLostError(
-            f"the connection closed before the reply finished ({exc.__class__.__name__}); "
-            f"{received} characters received"
+            f"the connection closed before the reply finished; {received} characters received"
         )
     else:
-        error = APIConnectionError(f"network error while connecting: {exc}")
+        error = APIConnectionError(_unanswered(exc))
     error.__cause__ = exc
     return error
+
+
+def _unanswered(exc: BaseException) -> str:
+    """What went wrong before an answer, in the user's words: aiohttp's own message
+    ("Cannot connect to host h:443 ssl:default [...]") stays in ``__cause__``."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"{exc.host}:{exc.port}"
+        cause = exc.os_error
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            return f"could not connect to the proxy at {where}: {_os_words(cause)}"
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            verify = getattr(exc.certificate_error, "verify_message", "") or "not trusted"
+            return (
+                f"could not make a secure (TLS) connection to {where}: the server's "
+                f"certificate was refused ({verify})"
+            )
+        if isinstance(exc, aiohttp.ClientSSLError) or isinstance(cause, ssl.SSLError):
+            return (
+                f"could not make a secure (TLS) connection to {where}: it does not answer "
+                "in TLS as expected (is it an http:// address?)"
+            )
+        return f"could not connect to {where}: {_os_words(cause)}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "the base URL cannot be dialled"
+    if isinstance(exc, OSError):
+        return f"the network failed before an answer arrived: {_os_words(exc)}"
+    return "the network failed before an answer arrived"
+
+
+def _os_words(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return "no such host (its name could not be resolved)"
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return "the connection was refused (nothing listens there)"
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
+    return "the connection failed"

@@ -245,7 +245,7 @@ class TurnOptions:
             self.read_timeout = check_seconds("read_timeout", value)
         elif key == "deadline":
             self.deadline = None if value is None else check_seconds("deadline", value)
-        else:
+        elif value != "":  # "" is absent, as the service and the TypeScript class read it
             self.session_id = check_session_id(value)
 
 

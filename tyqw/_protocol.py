@@ -4,6 +4,8 @@ to its ``Reply``, error bodies and ``event:error`` frames to ``APIStatusError``.
 ``ReplyReader`` is the text accumulator of one turn. Every known field of an event is
 type-checked before anything is kept, so a wrong-typed field makes that one event a
 ``StreamError`` (reported, skipped) and never reaches the text, the store or the caller.
+The one tolerant field is ``finish_reason``: anything but a word such as ``"stop"``
+(``"null"``, ``""``, ``false``) means "not finished", and the event counts as any other.
 """
 
 from __future__ import annotations
@@ -97,9 +99,9 @@ class ReplyReader:
         finish = get("finish_reason")
         if finish == "null" or finish is None:
             finish = None
-        elif finish.__class__ is not str:
-            raise _Malformed(f"output.finish_reason is {_type(finish)}, not a string")
-        elif not is_final(finish):
+        elif finish.__class__ is not str or not is_final(finish):
+            # The tolerant reading: anything but a word such as "stop" (false, 0, "") says
+            # "not finished yet", and the event's text is kept like any other's.
             finish = None
         session_id = get("session_id")
         if session_id is not None and session_id != self.session_id:

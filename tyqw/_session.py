@@ -160,7 +160,8 @@ class Session(Subscriptions):
     def session_id(self) -> str | None:
         """The id of the conversation, or ``None`` before the first turn.
 
-        Assigning continues that conversation from the next turn; assigning ``None`` is
+        Assigning continues that conversation from the next turn; assigning ``None`` (or
+        ``""``, which code ported from the TypeScript class keeps before a first turn) is
         ``clear()``. With a local store (the default) the store has it before the
         assignment returns; with a shared store, see ``flush()``.
 
@@ -172,7 +173,7 @@ class Session(Subscriptions):
 
     @session_id.setter
     def session_id(self, value: str | None) -> None:
-        self._conversation.change(None if value is None else check_session_id(value))
+        self._conversation.change(None if value in (None, "") else check_session_id(value))
 
     @property
     def usage(self) -> dict[str, TokenUsage]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from .. import DEFAULT_BASE_URL, Session, TyqwError
-from .._config import find_api_key
+from .._config import environment_app_id, find_api_key
 from ..stores import MemoryStore
 from ._output import cli_words, error_line
 from ._output import fail as fail  # simulate takes it from here
@@ -36,6 +37,9 @@ INTERRUPTED = 130
 BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
 
 OFFLINE_DELAY = 0.03  # seconds between simulated events: slow enough to see it stream
+# Apart, so that the README's `tyqw simulate` and `tyqw serve` can run side by side.
+SIMULATE_PORT = 8100
+SERVE_PORT = 8000
 NO_KEY_NOTICE = (
     "tyqw: no DASHSCOPE_API_KEY set, so using the built-in offline simulator (canned "
     "replies). Set DASHSCOPE_API_KEY and DASHSCOPE_APP_ID to talk to your Bailian app."
@@ -106,13 +110,40 @@ def base_url(value: str) -> str:
 
 
 def seconds(value: str) -> float:
+    """A pause (``--delay``): a number of seconds from 0 to 60, for every command."""
     try:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if not 0 <= number <= 60:
+    if not 0 <= number <= 60:  # NaN fails this too
         raise argparse.ArgumentTypeError("expected 0 to 60 seconds")
     return number
+
+
+def port_number(value: str) -> int:
+    """A port to listen on (``--port``) for every command: 0 (any free port) to 65535."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, not {value!r}")
+    return number
+
+
+def cannot_listen(host: str, number: int, exc: BaseException) -> str:
+    """The one line for a listening socket that could not be opened, with the way out
+    when the port is taken (``simulate`` and ``serve`` are often run side by side)."""
+    # asyncio words a failed bind as "error while attempting to bind on address (...)";
+    # the errno's own words are what the user needs.
+    reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+    line = f"cannot listen on {host}:{number}: {reason}"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        line += (
+            " (another program, perhaps another tyqw simulate or serve, is using that "
+            "port: pass --port with another number, or --port 0 for any free port)"
+        )
+    return line
 
 
 # -- the shared flags ------------------------------------------------------------------
@@ -223,15 +254,19 @@ def open_session(
                     file=sys.stderr,
                     flush=True,
                 )
-            # Offline conversations are stored under an app id of their own, apart from the
-            # real app's (a simulator session id is never sent to the real service) and from
-            # those held with a `tyqw simulate` process, which this run would not know.
+            # An offline conversation lives in this run's memory only: its id means
+            # something to this run's simulator alone, which ends with the run. Stored, it
+            # would make a second offline run at the same time (same app id, same name)
+            # continue an id its own simulator never knew, and both would silently forget.
+            # The store named by the flags was checked all the same; it is left untouched.
+            close_store(loop, chosen)
+            chosen = ChosenStore(MemoryStore(), "memory, for this run only")
             app_id = simulator.app_id
             api_key: str | None = simulator.api_key
             url: str | None = simulator.base_url
             workspace: str | None = ""
         else:
-            app_id = args.app_id or os.environ.get("DASHSCOPE_APP_ID", "")
+            app_id = args.app_id or environment_app_id()
             if not app_id:
                 raise UsageError(
                     "no app id: pass --app-id or set DASHSCOPE_APP_ID (the id on your "

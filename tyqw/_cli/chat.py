@@ -134,12 +134,13 @@ def _command(
         sid = session.session_id or _stored_id(loop, session, chosen)
         print(f"session_id: {sid or 'none yet (the next message starts a conversation)'}")
         print(f"name: {session.name}  app_id: {session.app_id}")
-        if chosen.shared:
+        if simulator is not None:
+            print(f"stored in: {chosen.where}")
+            print("(offline: the simulator forgets its conversations when tyqw exits)")
+        elif chosen.shared:
             print(f"stored in: {chosen.where} (shared with every process that uses it)")
         else:
             print(f"stored in: {session.store_path}")
-        if simulator is not None:
-            print("(offline: the simulator forgets its conversations when tyqw exits)")
     elif name == "/usage":
         usage = session.usage
         if not usage:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import sys
@@ -20,7 +19,20 @@ from typing import Any
 from aiohttp import web
 
 from .. import TyqwError
-from ._common import ERROR, OFFLINE_DELAY, OK, UsageError, event_loop, fail
+from .._config import environment_api_key, environment_app_id
+from ..stores import StoreLocation
+from ._common import (
+    ERROR,
+    OFFLINE_DELAY,
+    OK,
+    SERVE_PORT,
+    UsageError,
+    cannot_listen,
+    event_loop,
+    fail,
+    port_number,
+    seconds,
+)
 
 NO_KEY_NOTICE = (
     "tyqw: no DASHSCOPE_API_KEY set, so the relay answers with the built-in offline "
@@ -42,11 +54,15 @@ def add_parser(commands: Any) -> None:
         "only from DASHSCOPE_API_KEY in this server's environment and never leaves it. "
         "Without the key the upstream is the built-in offline simulator.",
         epilog="Environment: DASHSCOPE_API_KEY, DASHSCOPE_APP_ID, DASHSCOPE_BASE_URL, "
-        "DASHSCOPE_WORKSPACE. Tokens file: one 'TOKEN USER' per line, '#' comments.",
+        "DASHSCOPE_WORKSPACE, TYQW_STORE. Tokens file: one 'TOKEN USER' per line, '#' "
+        "comments.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     serve.add_argument(
-        "--port", type=int, default=8000, help="default: %(default)s; 0 picks a free port"
+        "--port",
+        type=port_number,
+        default=SERVE_PORT,
+        help="default: %(default)s (tyqw simulate's is 8100); 0 picks a free port",
     )
     serve.add_argument(
         "--app-id",
@@ -59,10 +75,10 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--store",
         metavar="URL",
-        default="memory",
-        help="where each user's conversation lives: memory (the default; gone when the "
-        "relay stops), a folder, or redis://... / rediss://... (relay workers on one Redis "
-        "continue the same conversations and share the rate limit)",
+        help="where each user's conversation lives: memory (the default unless TYQW_STORE "
+        "names another; gone when the relay stops), a folder, or redis://... / rediss://... "
+        "(relay workers on one Redis continue the same conversations and share the rate "
+        "limit)",
     )
     serve.add_argument(
         "--tokens",
@@ -93,7 +109,7 @@ def add_parser(commands: Any) -> None:
     )
     serve.add_argument(
         "--delay",
-        type=float,
+        type=seconds,
         default=OFFLINE_DELAY,
         metavar="SECONDS",
         help="offline only: seconds between the simulator's events (default: %(default)s)",
@@ -108,6 +124,21 @@ def rate(value: str) -> int:
     return int(match.group(1))
 
 
+def _store(args: argparse.Namespace) -> str | Path:
+    """``--store``, else ``TYQW_STORE``, else memory, read as every command reads them
+    (a mistake is a usage error naming its source); what ``create_app`` takes."""
+    try:
+        if args.store is not None:
+            location = StoreLocation.parse(args.store, source="--store")
+        else:
+            location = StoreLocation.from_environment() or StoreLocation("memory")
+    except (ValueError, ImportError) as exc:
+        raise UsageError(str(exc)) from None
+    if location.kind == "folder":
+        return Path(location.target)  # a path: never read again as "memory" or a URL
+    return location.target or "memory"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..relay import create_app
     from ..relay._auth import is_loopback
@@ -120,12 +151,13 @@ def run(args: argparse.Namespace) -> int:
             f"refusing to listen on {args.host or 'every address'} without authentication: "
             "pass --tokens FILE, or --host 127.0.0.1"
         )
+    store = _store(args)
     with event_loop() as loop:
         simulator = None
         upstream: dict[str, Any] = {}
-        from_env = os.environ.get("DASHSCOPE_APP_ID")
+        from_env = environment_app_id()
         app_ids: list[str] = args.app_ids or ([from_env] if from_env else [])
-        if not os.environ.get("DASHSCOPE_API_KEY"):
+        if not environment_api_key():
             from .._simulator import BailianSimulator
 
             simulator = loop.run_until_complete(BailianSimulator(delay=args.delay).start())
@@ -139,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
                 app_ids,
                 tokens=args.tokens,
                 allow_anonymous=args.tokens is None,
-                store=args.store,
+                store=store,
                 cors=args.cors,
                 rate=args.rate,
                 **upstream,
@@ -179,8 +211,8 @@ def _serve(
         site = web.TCPSite(runner, args.host, args.port)
         try:
             loop.run_until_complete(site.start())
-        except OSError as exc:
-            fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        except (OSError, OverflowError) as exc:
+            fail(cannot_listen(args.host, args.port, exc))
             return ERROR
         host, port = _address(runner, args.host)
         base = f"http://{host}:{port}{prefix}"

@@ -10,7 +10,19 @@ import signal
 import sys
 from typing import Any
 
-from ._common import ERROR, OFFLINE_DELAY, OK, UsageError, event_loop, fail, seconds
+from .._config import simulator_environment
+from ._common import (
+    ERROR,
+    OFFLINE_DELAY,
+    OK,
+    SIMULATE_PORT,
+    UsageError,
+    cannot_listen,
+    event_loop,
+    fail,
+    port_number,
+    seconds,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -30,7 +42,10 @@ def add_parser(commands: Any) -> None:
     )
     simulate.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     simulate.add_argument(
-        "--port", default="8000", help="default: %(default)s; 0 picks a free port"
+        "--port",
+        type=port_number,
+        default=SIMULATE_PORT,
+        help="default: %(default)s (tyqw serve's is 8000); 0 picks a free port",
     )
     simulate.add_argument(
         "--delay",
@@ -58,21 +73,10 @@ def add_parser(commands: Any) -> None:
     simulate.set_defaults(run=run)
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port must be 0 to 65535, not {text!r}")
-    return port
-
-
 def run(args: argparse.Namespace) -> int:
     from .._simulator import BailianSimulator, parse_fault_spec
     from .._simulator.apps import APP_ID_PATTERN
 
-    port = _port(args.port)
     for app_id in args.app_id:
         if not APP_ID_PATTERN.fullmatch(app_id):
             raise UsageError(f"--app-id {app_id!r}: expected 1-64 of A-Z a-z 0-9 _ -")
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--fault {spec!r}: {exc} (see tyqw simulate --help)") from None
     simulator = BailianSimulator(
-        host=args.host, port=port, delay=args.delay, app_ids=args.app_id or None
+        host=args.host, port=args.port, delay=args.delay, app_ids=args.app_id or None
     )
     for fault, times in faults:
         simulator.inject(fault, times)
@@ -91,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             loop.run_until_complete(simulator.start())
         except (OSError, OverflowError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            fail(f"cannot listen on {args.host}:{args.port}: {reason}")
+            fail(cannot_listen(args.host, args.port, exc))
             return ERROR
         stopping: list[asyncio.Task[None]] = []
 
@@ -120,14 +123,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_banner(simulator: Any, args: argparse.Namespace) -> None:
-    # Both base URL names: tyqw reads either, the official SDK's Application.call only
-    # the second, and it must not send the simulator's key to the real service.
-    env = {
-        "DASHSCOPE_BASE_URL": simulator.base_url,
-        "DASHSCOPE_HTTP_BASE_URL": simulator.base_url,
-        "DASHSCOPE_API_KEY": simulator.api_key,
-        "DASHSCOPE_APP_ID": simulator.app_id,
-    }
+    # Both base URL names: the official SDK must not send the simulator's key to the
+    # real service.
+    env = simulator_environment(simulator.base_url, simulator.api_key, simulator.app_id)
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     print(f"Bailian simulator listening on {simulator.base_url}")
     if len(args.app_id) > 1:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .._config import ENV_NAMES
+from .._config import BASE_URL_ENVS, ENV_NAMES, simulator_environment
 from .server import BailianSimulator
 
 _T = TypeVar("_T")
@@ -30,9 +30,9 @@ async def run_offline(main: Callable[[], Awaitable[_T]], **simulator_options: An
     """
     async with BailianSimulator(**simulator_options) as sim:
         saved = {name: os.environ.pop(name, None) for name in ENV_NAMES}
-        os.environ["DASHSCOPE_API_KEY"] = sim.api_key
-        os.environ["DASHSCOPE_BASE_URL"] = sim.base_url
-        os.environ["DASHSCOPE_APP_ID"] = sim.app_id
+        # Only the first base URL name: the docstring promises the second unset.
+        pointed = simulator_environment(sim.base_url, sim.api_key, sim.app_id)
+        os.environ.update({n: v for n, v in pointed.items() if n != BASE_URL_ENVS[1]})
         try:
             return await main()
         finally:

@@ -70,7 +70,8 @@ def read_question(body: Any) -> Question:
         prompt, history = _from_messages(messages, prompt)
     elif not prompt:
         raise invalid(NO_PROMPT)
-    return Question(prompt, history, session_id, memory_id or None, params)
+    # "" names no conversation: the request starts one, as one without the field does.
+    return Question(prompt, history, session_id or None, memory_id or None, params)
 
 
 def _from_messages(messages: Any, prompt: str | None) -> tuple[str, list[tuple[str, str]]]:

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import MessageStream, Options, TyqwError
+from .._config import environment_app_id
 from ..stores import Store
 from ._auth import (
     ANONYMOUS,
@@ -400,7 +401,7 @@ def _not_yours() -> Refused:
 
 def _app_ids(app_ids: str | Iterable[str] | None) -> tuple[str, ...]:
     if app_ids is None:
-        app_ids = os.environ.get("DASHSCOPE_APP_ID") or ()
+        app_ids = environment_app_id() or ()
     ids = (app_ids,) if isinstance(app_ids, str) else tuple(app_ids)
     if not ids:
         raise ValueError("no app ids: pass the Bailian app ids to serve (or set DASHSCOPE_APP_ID)")

@@ -28,14 +28,13 @@ from typing import Any, Literal
 import aiohttp
 
 from .. import Session, TyqwError
-from ..stores import FileStore, LocalStore, MemoryStore, Store, TurnStore
+from ..stores import FileStore, LocalStore, MemoryStore, Store, StoreLocation, TurnStore
 
 __all__ = ["MAX_SESSIONS", "Conversations", "NotCurrent", "StoreChoice"]
 
 logger = logging.getLogger("tyqw.relay")
 
 MAX_SESSIONS = 10_000
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class NotCurrent(TyqwError):
@@ -53,22 +52,14 @@ class StoreChoice:
 
     @classmethod
     def parse(cls, store: Store | str | os.PathLike[str] | None) -> StoreChoice:
-        """``None`` or ``"memory"``: memory; ``redis://`` / ``rediss://`` / ``unix://``:
-        Redis; another string or path: a folder; a ``tyqw.stores.Store``: that store."""
+        """``None``: memory; text or a path: read by ``tyqw.stores.StoreLocation``, as
+        ``tyqw serve --store`` and the other commands read theirs; a
+        ``tyqw.stores.Store``: that store."""
         if store is None:
             return cls("memory")
         if isinstance(store, (str, os.PathLike)):
-            text = os.fspath(store)
-            if not text:
-                raise ValueError("store must be 'memory', a folder path or a redis:// URL")
-            if text == "memory":
-                return cls("memory")
-            if text.startswith(_REDIS_SCHEMES):
-                from ..stores import RedisStore  # an ImportError now names the extra
-
-                del RedisStore
-                return cls("redis", text)
-            return cls("folder", text)
+            location = StoreLocation.parse(store, memory=True)
+            return cls(location.kind, location.target)
         if isinstance(store, Store):
             return cls("given", given=store)
         raise TypeError(

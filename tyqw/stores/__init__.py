@@ -6,6 +6,8 @@
 - ``RedisStore(client)`` / ``RedisStore.from_url(url)``: shared by every worker on
   every machine (``pip install 'tyqw[redis]'``; redis-py is imported only when
   ``RedisStore`` is first used).
+- ``StoreLocation.parse(text)``: one of those named by text (``memory``, a folder or
+  ``file://`` URL, ``redis://...``), read as the ``tyqw`` commands read ``--store``.
 
 Example::
 
@@ -30,6 +32,7 @@ from ._base import (
     forget,
 )
 from ._file import FileStore
+from ._location import StoreLocation
 from ._memory import MemoryStore
 
 if _typing.TYPE_CHECKING:
@@ -42,6 +45,7 @@ __all__ = [
     "RedisStore",
     "Store",
     "StoreError",
+    "StoreLocation",
     "TranscriptStore",
     "TurnLock",
     "TurnStore",
