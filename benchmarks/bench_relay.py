@@ -37,6 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tyqw._wire import dumps, frame  # noqa: E402  (the one Bailian frame writer)
+
 APP_ID = "bench"
 KEY = "sk-bench-upstream"
 
@@ -48,15 +50,8 @@ QUICK = {"long": 2_000, "short": (30, 20), "concurrent": (20, 20), "paced": (20,
 
 
 def _frame(n: int, session_id: str, request_id: str, text: str, finish: str) -> bytes:
-    data = json.dumps(
-        {
-            "output": {"session_id": session_id, "finish_reason": finish, "text": text},
-            "usage": {},
-            "request_id": request_id,
-        },
-        separators=(",", ":"),
-    )
-    return f"id:{n}\nevent:result\n:HTTP_STATUS/200\ndata:{data}\n\n".encode()
+    output = {"session_id": session_id, "finish_reason": finish, "text": text}
+    return frame(n, dumps({"output": output, "usage": {}, "request_id": request_id}))
 
 
 async def upstream_main() -> None:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scenarios import LARGEST_RANDOM_SLICE, Reply, scenarios
 
-from tyqw._simulator.wire import dumps, frame  # the one Bailian frame writer
+from tyqw._wire import dumps, frame  # the one Bailian frame writer
 
 SESSION_ID = uuid.UUID(int=0x7E57_0000_0000_4000_8000_0000_0000_0001).hex
 MODEL = "qwen-plus"

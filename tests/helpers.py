@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import pytest
 
 from tyqw import Message, Session, SyncSession
-from tyqw._simulator.wire import dumps, frame
+from tyqw._wire import dumps, frame
 from tyqw.testing import BailianSimulator
 
 SessionFactory = Callable[..., Session]

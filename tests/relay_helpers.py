@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import socket
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from tyqw.relay import create_app
 from tyqw.sse import ServerSentEvent, SSEDecoder
 from tyqw.testing import BailianSimulator
 
+from .helpers import missing
+
 T = TypeVar("T")
 
 ALICE = "alice-token-5f3c9a1e7b2d"
@@ -35,6 +38,8 @@ BOUND = 10.0  # seconds: never reached when things work
 class Relay:
     """``create_app(...)`` served on 127.0.0.1:<free port>; ``async with Relay(sim)``.
 
+    ``host``: another local address to listen on (see ``outside_address()``).
+
     Defaults: the simulator's app id, key and base URL, ``TOKENS``, no rate limit.
     """
 
@@ -44,6 +49,7 @@ class Relay:
         *,
         handler_cancellation: bool = False,
         mount: str = "",
+        host: str = "127.0.0.1",
         **options: Any,
     ) -> None:
         if sim is not None:
@@ -56,6 +62,7 @@ class Relay:
         self.app_ids: list[str] = list(options["app_ids"])
         self.relay_app = create_app(options.pop("app_ids"), **options)
         self.mount = mount
+        self.host = host
         self.handler_cancellation = handler_cancellation
         self.runner: web.AppRunner | None = None
         self.root = ""
@@ -67,10 +74,10 @@ class Relay:
             app.add_subapp(self.mount, self.relay_app)
         self.runner = web.AppRunner(app, handler_cancellation=self.handler_cancellation)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, self.host, 0)
         await site.start()
         port = self.runner.addresses[0][1]
-        self.root = f"http://127.0.0.1:{port}{self.mount}"
+        self.root = f"http://{self.host}:{port}{self.mount}"
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -84,6 +91,23 @@ class Relay:
 
     def url(self, app_id: str | None = None) -> str:
         return f"{self.base_url}/apps/{app_id or self.app_ids[0]}/completion"
+
+
+def outside_address() -> str:
+    """An address of this machine that is not loopback, for a peer that is not local.
+
+    Connecting a UDP socket sends nothing; it only picks the interface a packet to a
+    non-local address would leave by.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))  # TEST-NET-2: documentation only, never reached
+            address = str(probe.getsockname()[0])
+        except OSError:
+            address = ""
+    if not address or address.startswith("127."):
+        missing("an interface with an address other than loopback")
+    return address
 
 
 def auth(token: str = ALICE, **headers: str) -> dict[str, str]:

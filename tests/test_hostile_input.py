@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -544,6 +545,56 @@ async def test_non_string_prompt_is_a_type_error(
         await session.send(prompt)
     with pytest.raises(TypeError, match="str"):
         session.stream(prompt)
+    assert sim.requests == []
+
+
+async def test_a_key_the_service_quotes_back_is_not_in_the_error(
+    make_session: SessionFactory, sim: BailianSimulator
+) -> None:
+    """A service or gateway error that quotes the API key: the error's message, args
+    and str() hold *** instead, in an HTTP error and in an in-stream error."""
+    session = make_session(max_retries=0)
+    for fault in (
+        Fault.http(401, "InvalidApiKey", f"bad key {sim.api_key}!"),
+        Fault.stream_error(after=1, status=400, code="X", message=f"bad key {sim.api_key}!"),
+    ):
+        sim.inject(fault)
+        with pytest.raises(tyqw.APIStatusError) as info:
+            await session.send(PROMPT)
+        assert info.value.message == "bad key ***!"
+        assert sim.api_key not in str(info.value) and sim.api_key not in repr(info.value.args)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "options", "field"),
+    [
+        pytest.param("hi \ud800", {}, "prompt", id="surrogate-prompt"),
+        pytest.param(
+            PROMPT, {"biz_params": {"city": "\udc00"}}, "biz_params.city", id="surrogate"
+        ),
+        pytest.param(PROMPT, {"biz_params": {"n": float("nan")}}, "biz_params.n", id="nan"),
+        pytest.param(
+            PROMPT, {"biz_params": {"n": [1, float("-inf")]}}, "biz_params.n[1]", id="infinity"
+        ),
+        pytest.param(PROMPT, {"input": {"x": {"\ud800": 1}}}, "input.x", id="surrogate-key"),
+        pytest.param(PROMPT, {"parameters": {"t": float("inf")}}, "parameters.t", id="parameters"),
+        pytest.param(PROMPT, {"image_list": ["a\ud800"]}, "image_list[0]", id="list-option"),
+    ],
+)
+async def test_text_and_numbers_json_cannot_carry_are_refused_before_any_request(
+    make_session: SessionFactory,
+    sim: BailianSimulator,
+    prompt: str,
+    options: dict[str, Any],
+    field: str,
+) -> None:
+    """A lone surrogate or NaN / infinity anywhere in the prompt or an option:
+    send() and stream() raise ValueError naming the field; nothing is sent."""
+    session = make_session()
+    with pytest.raises(ValueError, match=f"^{re.escape(field)} "):
+        await session.send(prompt, **options)
+    with pytest.raises(ValueError, match=f"^{re.escape(field)} "):
+        session.stream(prompt, **options)
     assert sim.requests == []
 
 

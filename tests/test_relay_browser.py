@@ -242,6 +242,24 @@ def test_an_upstream_error_shows_a_readable_line_with_the_request_id(
     assert reply_texts(browser) == [default_reply("hello there", [])[:4]]
 
 
+def test_a_relay_that_cannot_be_reached_is_said_in_a_users_words(
+    browser: Any, served: RelayThread
+) -> None:
+    """The relay stops after the page loaded: sending shows what happened and what to do
+    ("cannot be reached ... check your network connection"), not the browser's "Failed
+    to fetch"; the prompt is usable again."""
+    prompt = open_page(browser, served)
+    assert served.relay is not None
+    relay, served.relay = served.relay, None
+    served.call(relay.__aexit__(None, None, None))
+    prompt.send_keys("hello there\n")
+    last_reply_is(browser, "error")
+    line = browser.execute_script("return document.querySelector('.reply .error').textContent")
+    assert line.startswith("error: the relay cannot be reached: check your network connection")
+    assert "fetch" not in line.lower()
+    assert browser.execute_script("return document.getElementById('prompt').disabled") is False
+
+
 def test_a_refused_token_asks_for_one(browser: Any, served: RelayThread) -> None:
     """With a wrong token the page shows the 401 line and the token field; a good token
     typed there makes the next send work."""

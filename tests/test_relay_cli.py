@@ -4,6 +4,7 @@ key, and refusing to start where it would be unsafe."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import pytest
 import tyqw
 from tyqw.testing import BailianSimulator, default_reply
 
-from .relay_helpers import ALICE, BOUND, auth, body, post
+from .relay_helpers import ALICE, BOUND, auth, body, outside_address, post
 from .simulate_process import simulate
 
 NO_KEY_NOTICE = (
@@ -228,6 +229,98 @@ async def test_serve_relays_to_the_service_named_by_the_environment_and_never_sh
     everything = "\n".join(served.stdout_lines) + served.stderr + answer.raw.decode()
     everything += json.dumps(dict(answer.headers)) + missing.raw.decode()
     assert CANARY not in everything
+
+
+async def stalled_head(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that sends half a request head and then nothing (slowloris)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"POST /api/v1/apps/x/completion HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
+    await writer.drain()
+    return reader, writer
+
+
+async def until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the relay sends until it closes the connection (each read bounded)."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := await asyncio.wait_for(reader.read(65536), BOUND):
+            data += chunk
+    return data
+
+
+async def test_serve_drops_stalled_heads_and_caps_connections_per_address(
+    serve: object, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Connections from one address past --max-connections-per-peer get a 503 at once
+    while other clients are answered; heads that stall are dropped unanswered after
+    --head-timeout, and the address is served again."""
+    address = outside_address()
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(f"{ALICE} alice\n")
+    served: Served = await serve(  # type: ignore[operator]
+        "--host", "0.0.0.0", "--tokens", str(tokens), "--head-timeout", "2",
+        "--max-connections-per-peer", "3",
+    )  # fmt: skip
+    port = int(served.root.rsplit(":", 1)[1])
+    held = [await stalled_head(address, port) for _ in range(3)]
+    reader, writer = await asyncio.open_connection(address, port)
+    refused = await until_closed(reader)
+    writer.close()
+    assert refused.startswith(b"HTTP/1.1 503 ") and b"too many open connections" in refused
+    async with http.get(f"{served.root}/relay.json") as settings:  # from loopback
+        app_id = (await settings.json())["app_ids"][0]
+    assert [await until_closed(reader) for reader, _ in held] == [b"", b"", b""]
+    url = f"http://{address}:{port}/api/v1/apps/{app_id}/completion"
+    assert (await post(http, url, body("hi"), auth())).status == 200
+    for _, writer in held:
+        writer.close()
+    await served.stop()
+    assert served.returncode == 0
+
+
+async def test_serve_caps_open_connections_and_answers_again_once_stalls_are_dropped(
+    serve: object, http: aiohttp.ClientSession
+) -> None:
+    """Past --max-connections a new connection gets a 503 at once; the stalled ones are
+    dropped after --head-timeout and the relay answers again."""
+    served: Served = await serve("--head-timeout", "2", "--max-connections", "4")  # type: ignore[operator]
+    port = int(served.root.rsplit(":", 1)[1])
+    held = [await stalled_head("127.0.0.1", port) for _ in range(4)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    refused = await until_closed(reader)
+    writer.close()
+    assert refused.startswith(b"HTTP/1.1 503 ")
+    assert [await until_closed(reader) for reader, _ in held] == [b""] * 4
+    async with http.get(f"{served.root}/relay.json") as settings:
+        assert settings.status == 200
+    for _, writer in held:
+        writer.close()
+    await served.stop()
+    assert served.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--head-timeout", "0"],
+        ["--body-timeout", "nan"],
+        ["--send-timeout", "-1"],
+        ["--max-connections", "0"],
+        ["--max-connections-per-peer", "x"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_serve_refuses_nonsense_bounds(tmp_path: Path, args: list[str]) -> None:
+    """Time bounds must be seconds > 0 and connection limits whole numbers >= 1."""
+    result = subprocess.run(
+        serve_command(*args),
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path),
+        timeout=BOUND,
+        check=False,
+    )
+    assert result.returncode == 2 and args[0] in result.stderr
 
 
 async def test_serve_offline_speaks_openai_to_the_openai_sdk(serve: object) -> None:

@@ -19,7 +19,17 @@ from aiohttp import web
 from tyqw.relay import create_app, load_tokens
 from tyqw.testing import BailianSimulator, Fault
 
-from .relay_helpers import ALICE, BOB, SSE_HEADERS, TOKENS, Relay, auth, body, post
+from .relay_helpers import (
+    ALICE,
+    BOB,
+    SSE_HEADERS,
+    TOKENS,
+    Relay,
+    auth,
+    body,
+    outside_address,
+    post,
+)
 
 CANARY = "sk-canary-relay-7d3f9b1c5e2a"
 
@@ -126,6 +136,73 @@ async def test_a_body_beyond_what_a_chat_needs_is_refused_naming_the_field(
     assert answer.json["code"] == "InvalidParameter"
     assert names in answer.json["message"]
     assert sim.requests == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        pytest.param(b'{"input":{"prompt":"hi \\ud800"}}', "input.prompt", id="surrogate-prompt"),
+        pytest.param(
+            b'{"input":{"prompt":"hi","biz_params":{"city":"\\udc00x"}}}',
+            "input.biz_params.city",
+            id="surrogate-biz-param",
+        ),
+        pytest.param(
+            b'{"input":{"prompt":"hi","biz_params":{"city":{"n":NaN}}}}',
+            "input.biz_params.city.n",
+            id="nan",
+        ),
+        pytest.param(
+            b'{"input":{"prompt":"hi","biz_params":{"city":[1,-Infinity]}}}',
+            "input.biz_params.city[1]",
+            id="infinity",
+        ),
+        pytest.param(
+            b'{"input":{"prompt":"hi","biz_params":{"city":1e400}}}',
+            "input.biz_params.city",
+            id="1e400",
+        ),
+    ],
+)
+@pytest.mark.parametrize("sse", [False, True], ids=["json", "sse"])
+async def test_text_and_numbers_json_cannot_carry_are_a_400_naming_the_field(
+    sim: BailianSimulator,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    raw: bytes,
+    field: str,
+    sse: bool,
+) -> None:
+    """A lone surrogate or NaN / Infinity / 1e400 in the prompt or an allowed biz_params
+    value is the client's mistake: 400 InvalidParameter naming the field (in-band on a
+    stream), no traceback logged, nothing sent upstream."""
+    caplog.set_level(logging.WARNING)
+    async with Relay(sim, biz_params=["city"]) as relay:
+        answer = await post(http, relay.url(), raw, auth(**(SSE_HEADERS if sse else {})))
+    if sse:
+        assert answer.status == 200
+        [frame] = answer.events
+        assert frame.event == "error" and frame.comment == "HTTP_STATUS/400"
+        error = json.loads(frame.data)
+    else:
+        assert answer.status == 400
+        error = answer.json
+    assert error["code"] == "InvalidParameter"
+    assert error["message"].startswith(f"{field} ")
+    assert sim.requests == []
+    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
+
+
+async def test_an_empty_session_id_starts_a_new_conversation(
+    relay: Relay, sim: BailianSimulator, http: aiohttp.ClientSession
+) -> None:
+    """input.session_id "" means no conversation yet, as on the simulator and in the
+    TypeScript class: a new conversation, not a 400."""
+    first = await post(http, relay.url(), body("my name is Alice"), auth())
+    fresh = await post(http, relay.url(), body("what's my name?", ""), auth())
+    assert fresh.status == 200, fresh.raw
+    assert fresh.json["output"]["session_id"] != first.json["output"]["session_id"]
+    assert "session_id" not in sim.requests[-1].body["input"]
 
 
 async def test_an_oversized_body_is_refused_without_reading_it_all(
@@ -294,6 +371,24 @@ async def test_an_anonymous_relay_answers_only_to_loopback_host_names(
     assert len(sim.requests) == 1
 
 
+async def test_an_anonymous_relay_refuses_a_remote_peer_that_claims_a_loopback_host(
+    sim: BailianSimulator, http: aiohttp.ClientSession
+) -> None:
+    """Listening on an address other than loopback, an anonymous relay refuses a peer
+    that is not on loopback even when it sends Host: localhost (or 127.0.0.1)."""
+    address = outside_address()
+    async with Relay(sim, allow_anonymous=True, host=address) as relay:
+        answers = [
+            await post(http, relay.url(), body("hi"), {"Host": host})
+            for host in ("localhost", "127.0.0.1:8000", "[::1]")
+        ]
+        async with http.get(f"{relay.root}/relay.json", headers={"Host": "localhost"}) as got:
+            assert got.status == 403
+    assert [a.status for a in answers] == [403, 403, 403]
+    assert {a.json["code"] for a in answers} == {"AccessDenied"}
+    assert sim.requests == []
+
+
 async def test_the_authenticate_hook_names_the_user(
     sim: BailianSimulator, http: aiohttp.ClientSession
 ) -> None:
@@ -356,3 +451,104 @@ async def test_the_upstream_key_appears_in_no_answer_header_or_log(
     for text in [*seen, caplog.text]:
         assert CANARY not in text
         assert ALICE not in text and BOB not in text
+
+
+async def test_a_key_the_upstream_quotes_never_leaves_the_relay(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream error that quotes the key (retried HTTP error, in-band error frame,
+    gateway page) reaches the client and the log (retry lines at INFO included) with
+    the key replaced by ***, never the key."""
+    caplog.set_level(logging.DEBUG)
+    quoted = f"the key {CANARY} is not valid here"
+    async with (
+        BailianSimulator(api_key=CANARY) as sim,
+        Relay(sim, session_options={"max_retries": 1}) as relay,
+    ):
+        sim.inject(Fault.http(500, "InternalError", quoted))  # retried: logged at INFO
+        sim.inject(Fault.http(500, "InternalError", quoted))
+        as_json = await post(http, relay.url(), body("hi"), auth())
+        sim.inject(
+            Fault.stream_error(after=1, status=400, code="InvalidParameter", message=quoted)
+        )
+        in_band = await post(http, relay.url(), body("hi"), auth(**SSE_HEADERS))
+        sim.inject(Fault.content_type("text/html", f"<p>{quoted}</p>".encode(), status=401))
+        page = await post(http, relay.url(), body("hi"), auth())
+    assert as_json.status == 500 and as_json.json["message"] == "the key *** is not valid here"
+    assert json.loads(in_band.events[-1].data)["message"] == "the key *** is not valid here"
+    assert page.status == 502
+    assert "retrying" in caplog.text and "the key *** is not valid" in caplog.text
+    for text in (as_json.raw.decode(), in_band.raw.decode(), page.raw.decode(), caplog.text):
+        assert CANARY not in text
+
+
+@pytest.mark.parametrize("sse", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize(
+    ("content_type", "page"),
+    [
+        pytest.param(
+            "text/html",
+            b"<html><h1>502 Bad Gateway</h1>upstream 10.20.30.40:8080 (api.corp.internal)</html>",
+            id="html",
+        ),
+        pytest.param(
+            "application/json", b'{"message": "upstream 10.20.30.40 corp.internal"}', id="json"
+        ),
+    ],
+)
+async def test_a_gateway_page_reaches_the_client_as_a_fixed_message_with_the_request_id(
+    sim: BailianSimulator,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    content_type: str,
+    page: bytes,
+    sse: bool,
+) -> None:
+    """An upstream error answer that is not the service's own JSON (a gateway's page
+    naming internal hosts): a fixed 502 message with the relay's request id; the page's
+    words stay in the relay's log."""
+    caplog.set_level(logging.WARNING, logger="tyqw.relay")
+    async with Relay(sim, session_options={"max_retries": 0}) as relay:
+        sim.inject(Fault.content_type(content_type, page, status=502))
+        answer = await post(http, relay.url(), body("hi"), auth(**(SSE_HEADERS if sse else {})))
+    if sse:
+        [frame] = answer.events
+        assert frame.comment == "HTTP_STATUS/502"
+        error = json.loads(frame.data)
+    else:
+        assert answer.status == 502
+        error = answer.json
+    assert error["code"] == "InternalError"
+    assert error["message"] == (
+        "The Bailian service (or a gateway before it) answered HTTP 502 without a Bailian error."
+    )
+    assert error["request_id"] == answer.headers["x-request-id"]
+    assert "10.20.30.40" not in answer.raw.decode() and "corp.internal" not in answer.raw.decode()
+    assert error["request_id"] in caplog.text and "corp.internal" in caplog.text
+
+
+async def test_token_guessing_is_throttled_per_address_and_a_typo_is_not(
+    relay: Relay,
+    sim: BailianSimulator,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two mistyped tokens then the right one: answered at once. Ten wrong tokens in a
+    minute: the address is refused with 429 and Retry-After, the right token included,
+    without the service being called; the log says so once, without a token."""
+    caplog.set_level(logging.DEBUG)
+    guesses = [f"guess-{n:02d}-0000000000000" for n in range(12)]
+    for guess in guesses[:2]:
+        assert (await post(http, relay.url(), body("hi"), auth(guess))).status == 401
+    assert (await post(http, relay.url(), body("hi"), auth())).status == 200
+    statuses = [
+        (await post(http, relay.url(), body("hi"), auth(guess))).status for guess in guesses[2:]
+    ]
+    assert statuses == [401] * 8 + [429, 429]
+    refused = await post(http, relay.url(), body("hi"), auth())
+    assert refused.status == 429 and refused.json["code"] == "Throttling"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert len(sim.requests) == 1
+    lines = [r.getMessage() for r in caplog.records if "authentication" in r.getMessage()]
+    assert len(lines) == 1 and "a failed authentication from 127.0.0.1" in lines[0]
+    assert not any(guess in caplog.text for guess in guesses) and ALICE not in caplog.text

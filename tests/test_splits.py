@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tyqw import Message, Session, TyqwError
+from tyqw import _wire as wire
 from tyqw.sse import ServerSentEvent, SSEDecoder
 
 from .helpers import TcpServerFactory, raw_session, read_request
@@ -45,14 +45,13 @@ Item = tuple[str, str, str, str | None, str | None] | tuple[str, str, int | None
 def frame(n: int, text: str, finish_reason: str = "null") -> bytes:
     """A result frame exactly as Bailian writes it, blank line included."""
     output = {"session_id": SID, "finish_reason": finish_reason, "text": text}
-    data = json.dumps({"output": output, "request_id": "r1"}, ensure_ascii=False)
-    return f"id:{n}\nevent:result\n:HTTP_STATUS/200\ndata:{data}\n\n".encode()
+    return wire.frame(n, wire.dumps({"output": output, "request_id": "r1"}))
 
 
 def error_frame(n: int, status: int, code: str) -> bytes:
     """An error frame as Bailian writes it: no blank line after it (the stream ends)."""
-    data = json.dumps({"code": code, "message": "refused", "request_id": "r1"})
-    return f"id:{n}\nevent:error\n:HTTP_STATUS/{status}\ndata:{data}\n".encode()
+    data = wire.dumps(wire.error_body(code, "refused", "r1"))
+    return wire.frame(n, data, event="error", status=status, end=False)
 
 
 def without_blank_lines(stream: bytes) -> bytes:

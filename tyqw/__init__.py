@@ -41,6 +41,7 @@ from ._options import RagOptions
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
 from ._store import StoredConversation, stored_conversations
 from ._sync import SyncSession
+from ._telemetry import configure_telemetry
 from ._version import __version__
 
 __all__ = [
@@ -79,5 +80,6 @@ __all__ = [
     "UnexpectedContentTypeError",
     "WorkflowEvent",
     "__version__",
+    "configure_telemetry",
     "stored_conversations",
 ]

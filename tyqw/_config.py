@@ -128,12 +128,18 @@ def resolve_base_url(base_url: Any, allow_insecure_http: bool) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``, also in
+    brackets): the one loopback check of the SDK, the relay and the CLI."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1, a dual-stack socket's peer
+    return address.is_loopback
 
 
 # -- the API key ------------------------------------------------------------------------

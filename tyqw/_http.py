@@ -24,16 +24,18 @@ from yarl import URL
 
 from ._exceptions import APIConnectionError, APITimeoutError, ConnectionLostError, TyqwError
 
-__all__ = ["read_body", "redacted", "scrub", "wrap"]
+__all__ = ["read_body", "redacted", "scrub", "unquote_secrets", "wrap"]
 
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body up to ``limit`` bytes; what lies past the limit is never buffered."""
+async def read_body(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """At most ``limit`` bytes of a body (a response's or, in the relay, a request's);
+    what lies past them is never read. Ask for one byte more than you accept to tell a
+    body at the limit from one past it."""
     chunks = bytearray()
     while len(chunks) < limit:
-        chunk = await response.content.read(limit - len(chunks))
+        chunk = await content.read(limit - len(chunks))
         if not chunk:
             break
         chunks += chunk
@@ -48,6 +50,27 @@ def redacted(headers: Mapping[str, str]) -> dict[str, str]:
         else value
         for name, value in headers.items()
     }
+
+
+def unquote_secrets(error: TyqwError, headers: Mapping[str, str]) -> TyqwError:
+    """``error`` with every credential of ``headers`` (the API key) that the server
+    quoted back replaced by ``***``, in its message, ``args`` and ``excerpt``; returns
+    ``error``. A gateway that echoes the request ("invalid key sk-...") must not put the
+    key into an exception, a log line or a relay's answer."""
+    secrets = [
+        value.split(" ", 1)[-1]
+        for name, value in headers.items()
+        if name.lower() in _SECRET_HEADERS and len(value.split(" ", 1)[-1]) >= 8
+    ]
+    for secret in secrets:
+        for name in ("message", "excerpt"):
+            value = getattr(error, name, None)
+            if isinstance(value, str) and secret in value:
+                setattr(error, name, value.replace(secret, "***"))
+        error.args = tuple(
+            arg.replace(secret, "***") if isinstance(arg, str) else arg for arg in error.args
+        )
+    return error
 
 
 def scrub(exc: BaseException) -> BaseException:

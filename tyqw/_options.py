@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
+from ._json import check_json
+
 __all__ = ["Options", "RagOptions", "TurnOptions"]
 
 _WORKSPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -191,8 +193,7 @@ class TurnOptions:
             raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
         if not prompt.strip():
             raise ValueError("prompt is empty")
-        if not _encodable(prompt):
-            raise ValueError("prompt holds a lone surrogate (not valid Unicode text)")
+        check_json(prompt, "prompt")
         self.prompt = prompt
         input_: dict[str, Any] = {"prompt": prompt}
         parameters: dict[str, Any] = {"incremental_output": True}
@@ -212,10 +213,12 @@ class TurnOptions:
                     raise ValueError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
                 if key == "rag_options":
                     _check_rag_options(value)
+                check_json(value, key)
                 (input_ if where == "input" else parameters)[key] = value
             elif key in ("input", "parameters"):
                 if not _mapping(value):
                     raise TypeError(f"{key} must be a dict with str keys, not {kind(value)}")
+                check_json(value, key)
                 # Merged last: keys tyqw does not know yet.
                 (input_ if key == "input" else parameters).update(value)
             elif key in _TURN_OPTIONS:

@@ -35,11 +35,12 @@ from ._exceptions import (
     excerpt,
 )
 from ._history import Exchange, ended_now
-from ._http import read_body, redacted, scrub, wrap
+from ._http import read_body, redacted, scrub, unquote_secrets, wrap
 from ._models import Message, Reply, TokenUsage
 from ._options import TurnOptions
 from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
+from ._telemetry import TurnObserver, active
 from .sse import SSEDecoder
 
 __all__ = ["Conversation", "Slot", "Turn", "on_loop", "refuse_inside_turn"]
@@ -134,6 +135,8 @@ class Turn:
         self.timer: asyncio.TimerHandle | None = None
         self.started_at: dt.datetime | None = None
         self.error: TyqwError | None = None  # what ended the turn, for its exchange
+        # OpenTelemetry's view of the turn; None (every hook a None test) when it is off.
+        self.observer: TurnObserver | None = None
 
     # -- the one code path -------------------------------------------------------------
 
@@ -142,6 +145,8 @@ class Turn:
         yielded as a ``StreamError`` when ``yield_malformed``, else raised."""
         self._enter()
         reader = self.reader
+        observer = self.observer = self._observe()
+        observe = None if observer is None else observer.message
         try:
             try:
                 await self._acquire()
@@ -185,6 +190,8 @@ class Turn:
                                         item = reader.malformed(sse, exc)
                                         if not yield_malformed:
                                             raise item from None
+                                    if observe is not None:
+                                        observe(item)
                                     yield item
                                     if reader.finish_reason is not None:
                                         break
@@ -192,6 +199,8 @@ class Turn:
                             for item in reader.irregular(sse):
                                 if not yield_malformed and item.__class__ is not Message:
                                     raise item  # type: ignore[misc]
+                                if observe is not None:
+                                    observe(item)
                                 yield item
                             if reader.finish_reason is not None:
                                 break
@@ -200,7 +209,10 @@ class Turn:
                     if reader.finish_reason is not None and not self.interrupted:
                         await self._drain(response)
                 else:
-                    yield await self._single(response)
+                    single = await self._single(response)
+                    if observe is not None:
+                        observe(single)
+                    yield single
                 if not self.interrupted and reader.finish_reason is None:
                     raise IncompleteStreamError(
                         "the reply ended before its final event (no finish_reason 'stop'); "
@@ -240,9 +252,17 @@ class Turn:
                     f"the turn took longer than its deadline of {self._deadline():g}s"
                 )
         except TyqwError as exc:
+            unquote_secrets(exc, self.config.headers(True, {}))
             if exc.reply is None:
                 exc.reply = reader.reply(exc)
             self.error = exc
+            if observer is not None:
+                observer.failed(exc)
+            raise
+        except asyncio.CancelledError as exc:
+            # The caller's cancellation (ours became a result or a TyqwError above).
+            if observer is not None:
+                observer.failed(exc)
             raise
         finally:
             pending = self.finish()
@@ -254,6 +274,31 @@ class Turn:
                     if exc.reply is None:
                         exc.reply = reader.reply(exc)
                     raise
+
+    def _observe(self) -> TurnObserver | None:
+        """The turn's telemetry: an ``invoke_agent`` span named after the app; ``None``
+        (at the cost of a dict lookup) while nobody configured OpenTelemetry."""
+        instruments = active()
+        if instruments is None:
+            return None
+        parameters = self.options.body["parameters"]
+        model = parameters.get("model_id")
+        rag = parameters.get("rag_options")
+        pipelines = rag.get("pipeline_ids") if isinstance(rag, dict) else None
+        source = pipelines[0] if isinstance(pipelines, list) and pipelines else None
+        prompt = self.options.body["input"].get("prompt")
+        return TurnObserver(
+            instruments,
+            "invoke_agent",
+            name=self.config.app_id,
+            base_url=self.config.base_url,
+            agent_id=self.config.app_id,
+            request_model=model if isinstance(model, str) else None,
+            data_source_id=source if isinstance(source, str) else None,
+            prompt=prompt if isinstance(prompt, str) else None,
+            stream=self.options.stream,
+            conversation_id=None,  # known at the end (a new conversation gets it then)
+        )
 
     def _enter(self) -> None:
         self.started_at = dt.datetime.now(dt.timezone.utc)
@@ -315,7 +360,7 @@ class Turn:
         if media_type == "application/json" or media_type.endswith("+json"):
             # A non-streaming answer is one event: the same cap applies.
             limit = self.config.max_event_size
-            body = await read_body(response, limit + 1)
+            body = await read_body(response.content, limit + 1)
             if len(body) > limit:
                 raise EventTooLargeError(f"JSON answer larger than {limit} bytes", limit=limit)
             obj = parse_json(body.decode("utf-8", "replace"))
@@ -323,7 +368,7 @@ class Turn:
                 shown = excerpt(body)
                 raise StreamError(f"the answer is not valid JSON: {shown}", excerpt=shown)
             return self.reader.json_answer(obj)
-        body = await read_body(response, 1024)
+        body = await read_body(response.content, 1024)
         content_type = response.headers.get("Content-Type", "")
         expected = "text/event-stream" if self.options.stream else "application/json"
         raise UnexpectedContentTypeError(
@@ -353,6 +398,9 @@ class Turn:
         # aiohttp writes a large bytes body in one go (and warns); from a file-like
         # object it writes in pieces, letting the loop run between them.
         payload: bytes | io.BytesIO = data
+        observer = self.observer
+        if observer is not None:
+            observer.sending()
         attempt = 0
         while True:
             if self.interrupted:
@@ -377,6 +425,7 @@ class Turn:
                 if not retryable_connection_error(exc) or attempt >= config.max_retries:
                     raise
                 reason = f"connection failed: {exc.__class__.__name__}"
+                failure: BaseException = exc
                 response = None
             finally:
                 self.waiting = False
@@ -389,12 +438,13 @@ class Turn:
                     return response
                 self.waiting = True
                 try:
-                    answer = await read_body(response, _ERROR_BODY_LIMIT)
+                    answer = await read_body(response.content, _ERROR_BODY_LIMIT)
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     answer = b""
                 finally:
                     self.waiting = False
                 error = error_from_body(response.status, response.reason, answer, response.headers)
+                unquote_secrets(error, headers)  # before the retry line below logs it
                 self.release()
                 if self.interrupted:
                     # abort() or the deadline closed the response while its error body
@@ -403,10 +453,15 @@ class Turn:
                 if response.status not in RETRY_STATUSES or attempt >= config.max_retries:
                     raise error
                 reason = str(error)
+                failure = error
                 delay = retry_after(response.headers)
             if delay is None:
                 delay = backoff(attempt)
             attempt += 1
+            if observer is not None:
+                observer.retry(
+                    attempt, delay, failure, None if response is None else response.status
+                )
             logger.info(
                 "tyqw: retrying %s in %.2fs (retry %d of %d): %s",
                 config.url,
@@ -490,6 +545,18 @@ class Turn:
         self.done = True
         if self.timer is not None:
             self.timer.cancel()
+        observer = self.observer
+        if observer is not None:
+            reader = self.reader
+            observer.end(
+                session_id=reader.session_id,
+                request_id=reader.request_id or reader.header_request_id,
+                finish_reason=reader.finish_reason,
+                usage=reader.token_usage(),
+                text=reader.text.upto(reader.text.length) if observer.capture else None,
+                doc_references=reader.doc_references,
+                interrupted=self.interrupted,
+            )
         self.release()
         slot = self.slot
         if slot.active is self:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import math
 import os
 import re
 import signal
@@ -118,6 +119,24 @@ def seconds(value: str) -> float:
     if not 0 <= number <= 60:  # NaN fails this too
         raise argparse.ArgumentTypeError("expected 0 to 60 seconds")
     return number
+
+
+def timeout_seconds(value: str) -> float:
+    """A time bound (``--head-timeout`` and the like): a finite number of seconds > 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {value!r}")
+    return number
+
+
+def whole_number(value: str) -> int:
+    """A count (``--max-connections`` and the like): a whole number >= 1."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def port_number(value: str) -> int:

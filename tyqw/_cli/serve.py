@@ -32,6 +32,8 @@ from ._common import (
     fail,
     port_number,
     seconds,
+    timeout_seconds,
+    whole_number,
 )
 
 NO_KEY_NOTICE = (
@@ -114,6 +116,57 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="offline only: seconds between the simulator's events (default: %(default)s)",
     )
+    serve.add_argument(
+        "--trace-user",
+        choices=("id", "hash"),
+        default=None,
+        help="with OpenTelemetry on (docs/telemetry.md): the user on each request's span "
+        "as user.id, or as user.hash (a SHA-256 prefix); default: not at all",
+    )
+    bounds = serve.add_argument_group(
+        "clients that stall or crowd",
+        "Every connection is bounded in time and number, so slow or many clients cannot "
+        "hold the relay (a stalled answer also holds that user's conversation).",
+    )
+    bounds.add_argument(
+        "--head-timeout",
+        type=timeout_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="drop a connection whose request head is not complete in this time; also "
+        "how long an idle kept-alive connection stays open (default: %(default)g)",
+    )
+    bounds.add_argument(
+        "--body-timeout",
+        type=timeout_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="answer 408 to a request whose body does not arrive in this time "
+        "(default: %(default)g)",
+    )
+    bounds.add_argument(
+        "--send-timeout",
+        type=timeout_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="drop a client that reads nothing of its answer for this long, ending its "
+        "turn (default: %(default)g)",
+    )
+    bounds.add_argument(
+        "--max-connections",
+        type=whole_number,
+        default=None,
+        metavar="N",
+        help="open connections in all; past it, new ones get a 503 (default: half of "
+        "what the open-file limit leaves after 32, between 8 and 1000)",
+    )
+    bounds.add_argument(
+        "--max-connections-per-peer",
+        type=whole_number,
+        default=32,
+        metavar="N",
+        help="open connections from one address other than loopback (default: %(default)s)",
+    )
     serve.set_defaults(run=run)
 
 
@@ -140,8 +193,8 @@ def _store(args: argparse.Namespace) -> str | Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._config import is_loopback
     from ..relay import create_app
-    from ..relay._auth import is_loopback
 
     prefix = args.prefix.rstrip("/")
     if prefix and not prefix.startswith("/"):
@@ -174,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
                 store=store,
                 cors=args.cors,
                 rate=args.rate,
+                trace_user=args.trace_user,
+                body_timeout=args.body_timeout,
+                send_timeout=args.send_timeout,
                 **upstream,
             )
         except (ValueError, ImportError, TyqwError) as exc:
@@ -204,11 +260,21 @@ def _serve(
 
         root.router.add_get(prefix, to_page)  # before the sub-app, which would match it
         root.add_subapp(prefix, relay)
-    # handler_cancellation: a browser that goes away ends its turn at once.
-    runner = web.AppRunner(root, handler_cancellation=True, access_log=None)
+    from ..relay._limits import ConnectionLimits, Site, default_max_connections
+
+    # handler_cancellation: a browser that goes away ends its turn at once. A kept-alive
+    # connection's next request head gets the time its first had (aiohttp's timer).
+    runner = web.AppRunner(
+        root, handler_cancellation=True, access_log=None, keepalive_timeout=args.head_timeout
+    )
     loop.run_until_complete(runner.setup())
+    limits = ConnectionLimits(
+        head_timeout=args.head_timeout,
+        max_connections=args.max_connections or default_max_connections(),
+        max_connections_per_peer=args.max_connections_per_peer,
+    )
     try:
-        site = web.TCPSite(runner, args.host, args.port)
+        site = Site(runner, args.host, args.port, limits)
         try:
             loop.run_until_complete(site.start())
         except (OSError, OverflowError) as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .._wire import dumps
 from .conversations import Conversation
 from .knowledge import (
     Retrieval,
@@ -20,7 +21,6 @@ from .knowledge import (
     reasoning_thought,
 )
 from .replies import is_chinese
-from .wire import dumps
 
 _WORKFLOW_MODES = ("message_format", "message_format_plus")
 

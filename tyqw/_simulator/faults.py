@@ -14,10 +14,10 @@ from typing import Literal
 
 from aiohttp import web
 
+from .._wire import error_body
 from .answers import Answer, padded_payload
 from .errors import describe
 from .streams import BodyWriter, EventWriter, Exchange, json_response
-from .wire import error_body
 
 FaultKind = Literal[
     "http",

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .wire import dumps
+from .._wire import dumps
 
 _MARKER = re.compile(r"<ref>((?:\[\d+\])+)</ref>")
 _NUMBER = re.compile(r"\d+")

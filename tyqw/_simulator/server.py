@@ -18,6 +18,7 @@ from typing import Literal
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from .._wire import SSE_TYPE, accepts_gzip, dumps, error_body, frame, wants_sse
 from .answers import Answer, compose, json_payload, stream_payloads
 from .apps import Apps, is_reasoning_model
 from .conversations import Conversation, Conversations, Memories
@@ -27,7 +28,6 @@ from .records import SimRequest
 from .replies import ReplyFunc, default_reply
 from .streams import BodyWriter, EventWriter, Exchange, json_response
 from .validation import check_key, read_json, read_question
-from .wire import SSE_TYPE, accepts_gzip, dumps, error_body, frame, wants_sse
 
 logger = logging.getLogger("tyqw.simulator")
 

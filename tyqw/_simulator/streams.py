@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .._wire import JSON_TYPE, KEEPALIVE, SSE_TYPE, compress, dumps, error_body, frame
 from .errors import describe
-from .wire import JSON_TYPE, KEEPALIVE, SSE_TYPE, compress, dumps, error_body, frame
 
 
 def json_headers(request_id: str) -> dict[str, str]:

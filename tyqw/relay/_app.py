@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
@@ -21,10 +22,13 @@ from aiohttp import web
 
 from .. import MessageStream, Options, TyqwError
 from .._config import environment_app_id
+from .._options import check_seconds
+from .._wire import dumps, error_body, frame, wants_sse
 from ..stores import Store
 from ._auth import (
     ANONYMOUS,
     Authenticate,
+    FailedAuthentications,
     TokenTable,
     identify,
     load_tokens,
@@ -33,22 +37,14 @@ from ._auth import (
     same_origin,
 )
 from ._conversations import Conversations, NotCurrent, StoreChoice
-from ._gone import unless_gone
+from ._gone import Writing, hang_up, read_within, unless_gone
 from ._openai import OpenAI
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
-from ._request import Refused, TurnRequest, invalid, parse_turn, read_body
+from ._request import Refused, TurnRequest, invalid, parse_turn
+from ._responses import json_response, refusal, start_sse, upstream_error
+from ._trace import TraceUser, note_user, tracing
 from ._uistream import UIStream
-from ._wire import (
-    dumps,
-    error_body,
-    frame,
-    json_response,
-    refusal,
-    start_sse,
-    upstream_error,
-    wants_sse,
-)
 
 __all__ = ["create_app"]
 
@@ -87,6 +83,9 @@ def create_app(
     turn_options: Mapping[str, Any] | None = None,
     page: bool = True,
     session_options: Mapping[str, Any] | None = None,
+    body_timeout: float = 30.0,
+    send_timeout: float = 60.0,
+    trace_user: TraceUser = None,
 ) -> web.Application:
     """A relay that lets browsers and SDKs chat with Bailian apps without the key.
 
@@ -99,7 +98,8 @@ def create_app(
     - Users: ``tokens`` (``{token: user}`` or a tokens file, see ``load_tokens``) or
       ``authenticate(request) -> user | None`` (may be async). With neither, pass
       ``allow_anonymous=True``: everyone is the one user ``"local"`` and only requests
-      to a loopback host name are answered.
+      from a loopback address (the peer's socket, not its ``Host`` header) to a
+      loopback host name are answered.
     - ``store``: where each user's conversation lives: ``"memory"`` (the default,
       ``None``), a folder (a ``FileStore``), ``redis://...`` / ``rediss://...`` (a
       ``RedisStore``: every relay worker on that Redis continues the same conversations
@@ -115,6 +115,19 @@ def create_app(
     - The upstream: ``api_key`` (default ``DASHSCOPE_API_KEY``; never taken from a
       request), ``base_url``, ``workspace``, and ``session_options`` for each user's
       ``Session`` (``read_timeout``, ``deadline``, ``max_retries``...).
+    - Clients that stall: a request body not received within ``body_timeout`` seconds
+      (default 30) is answered 408 ``RequestTimeOut`` and its connection closed; a
+      client that reads nothing of a streamed answer for ``send_timeout`` seconds
+      (default 60) is disconnected, its upstream request closed and its conversation
+      unlocked. A request head that stalls, and the number of open connections, are
+      the server's to bound: ``tyqw serve`` does (``--head-timeout``,
+      ``--max-connections``...); behind your own server, set aiohttp's
+      ``keepalive_timeout`` and put a proxy with connection limits in front.
+    - Telemetry (docs/telemetry.md): with an OpenTelemetry provider configured, each
+      request is a SERVER span continuing the caller's ``traceparent``, the turn its
+      child. ``trace_user``: the user on that span as ``"id"`` (``user.id``), ``"hash"``
+      (``user.hash``, a SHA-256 prefix) or ``f(user) -> str``; ``None`` (the default): not
+      at all.
 
     Example::
 
@@ -142,6 +155,8 @@ def create_app(
         raise ValueError("rate must be a whole number of turns per minute >= 1, or None")
     if not isinstance(max_prompt, int) or max_prompt < 1:
         raise ValueError("max_prompt must be a number of characters >= 1")
+    body_timeout = check_seconds("body_timeout", body_timeout)
+    send_timeout = check_seconds("send_timeout", send_timeout)
     choice = StoreChoice.parse(store)
     extra = dict(session_options or {})
     unknown = sorted(set(extra) - _SESSION_OPTIONS)
@@ -166,8 +181,10 @@ def create_app(
         biz_params=frozenset(biz_params),
         turn_options=fixed,
         auth_kind=auth_kind,
+        body_timeout=body_timeout,
+        send_timeout=send_timeout,
     )
-    app = web.Application()
+    app = web.Application(middlewares=[tracing(trace_user)])
     app.cleanup_ctx.append(relay.lifetime)
     completion = "/api/v1/apps/{app_id}/completion"
     app.router.add_post(completion, relay.completion)
@@ -193,6 +210,8 @@ class _Relay:
         biz_params: frozenset[str],
         turn_options: dict[str, Any],
         auth_kind: str,
+        body_timeout: float,
+        send_timeout: float,
     ) -> None:
         self.app_ids = app_ids
         self.authenticate = authenticate
@@ -203,10 +222,13 @@ class _Relay:
         self.biz_params = biz_params
         self.turn_options = turn_options
         self.auth_kind = auth_kind
+        self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
         # A prompt of max_prompt characters, each up to 4 UTF-8 bytes or a 6-byte JSON
         # escape, plus room for biz_params and the rest of the body.
         self.body_limit = max_prompt * 6 + 64 * 1024
         self.limit: RateLimit | None = None
+        self.failures = FailedAuthentications()
         self.chat_page = Page.load()
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
@@ -229,26 +251,33 @@ class _Relay:
     async def completion(self, request: web.Request) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
         cors = self._cors(request)
-        sse = wants_sse(request)
+        sse = wants_sse(request.headers)
         try:
             user = await self._user(request)
+            note_user(user)
             app_id = request.match_info["app_id"]
             if app_id not in self.app_ids:
                 raise Refused(404, "NotFound", "This relay does not serve that app id.")
             await self._spend(user)
-            raw = await read_body(request.content, self.body_limit)
+            raw = await self._body(request)
+            if len(raw) > self.body_limit:
+                raise invalid(f"the request body is larger than {self.body_limit} bytes")
             turn = parse_turn(raw, max_prompt=self.max_prompt, biz_params=self.biz_params)
         except Refused as refused:
-            return refusal(refused, request_id, sse, cors)
+            answer = refusal(refused, request_id, sse, cors)
+            if refused.status == 408:
+                return await hang_up(request, answer)
+            return answer
         # No session_id: a new conversation, as on the service. Any other id than the
         # user's current one is refused by the turn itself, under the store's lock.
         async with self.conversations.use(app_id, user, turn.session_id) as session:
             stream = session.stream(turn.prompt, **self._options(turn, sse))
+            writing = Writing()
             if sse:
-                work = self._sse(request, stream, cors, request_id)
+                work = self._sse(request, stream, cors, request_id, writing)
             else:
                 work = self._json(stream, cors, request_id)
-            return await unless_gone(request, work)
+            return await unless_gone(request, work, writing, self.send_timeout)
 
     async def preflight(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")
@@ -274,8 +303,20 @@ class _Relay:
         if self.authenticate is None:
             only_loopback(request)
             return ANONYMOUS
+        # request.remote: the socket's peer, or the client a forwarded-header middleware
+        # of the operator's app names (behind a proxy, every client would share one).
+        address = request.remote or ""
+        wait = self.failures.wait(address)
+        if wait is not None:
+            raise Refused(
+                429,
+                "Throttling",
+                "Too many failed authentications from your address; try again later.",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         user = await identify(self.authenticate, request)
         if user is None:
+            self.failures.failed(address)
             raise Refused(
                 401,
                 "InvalidApiKey",
@@ -283,6 +324,9 @@ class _Relay:
                 headers={"WWW-Authenticate": 'Bearer realm="tyqw"'},
             )
         return user
+
+    async def _body(self, request: web.Request) -> bytes:
+        return await read_within(request, self.body_limit + 1, self.body_timeout)
 
     async def _spend(self, user: str) -> None:
         if self.limit is None:
@@ -306,28 +350,39 @@ class _Relay:
             )
 
     async def _sse(
-        self, request: web.Request, stream: MessageStream, cors: dict[str, str], request_id: str
+        self,
+        request: web.Request,
+        stream: MessageStream,
+        cors: dict[str, str],
+        request_id: str,
+        writing: Writing,
     ) -> web.StreamResponse:
         response: web.StreamResponse | None = None
         event_id = 0
+        clock = time.monotonic
         async with stream:
             try:
                 async for message in stream:
+                    writing.since = clock()
                     if response is None:
                         response = await start_sse(request, cors, message.request_id or request_id)
                     event_id += 1
-                    await response.write(frame(event_id, "result", 200, dumps(message.raw)))
+                    await response.write(frame(event_id, dumps(message.raw)))
+                    writing.since = None
             except NotCurrent:
                 return refusal(_not_yours(), request_id, True, cors)
             except TyqwError as exc:
                 status, body = upstream_error(exc, request_id)
+                writing.since = clock()
                 if response is None:
                     response = await start_sse(request, cors, body["request_id"])
                 event_id += 1
-                await response.write(frame(event_id, "error", status, dumps(body)))
+                await response.write(frame(event_id, dumps(body), event="error", status=status))
+        writing.since = clock()
         if response is None:  # the relay is stopping: the turn ended before any event
             response = await start_sse(request, cors, request_id)
         await response.write_eof()
+        writing.since = None
         return response
 
     async def _json(

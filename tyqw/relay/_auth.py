@@ -11,8 +11,10 @@ through a visitor's browser.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
+import logging
 import os
+import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from inspect import isawaitable
 from pathlib import Path
@@ -20,9 +22,12 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from .._config import is_loopback
 from ._request import Refused
 
-__all__ = ["ANONYMOUS", "Authenticate", "is_loopback", "load_tokens"]
+__all__ = ["ANONYMOUS", "Authenticate", "load_tokens"]
+
+logger = logging.getLogger("tyqw.relay")
 
 Authenticate = Callable[[web.Request], str | Awaitable[str | None] | None]
 """``authenticate(request) -> user name | None`` (or a coroutine function returning it)."""
@@ -104,17 +109,6 @@ async def identify(authenticate: Authenticate, request: web.Request) -> str | No
     return user or None
 
 
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
-    host = host.strip().strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def host_name(host_header: str) -> str:
     """The host of a ``Host`` header value, without the port (``[::1]:80`` -> ``::1``)."""
     if host_header.startswith("["):
@@ -134,16 +128,78 @@ def same_origin(origin: str, request: web.Request) -> bool:
     return bool(netloc) and netloc.lower() == request.host.lower()
 
 
+def peer(request: web.Request) -> str:
+    """The address of the socket's other end: ``"unix"`` for a Unix socket, ``""`` once
+    the connection is gone.
+
+    Read from the transport, not ``request.remote``, which a middleware may have taken
+    from ``X-Forwarded-For``, a header any client can write.
+    """
+    transport = request.transport
+    if transport is None:
+        return ""
+    name = transport.get_extra_info("peername")
+    if isinstance(name, (tuple, list)) and name:
+        return str(name[0])
+    sock = transport.get_extra_info("socket")
+    unix = getattr(socket, "AF_UNIX", None)
+    return "unix" if sock is not None and unix is not None and sock.family == unix else ""
+
+
 def only_loopback(request: web.Request) -> None:
-    # Without authentication the relay is for this machine only. Checking the Host
-    # header also stops DNS rebinding: a page of evil.example whose name now points at
-    # 127.0.0.1 still sends "Host: evil.example".
-    if not is_loopback(host_name(request.host)):
+    # Without authentication the relay is for this machine only: the peer's socket
+    # address says who is asking (a Host header is whatever the client wrote). The Host
+    # header is checked too, which stops DNS rebinding: a page of evil.example whose
+    # name now points at 127.0.0.1 still sends "Host: evil.example".
+    address = peer(request)
+    local = address == "unix" or (bool(address) and is_loopback(address))
+    if not local or not is_loopback(host_name(request.host)):
         raise Refused(
             403,
             "AccessDenied",
             "This relay has no authentication and answers only on localhost.",
         )
+
+
+class FailedAuthentications:
+    """Failed authentications counted per client address, in windows of ``window`` s.
+
+    Past ``limit`` failures in a window, that address is refused without its token being
+    looked at until the window ends: a guesser gets ``limit`` tries a minute, a user who
+    mistyped a token once or twice never notices. Each address is logged once a window
+    (its first failure), never with the token.
+    """
+
+    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._windows: dict[str, tuple[float, int]] = {}  # address: (window end, failures)
+
+    def wait(self, address: str) -> float | None:
+        """Seconds until ``address`` may try again, or None when it may try now."""
+        end, failures = self._windows.get(address, (0.0, 0))
+        now = time.monotonic()
+        if failures < self.limit or end <= now:
+            return None
+        return end - now
+
+    def failed(self, address: str) -> None:
+        now = time.monotonic()
+        end, failures = self._windows.get(address, (0.0, 0))
+        if end <= now:
+            end, failures = now + self.window, 0
+            if len(self._windows) > 10_000:  # forget addresses whose window has ended
+                self._windows = {a: w for a, w in self._windows.items() if w[0] > now}
+        failures += 1
+        self._windows[address] = (end, failures)
+        if failures == 1:  # one line per address and window, whatever a guesser does
+            logger.warning(
+                "tyqw.relay: a failed authentication from %s; its next failures in %gs are "
+                "not logged, and after %d of them it is refused until then",
+                address or "?",
+                self.window,
+                self.limit,
+            )
 
 
 def parse_origins(cors: Iterable[str]) -> frozenset[str]:

@@ -43,10 +43,13 @@ from aiohttp import web
 
 from .. import TyqwError
 from .._events import TurnEvents
+from .._json import json_problem
 from .._models import Citation, Message, Reply, Thought, WorkflowEvent, plain_markers
 from ..stores import Store
 from ._conversations import Conversations
+from ._gone import read_within
 from ._request import Refused, invalid
+from ._trace import note_user
 
 __all__ = [
     "LIFETIME",
@@ -60,9 +63,9 @@ __all__ = [
     "advance",
     "check_prompt",
     "digest",
-    "load_json",
     "plan",
     "preflight",
+    "read_json",
     "sources",
     "token_counts",
     "turn_options",
@@ -88,6 +91,8 @@ class Host(Protocol):
     turn_options: dict[str, Any]
     max_prompt: int
     cors: frozenset[str]
+    body_timeout: float
+    send_timeout: float
 
     async def _user(self, request: web.Request) -> str: ...
 
@@ -125,19 +130,29 @@ class Plan:
 async def user(host: Host, request: web.Request) -> str:
     """The request's user, as the relay's other endpoints find it."""
     name = await host._user(request)
+    note_user(name)
     if "\0" in name:
         raise Refused(403, "AccessDenied", "This user name cannot be used here.")
     return name
 
 
-def load_json(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400."""
+async def read_json(host: Host, request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object: a 400 when it is not one or is too large, a
+    408 when it does not arrive in time (answer that with ``hang_up()``)."""
+    raw = await read_within(request, MAX_BODY + 1, host.body_timeout)
+    if len(raw) > MAX_BODY:
+        raise invalid(f"The request body is larger than {MAX_BODY} bytes.")
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         raise invalid("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
+    # Text the service could not be sent and numbers JSON has no room for are the
+    # client's mistake, named, as on the native endpoint.
+    problem = json_problem(body, "")
+    if problem is not None:
+        raise invalid(problem)
     return body
 
 

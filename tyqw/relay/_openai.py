@@ -19,9 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from .. import MessageStream, TyqwError
+from .._wire import dumps
 from ._conversations import NotCurrent
 from ._dialect import (
-    MAX_BODY,
     ChatTurn,
     Host,
     Plan,
@@ -29,17 +29,17 @@ from ._dialect import (
     Role,
     advance,
     check_prompt,
-    load_json,
     plan,
     preflight,
+    read_json,
     sources,
     token_counts,
     turn_options,
     user,
 )
-from ._gone import unless_gone
-from ._request import Refused, invalid, read_body
-from ._wire import dumps, upstream_error
+from ._gone import Writing, hang_up, unless_gone
+from ._request import Refused, invalid
+from ._responses import upstream_error
 
 __all__ = ["CONVERSATION_HEADER", "OpenAI"]
 
@@ -219,7 +219,7 @@ class OpenAI:
             name = await user(host, request)
             await host._spend(name)
             key = conversation_header(request)
-            body = load_json(await read_body(request.content, MAX_BODY))
+            body = await read_json(host, request)
             turn, stream, include_usage, model = parse(body, name, host, key)
             store = host.conversations.store
             try:
@@ -228,13 +228,16 @@ class OpenAI:
                 status, error = upstream_error(exc, request_id)
                 raise Refused(status, error["code"], error["message"]) from None
         except Refused as refused:
-            return _refusal(refused, request_id, cors)
+            answer = _refusal(refused, request_id, cors)
+            return await hang_up(request, answer) if refused.status == 408 else answer
         reply = _Answer(turn, how, model, request_id, include_usage, _named(cors, how.key))
         async with host.conversations.use(turn.app_id, how.name, how.session_id) as session:
             upstream = session.stream(turn.prompt, **turn_options(host, how))
             if stream:
-                return await unless_gone(request, reply.stream(request, upstream, store))
-            return await unless_gone(request, reply.whole(upstream, store))
+                work = reply.stream(request, upstream, store)
+            else:
+                work = reply.whole(upstream, store)
+            return await unless_gone(request, work, reply.writing, host.send_timeout)
 
 
 def _named(cors: dict[str, str], key: str) -> dict[str, str]:
@@ -268,6 +271,7 @@ class _Answer:
         self.request_id = request_id
         self.include_usage = include_usage
         self.cors = cors
+        self.writing = Writing()
         self.id = f"chatcmpl-{request_id}"
         self.created = int(time.time())
         # Every chunk is this prefix, a delta, this suffix: only the delta is encoded.
@@ -305,7 +309,7 @@ class _Answer:
                         elif kind == "reasoning":
                             out.append(self.chunk({"reasoning_content": value}))
                     if out:
-                        await response.write(b"".join(out))
+                        await self._send(response, b"".join(out))
             except NotCurrent:
                 refused = _moved_on()
                 if response is None:
@@ -342,8 +346,7 @@ class _Answer:
             }
             out.append(self._whole_chunk(usage))
         out.append(b"data: [DONE]\n\n")
-        await response.write(b"".join(out))
-        await response.write_eof()
+        await self._send(response, b"".join(out), last=True)
         return response
 
     async def whole(self, upstream: MessageStream, store: Any) -> web.Response:
@@ -391,14 +394,23 @@ class _Answer:
             status=200,
             headers={**_SSE_HEADERS, "x-request-id": request_id or self.request_id, **self.cors},
         )
+        self.writing.since = time.monotonic()
         await response.prepare(request)
+        self.writing.since = None
         return response
+
+    async def _send(self, response: web.StreamResponse, data: bytes, last: bool = False) -> None:
+        # Watched by unless_gone(): a client that stops reading blocks this write.
+        self.writing.since = time.monotonic()
+        await response.write(data)
+        if last:
+            await response.write_eof()
+        self.writing.since = None
 
     async def _fail(self, response: web.StreamResponse, status: int, code: str, text: str) -> None:
         # openai-python and openai-node raise APIError on a chunk with an error; the
         # stream then ends without [DONE], as OpenAI ends a failed stream.
-        await response.write(self._whole_chunk(error_json(status, code, text)))
-        await response.write_eof()
+        await self._send(response, self._whole_chunk(error_json(status, code, text)), last=True)
 
 
 def _usage(reply: Any) -> dict[str, Any]:

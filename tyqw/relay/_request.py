@@ -14,7 +14,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Refused", "TurnRequest", "parse_turn", "read_body"]
+from .._json import json_problem
+
+__all__ = ["Refused", "TurnRequest", "invalid", "parse_turn"]
 
 _TOP_LEVEL = frozenset({"input", "parameters", "model", "debug"})
 _INPUT = ("prompt", "session_id", "biz_params")
@@ -61,20 +63,6 @@ class TurnRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-async def read_body(content: Any, limit: int) -> bytes:
-    """The request body, refused past ``limit`` bytes without buffering the rest."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk: bytes = await content.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise invalid(f"the request body is larger than {limit} bytes")
-
-
 def parse_turn(raw: bytes, *, max_prompt: int, biz_params: Collection[str]) -> TurnRequest:
     """Check a completion request body and say what turn it asks for."""
     try:
@@ -97,6 +85,11 @@ def parse_turn(raw: bytes, *, max_prompt: int, biz_params: Collection[str]) -> T
         raise invalid("parameters must be an object")
     _only(inp, _INPUT, "input.")
     _only(params, _PARAMETERS, "parameters.")
+    # The SDK's own check: text it could not send and numbers JSON has no room for
+    # (NaN, Infinity, 1e400) are the client's mistake, named, not a 500 or a 502.
+    problem = json_problem(body, "")
+    if problem is not None:
+        raise invalid(problem)
 
     prompt = inp.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
@@ -106,8 +99,10 @@ def parse_turn(raw: bytes, *, max_prompt: int, biz_params: Collection[str]) -> T
     if len(prompt) > max_prompt:
         raise invalid(f"input.prompt is {len(prompt)} characters; the limit is {max_prompt}")
     session_id = inp.get("session_id")
-    if session_id is not None and (not isinstance(session_id, str) or not session_id):
-        raise invalid("input.session_id must be a non-empty string")
+    if session_id == "":  # what the simulator and the TS class mean by "no conversation yet"
+        session_id = None
+    if session_id is not None and not isinstance(session_id, str):
+        raise invalid("input.session_id must be a string (empty or absent: a new conversation)")
 
     options: dict[str, Any] = {}
     for key in _PARAMETERS:

@@ -16,15 +16,16 @@ rate limit, body) is a plain HTTP error whose text the client shows.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 from aiohttp import web
 
 from .. import MessageStream, TyqwError
+from .._wire import dumps
 from ._conversations import NotCurrent
 from ._dialect import (
-    MAX_BODY,
     ChatTurn,
     Host,
     Plan,
@@ -32,17 +33,17 @@ from ._dialect import (
     Role,
     advance,
     check_prompt,
-    load_json,
     plan,
     preflight,
+    read_json,
     token_counts,
     turn_options,
     user,
     workflow_data,
 )
-from ._gone import unless_gone
-from ._request import Refused, invalid, read_body
-from ._wire import dumps, upstream_error
+from ._gone import Writing, hang_up, unless_gone
+from ._request import Refused, invalid
+from ._responses import upstream_error
 
 __all__ = ["UIStream"]
 
@@ -146,7 +147,7 @@ class UIStream:
         try:
             name = await user(host, request)
             await host._spend(name)
-            turn = parse(load_json(await read_body(request.content, MAX_BODY)), name, host)
+            turn = parse(await read_json(host, request), name, host)
             store = host.conversations.store
             try:
                 how = await plan(store, turn)
@@ -154,11 +155,13 @@ class UIStream:
                 status, error = upstream_error(exc, request_id)
                 raise Refused(status, error["code"], error["message"]) from None
         except Refused as refused:
-            return _refusal(refused, request_id, cors)
+            refusing = _refusal(refused, request_id, cors)
+            return await hang_up(request, refusing) if refused.status == 408 else refusing
         answer = _Answer(turn, how, request_id, cors)
         async with host.conversations.use(turn.app_id, how.name, how.session_id) as session:
             upstream = session.stream(turn.prompt, **turn_options(host, how))
-            return await unless_gone(request, answer.stream(request, upstream, store))
+            work = answer.stream(request, upstream, store)
+            return await unless_gone(request, work, answer.writing, host.send_timeout)
 
 
 class _Answer:
@@ -169,6 +172,7 @@ class _Answer:
         self.how = how
         self.request_id = request_id
         self.cors = cors
+        self.writing = Writing()
         self.open: str | None = None  # the part being streamed: "reasoning" or "text"
         self.count = 0  # parts opened so far, for their ids
         self.head = b""
@@ -192,13 +196,15 @@ class _Answer:
         response = web.StreamResponse(
             status=200, headers={**_HEADERS, "x-request-id": self.request_id, **self.cors}
         )
+        self.writing.since = time.monotonic()
         await response.prepare(request)
+        self.writing.since = None
         start = {
             "type": "start",
             "messageId": f"msg-{self.request_id}",
             "messageMetadata": {"conversation": self.how.key, "app_id": self.turn.app_id},
         }
-        await response.write(_chunk(start) + _chunk({"type": "start-step"}))
+        await self._send(response, _chunk(start) + _chunk({"type": "start-step"}))
         reading = Reading()
         session_id: str | None = None
         failure: str | None = None
@@ -217,7 +223,7 @@ class _Answer:
                         self._switch(kind, out)
                         out.append(self.head + dumps(value).encode() + b"}\n\n")
                     if out:
-                        await response.write(b"".join(out))
+                        await self._send(response, b"".join(out))
             except NotCurrent:
                 failure = (
                     "Another request continued this conversation at the same time; send it again."
@@ -267,6 +273,13 @@ class _Answer:
             )
         )
         out.append(_DONE)
-        await response.write(b"".join(out))
-        await response.write_eof()
+        await self._send(response, b"".join(out), last=True)
         return response
+
+    async def _send(self, response: web.StreamResponse, data: bytes, last: bool = False) -> None:
+        # Watched by unless_gone(): a client that stops reading blocks this write.
+        self.writing.since = time.monotonic()
+        await response.write(data)
+        if last:
+            await response.write_eof()
+        self.writing.since = None

@@ -1,10 +1,15 @@
-"""Bailian's wire format: the one SSE frame writer, and what request headers switch on.
+"""Bailian's wire format, server side: the one SSE frame writer, the JSON encoder, the
+error body, and what request headers switch on.
 
-Every event the simulator sends is made by :func:`frame`, and so are the events of the
-test helpers and of the benchmark server, so one function says what an event looks like
-(protocol reference §4.2): ``id:<n>``, ``event:<type>``, the ``:HTTP_STATUS/<n>``
-comment, one ``data:`` line of compact JSON and a blank line, with no space after any
-colon and LF line ends. An error frame that ends a stream has no closing blank line.
+Every event the simulator and the relay send is made by :func:`frame`, and so are the
+events of the test helpers and of the benchmark server, so one function says what an
+event looks like (protocol reference §4.2): ``id:<n>``, ``event:<type>``, the
+``:HTTP_STATUS/<n>`` comment, one ``data:`` line of compact JSON and a blank line, with
+no space after any colon and LF line ends. The simulator ends an error frame that ends a
+stream without the blank line, as the service does; the relay keeps it (spec-following
+clients such as fetch-event-source dispatch an event only at a blank line).
+
+This module sits at the bottom of the package: it imports nothing of tyqw.
 """
 
 from __future__ import annotations
@@ -14,15 +19,31 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+__all__ = [
+    "JSON_TYPE",
+    "KEEPALIVE",
+    "SSE_TYPE",
+    "accepts_gzip",
+    "compress",
+    "dumps",
+    "error_body",
+    "frame",
+    "wants_sse",
+]
+
 SSE_TYPE = "text/event-stream;charset=UTF-8"
 JSON_TYPE = "application/json"
 KEEPALIVE = b":\n\n"
 
 
+# One encoder for every event: json.dumps() with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(obj: Any) -> str:
     """Compact, single-line JSON with UTF-8 text left as is, as the service writes it."""
     # json escapes any newline inside strings, so the result is always one line.
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(obj)
 
 
 def frame(
@@ -46,7 +67,9 @@ def error_body(code: str, message: str, request_id: str) -> dict[str, str]:
 
 def wants_sse(headers: Mapping[str, str]) -> bool:
     """True when a request asks for SSE: ``X-DashScope-SSE: enable`` or an ``Accept``
-    naming ``text/event-stream``; header names are lower case, values any case."""
+    naming ``text/event-stream``, values in any case, with spaces, parameters
+    (``;q=0.9``) or among other types; ``headers`` is a lower-case-keyed dict or
+    aiohttp's case-insensitive headers."""
     if headers.get("x-dashscope-sse", "").strip().lower() == "enable":
         return True
     accept = headers.get("accept", "")

@@ -1,16 +1,13 @@
-"""What the relay writes: Bailian's SSE frames and DashScope error bodies, byte for byte.
+"""What the relay answers: DashScope error bodies, SSE responses, client-safe errors.
 
-A frame is ``id:<n>``, ``event:result`` (or ``error``), ``:HTTP_STATUS/<status>``,
-``data:<one-line JSON>`` and a blank line, with no space after the colons: the framing
-the service uses, which the official SDKs, ``@microsoft/fetch-event-source`` and tyqw
-all read. Unlike the service, the relay ends an error frame with the blank line too:
+Frames and JSON come from ``tyqw._wire``, the one writer of Bailian's wire format (the
+simulator's too). Unlike the service, the relay ends an error frame with the blank line:
 spec-following clients (fetch-event-source among them) only dispatch an event at a
 blank line, and would otherwise never see the last error.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -25,55 +22,40 @@ from .. import (
     StreamError,
     TyqwError,
 )
+from .._wire import SSE_TYPE, dumps, error_body, frame
 from ._request import Refused
 
-__all__ = [
-    "SSE_CONTENT_TYPE",
-    "dumps",
-    "error_body",
-    "frame",
-    "json_response",
-    "refusal",
-    "start_sse",
-    "upstream_error",
-    "wants_sse",
-]
+__all__ = ["json_response", "refusal", "start_sse", "upstream_error"]
 
 logger = logging.getLogger("tyqw.relay")
 
-SSE_CONTENT_TYPE = "text/event-stream;charset=UTF-8"
-# One encoder for every event: json.dumps() with options builds a new one per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def dumps(obj: Any) -> str:
-    """Compact, single-line JSON, UTF-8 as on the wire (json escapes any newline)."""
-    return _ENCODER.encode(obj)
-
-
-def frame(event_id: int, event: str, status: int, data: str) -> bytes:
-    """One SSE event exactly as Bailian frames it, closed by a blank line."""
-    return f"id:{event_id}\nevent:{event}\n:HTTP_STATUS/{status}\ndata:{data}\n\n".encode()
-
-
-def error_body(code: str, message: str, request_id: str) -> dict[str, str]:
-    """DashScope's flat error object, in-band (an ``event:error`` frame) or as JSON."""
-    return {"code": code, "message": message, "request_id": request_id}
-
 
 def upstream_error(exc: TyqwError, request_id: str) -> tuple[int, dict[str, str]]:
-    """The status and error body a client gets for a turn that failed upstream.
+    """The status and error body a client gets for a turn that failed upstream: the one
+    place that decides what of an upstream failure a client may see.
 
-    An error the service answered is passed on as the service worded it. Anything else
-    (the network, a reply tyqw could not read, a store) gets a fixed message: the
-    details name internal hosts, so they go to the ``tyqw.relay`` log and not to the
-    client.
+    An error in the service's own JSON (it has a ``code``) is passed on as the service
+    worded it. Anything else (an HTML page or text from a gateway, the network, a reply
+    tyqw could not read, a store) gets a fixed message and the relay's request id: the
+    details may name internal hosts, so they go to the ``tyqw.relay`` log, not to the
+    client. The API key never reaches either: tyqw removes it from every error built from
+    what a server said.
     """
-    if isinstance(exc, APIStatusError):
-        body = error_body(exc.code or "InternalError", exc.message, exc.request_id or request_id)
+    if isinstance(exc, APIStatusError) and exc.code:
+        body = error_body(exc.code, exc.message, exc.request_id or request_id)
         return exc.status_code, body
     logger.warning("tyqw.relay: turn %s failed upstream: %s", request_id, exc)
-    if isinstance(exc, APITimeoutError):
+    if isinstance(exc, APIStatusError):
+        if exc.status_code == 429:
+            status, code, message = 429, "Throttling", "The Bailian service is throttling."
+        else:
+            status, code, message = (
+                502,
+                "InternalError",
+                f"The Bailian service (or a gateway before it) answered HTTP {exc.status_code} "
+                "without a Bailian error.",
+            )
+    elif isinstance(exc, APITimeoutError):
         status, code, message = (
             504,
             "RequestTimeOut",
@@ -100,7 +82,7 @@ async def start_sse(
     response = web.StreamResponse(
         status=200,
         headers={
-            "Content-Type": SSE_CONTENT_TYPE,
+            "Content-Type": SSE_TYPE,
             # Proxies must pass each event on as it comes: no caching, no transforming
             # (compressing) and, for nginx, no buffering.
             "Cache-Control": "no-cache, no-transform",
@@ -119,9 +101,9 @@ def refusal(refused: Refused, request_id: str, sse: bool, cors: dict[str, str]) 
         # As the service answers a bad request on a stream: HTTP 200, one error frame.
         return web.Response(
             status=200,
-            body=frame(1, "error", refused.status, dumps(body)),
+            body=frame(1, dumps(body), event="error", status=refused.status),
             headers={
-                "Content-Type": SSE_CONTENT_TYPE,
+                "Content-Type": SSE_TYPE,
                 "Cache-Control": "no-cache, no-transform",
                 "x-request-id": request_id,
                 **cors,
@@ -144,9 +126,3 @@ def json_response(
             **headers,
         },
     )
-
-
-def wants_sse(request: web.Request) -> bool:
-    if request.headers.get("X-DashScope-SSE", "").strip().lower() == "enable":
-        return True
-    return "text/event-stream" in request.headers.get("Accept", "").lower()
