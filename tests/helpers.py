@@ -217,6 +217,101 @@ class RedisProcess:
         self.process = None
 
 
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``port``, run in the test's loop, that the
+    test stalls or cuts: the network between a client and its server, misbehaving.
+
+    ``stall()`` holds every byte from now on (``answers_only=True``: only those the
+    server sends, so requests still arrive and run); ``resume()`` lets the held bytes
+    and the rest through; ``cut()`` closes every connection and refuses new ones.
+
+    Example::
+
+        async with TcpProxy(redis.port) as proxy:
+            store = RedisStore.from_url(f"redis://127.0.0.1:{proxy.port}/0")
+            proxy.stall()                    # Redis seems to hang
+    """
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._requests = asyncio.Event()
+        self._answers = asyncio.Event()
+        self._requests.set()
+        self._answers.set()
+        self._cut = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        """``redis://`` URL of database 0 through the proxy."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def __aenter__(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.cut()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+
+    def stall(self, *, answers_only: bool = False) -> None:
+        self._answers.clear()
+        if not answers_only:
+            self._requests.clear()
+
+    def resume(self) -> None:
+        self._requests.set()
+        self._answers.set()
+
+    def cut(self) -> None:
+        self._cut = True
+        self.resume()
+        for writer in list(self._writers):
+            writer.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._cut:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        for source, sink, gate in (
+            (reader, up_writer, self._requests),
+            (up_reader, writer, self._answers),
+        ):
+            task = asyncio.create_task(self._pump(source, sink, gate))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, gate: asyncio.Event
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                await gate.wait()
+                if self._cut:
+                    break
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._writers.discard(sink)
+            sink.close()
+
+
 # -- secrets -------------------------------------------------------------------------------
 
 _OPAQUE = (

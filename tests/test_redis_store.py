@@ -19,7 +19,7 @@ import pytest
 
 from tyqw.stores import StoreError, begin_turn, end_turn
 
-from .helpers import RedisProcess
+from .helpers import RedisProcess, TcpProxy
 
 try:
     import redis.asyncio as aioredis
@@ -158,6 +158,69 @@ async def test_a_lost_lease_writes_nothing(client: aioredis.Redis) -> None:
         await end_turn(store, late, APP, "alice", record("late"))
     await end_turn(store, other, APP, "alice", record("other"))
     assert await store.get(APP, "alice") == record("other")
+
+
+async def test_a_lease_that_cannot_be_renewed_is_given_up_while_still_held(
+    redis_process: RedisProcess, redis_url: str, client: aioredis.Redis
+) -> None:
+    """Redis out of reach mid-turn: the holder is told the lock is lost while Redis still
+    holds its lease (so nobody else can have it yet), and its write is refused."""
+    async with TcpProxy(redis_process.port) as proxy:
+        store = RedisStore.from_url(proxy.url, lease=0.6)
+        try:
+            held, _ = await begin_turn(store, APP, "alice")
+            lock_key = store._keys(APP, "alice")[1]
+            told: asyncio.Future[tuple[StoreError, bytes]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            # Asked of Redis directly at the moment of the loss: is the lease still there?
+            held.on_lost(
+                lambda error: told.set_result((error, redis_process.command("PTTL", lock_key)))
+            )
+            proxy.stall()
+            error, pttl = await asyncio.wait_for(told, BOUND)
+            assert "lost" in str(error)
+            assert int(pttl.strip().lstrip(b":")) > 0  # still held: no overlap possible
+            with pytest.raises(StoreError, match="not written"):
+                await asyncio.wait_for(end_turn(store, held, APP, "alice", record("late")), BOUND)
+            proxy.cut()
+        finally:
+            await store.aclose()
+    assert await client.get(store._keys(APP, "alice")[0]) is None
+
+
+async def test_a_lock_taking_call_that_fails_on_a_damaged_record_leaves_it_unlocked(
+    store: RedisStore, client: aioredis.Redis
+) -> None:
+    """A record key of the wrong type: StoreError, and once it is fixed the next turn gets
+    the lock at once, not after the lease."""
+    record_key = store._keys(APP, "alice")[0]
+    await client.execute_command("RPUSH", record_key, "not a record")
+    with pytest.raises(StoreError, match="lock a conversation"):
+        await asyncio.wait_for(begin_turn(store, APP, "alice"), BOUND)
+    await client.delete(record_key)
+    held, found = await asyncio.wait_for(begin_turn(store, APP, "alice"), BOUND / 2)
+    assert found is None
+    await end_turn(store, held, APP, "alice", record())
+
+
+async def test_a_lock_taking_call_that_times_out_leaves_it_unlocked(
+    redis_process: RedisProcess, client: aioredis.Redis
+) -> None:
+    """Redis answers the lock-taking call slower than the socket timeout: StoreError, and
+    the lease the server granted meanwhile is given back, not held for the whole lease."""
+    async with TcpProxy(redis_process.port) as proxy:
+        slow = RedisStore.from_url(proxy.url, socket_timeout=0.3)
+        direct = RedisStore(client)
+        try:
+            proxy.stall(answers_only=True)  # the call reaches Redis and runs; its answer waits
+            with pytest.raises(StoreError, match="Timeout"):
+                await asyncio.wait_for(begin_turn(slow, APP, "alice"), BOUND)
+            held, _ = await asyncio.wait_for(begin_turn(direct, APP, "alice"), BOUND / 2)
+            await end_turn(direct, held, APP, "alice", record())
+            proxy.resume()
+        finally:
+            await slow.aclose()
 
 
 class CountingConnection(aioredis.Connection):
@@ -341,6 +404,64 @@ async def test_the_password_never_leaks(
             redis_process.start()
         redis_process.command("ACL", "DELUSER", "tyqw-test")
     texts += [r.getMessage() for r in caplog.records]
+    assert len(texts) > 10
+    assert [t for t in texts if PASSWORD in t] == []
+
+
+def frame_locals(error: BaseException) -> list[str]:
+    """What an error reporter such as Sentry records of an error: every frame's local
+    variables in every chained exception, containers walked, other objects as repr()."""
+
+    def shown(value: object, depth: int = 0) -> list[str]:
+        if isinstance(value, (str, bytes)):
+            return [value if isinstance(value, str) else value.decode("latin-1")]
+        texts = [repr(value)]
+        if depth < 4 and isinstance(value, dict):
+            for key, item in value.items():
+                texts += shown(key, depth + 1) + shown(item, depth + 1)
+        elif depth < 4 and isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                texts += shown(item, depth + 1)
+        return texts
+
+    texts: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        for frame, _ in traceback.walk_tb(exc.__traceback__):
+            for value in frame.f_locals.values():
+                texts += shown(value)
+        pending += [exc.__cause__, exc.__context__]
+    return texts
+
+
+async def test_the_password_is_in_no_frame_of_an_error(redis_process: RedisProcess) -> None:
+    """A refused password or a server gone: no frame local of the error's chain (what
+    Sentry records) holds the password."""
+    port = redis_process.port
+    redis_process.command("ACL", "SETUSER", "tyqw-test", "on", f">{PASSWORD}", "~*", "+@all")
+    errors: list[BaseException] = []
+    try:
+        good = RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}@127.0.0.1:{port}/0")
+        wrong = RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}x@127.0.0.1:{port}/0")
+        await good.set(APP, "alice", record())
+        for call in (
+            lambda: wrong.get(APP, "alice"),
+            lambda: wrong.set(APP, "alice", record()),
+            lambda: begin_turn(wrong, APP, "alice"),
+        ):
+            with pytest.raises(StoreError) as refused:
+                await asyncio.wait_for(call(), BOUND)
+            errors.append(refused.value)
+        await good.aclose()
+        await wrong.aclose()
+    finally:
+        redis_process.command("ACL", "DELUSER", "tyqw-test")
+    texts = [text for error in errors for text in frame_locals(error)]
     assert len(texts) > 10
     assert [t for t in texts if PASSWORD in t] == []
 

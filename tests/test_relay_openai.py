@@ -343,9 +343,10 @@ async def test_workers_on_one_redis_continue_each_others_conversations(
     assert "messages" not in sim.requests[-1].body["input"]
 
 
-async def test_the_store_keeps_no_text_of_the_chat(sim: BailianSimulator, tmp_path: Path) -> None:
-    """With a folder store, what the relay records to find a conversation holds no word
-    of what the user or the app said."""
+async def test_the_store_keeps_the_chats_text_once(sim: BailianSimulator, tmp_path: Path) -> None:
+    """With a folder store, the users' text is in the conversation's transcript and
+    nowhere else: what the relay records to find a conversation holds none of it, and a
+    continued conversation's resent history is not stored again."""
     folder = tmp_path / "relay-store"
     async with Relay(sim, store=folder) as relay:
         first = await ask(relay, said(("user", "my name is Zebulon")))
@@ -353,9 +354,10 @@ async def test_the_store_keeps_no_text_of_the_chat(sim: BailianSimulator, tmp_pa
             relay, said(("user", "my name is Zebulon"), ("assistant", first), ("user", "hi"))
         )
     files = [p for p in folder.rglob("*") if p.is_file()]
-    assert files
-    for path in files:
-        assert b"Zebulon" not in path.read_bytes(), path
+    holding = [p for p in files if b"Zebulon" in p.read_bytes()]
+    assert [p.name.endswith(".transcript.jsonl") for p in holding] == [True]
+    assert holding[0].read_bytes().count(b"my name is Zebulon") == 1
+    assert len(files) > len(holding)  # the records and the pointer: no text
 
 
 async def test_a_conversation_idle_past_the_services_lifetime_is_seeded(

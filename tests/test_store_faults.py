@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 
 import tyqw
+import tyqw._conversation
 from tyqw import Session
 from tyqw.stores import FileStore, begin_turn, end_turn
 from tyqw.testing import BailianSimulator
@@ -401,3 +403,99 @@ def test_a_folder_in_place_of_the_file_is_named_and_kept_in_memory(
     assert json.loads(store.path(APP, "bob").read_text())["session_id"] == "on-disk"
     [warning] = caplog.records
     assert str(store.path(APP, "alice")) in warning.getMessage()
+
+
+# -- processes sharing the folder: a stale copy never wins ---------------------------------
+
+CHANGE = """
+    import json, sys
+    from tyqw import Session
+
+    directory, app_id, how = sys.argv[1], sys.argv[2], sys.argv[3]
+    session = Session(app_id, api_key="sk-x", state_dir=directory)
+    if how == "clear":
+        session.clear()
+    else:
+        session.session_id = how
+    print(json.dumps({"seen": session.session_id}))
+"""
+
+OTHER_ID = "f" * 32
+
+
+@pytest.mark.parametrize("how", ["clear", OTHER_ID], ids=["clear", "assign"])
+async def test_another_process_change_during_a_turn_is_not_undone(
+    make_session: SessionFactory, state_dir: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Another process clears the conversation (or stores another id) while a turn runs:
+    the turn's end does not write its older copy over that change."""
+    monkeypatch.setattr(tyqw._conversation, "USAGE_WRITE_INTERVAL", 0.0)  # every turn writes
+    session = make_session()
+    await session.send("my name is Ada")
+    app_id = session.app_id
+    session.once("message", lambda message: run_script(CHANGE, state_dir, app_id, how))
+    await session.send("a turn while another process changes the conversation")
+    stored = FileStore(state_dir).get_now(app_id, "default")
+    assert (stored and stored["session_id"]) == (None if how == "clear" else OTHER_ID)
+
+
+WRITE = """
+    import json, sys
+    from tyqw.stores import FileStore
+
+    directory, app_id, name, session_id = sys.argv[1:5]
+    FileStore(directory).set_now(app_id, name, {"session_id": session_id})
+    print("{}")
+"""
+
+
+def test_a_record_kept_in_memory_does_not_shadow_a_newer_one_on_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write that failed (the folder briefly unusable) is kept in memory only until
+    another process stores a newer record; then that one is read."""
+    store = FileStore(tmp_path / "state")
+    store.set_now(APP, "alice", {"session_id": "old"})
+    temporaries = store.directory / ".tmp"
+    os.rmdir(temporaries)
+    temporaries.write_text("in the way")  # writes fail, as on a full disk
+    caplog.set_level(logging.WARNING, logger="tyqw")
+    store.set_now(APP, "alice", {"session_id": "mine"})
+    assert store.get_now(APP, "alice") == {"session_id": "mine"}  # kept in memory
+    assert "memory" in caplog.records[0].getMessage()
+    temporaries.unlink()  # the disk is fine again; another process stores a newer id
+    run_script(WRITE, store.directory, APP, "alice", "theirs")
+    assert store.get_now(APP, "alice") == {"session_id": "theirs"}
+    assert FileStore(store.directory).get_now(APP, "alice") == {"session_id": "theirs"}
+
+
+async def test_a_lock_folder_deleted_under_a_turn_never_lets_a_stale_copy_win(
+    tmp_path: Path,
+) -> None:
+    """The documented limit: with the state folder deleted while a turn holds the lock,
+    another process can take the lock too, but the first turn's older copy does not
+    overwrite what that process stored."""
+    store = FileStore(tmp_path / "state")
+    store.set_now(APP, "alice", {"session_id": "before"})
+    held, found = await asyncio.wait_for(begin_turn(store, APP, "alice"), 5)
+    assert found == {"session_id": "before"}
+    shutil.rmtree(store.directory)
+    run_script(TURN, store.directory, APP, "alice", "theirs")
+    await end_turn(store, held, APP, "alice", {"session_id": "mine"})
+    assert store.get_now(APP, "alice") == {"session_id": "theirs"}
+
+
+TURN = """
+    import asyncio, json, sys
+    from tyqw.stores import FileStore, begin_turn, end_turn
+
+    directory, app_id, name, session_id = sys.argv[1:5]
+
+    async def main():
+        store = FileStore(directory)
+        held, _ = await asyncio.wait_for(begin_turn(store, app_id, name), 10)
+        await end_turn(store, held, app_id, name, {"session_id": session_id})
+
+    asyncio.run(main())
+    print("{}")
+"""

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from tyqw import APITimeoutError, Reply, Session, StoreError, TokenUsage
+from tyqw import APITimeoutError, Reply, Session, StoreError, SyncSession, TokenUsage
 from tyqw.stores import FileStore, MemoryStore, Store
 from tyqw.testing import BailianSimulator, Fault
 
-from .helpers import RedisProcess
+from .helpers import DictStore, RedisProcess, TcpProxy
 
 try:
     import redis.asyncio as aioredis
@@ -344,3 +344,182 @@ async def test_a_store_that_fails_after_the_reply_keeps_the_reply(
     assert reply is not None
     assert reply.finish_reason == "stop"
     assert reply.text == sim.history(reply.session_id or "")[-1][1]  # type: ignore[index]
+
+
+# -- a lease lost mid-turn, a store failing at the end of a turn ---------------------------
+
+
+@pytest.mark.parametrize("how", ["network-cut", "redis-paused"])
+async def test_a_worker_that_loses_its_lease_stops_before_another_turn_starts(
+    sim: BailianSimulator, own_redis: RedisProcess, how: str
+) -> None:
+    """Worker A is cut off from Redis mid-reply (its connection stalls, or Redis is
+    paused for longer than the lease): its turn stops with StoreError and its partial
+    reply before worker B's turn of the same user reaches the service."""
+    order: list[str] = []
+
+    def reply(prompt: str, history: list[tuple[str, str]]) -> str:
+        order.append(f"{prompt} arrived")
+        return "x" * 100 if prompt == "long" else "ok"
+
+    sim.reply, sim.chunk_size, sim.delay = reply, 1, 0.05
+    async with TcpProxy(own_redis.port) as proxy:
+        stores = [RedisStore.from_url(url, lease=1.2) for url in (proxy.url, own_redis.url)]
+        a, b = (
+            Session(sim.app_id, api_key=sim.api_key, base_url=sim.base_url, store=store)
+            for store in stores
+        )
+        streaming = asyncio.Event()
+
+        def cut_off(message: object) -> None:
+            if how == "network-cut":
+                proxy.stall()  # A's renewals no longer reach Redis
+            else:  # every client waits, both workers' included
+                own_redis.command("CLIENT", "PAUSE", "3000")
+            streaming.set()
+
+        async def a_turn() -> Reply:
+            try:
+                return await a.send("long")
+            finally:
+                order.append("a stopped")
+
+        a.once("message", cut_off)
+        try:
+            a_task = asyncio.create_task(a_turn())
+            await asyncio.wait_for(streaming.wait(), BOUND)
+            b_task = asyncio.create_task(b.send("next"))
+            with pytest.raises(StoreError, match="lost") as info:
+                await asyncio.wait_for(a_task, 3 * BOUND)
+            assert (await asyncio.wait_for(b_task, BOUND)).text == "ok"
+            assert order == ["long arrived", "a stopped", "next arrived"]
+            partial = info.value.reply
+            assert partial is not None and partial.finish_reason is None
+            assert 0 < len(partial.text) < 100
+            # The stopped turn wrote nothing: the transcript is B's turn alone.
+            assert [exchange.prompt for exchange in await b.history()] == ["next"]
+        finally:
+            proxy.cut()
+            for session in (a, b):
+                with contextlib.suppress(StoreError):
+                    await session.aclose()
+            for store in stores:
+                await store.aclose()
+
+
+async def test_a_turn_that_ran_keeps_its_error_and_reply_through_async_with(
+    sim: BailianSimulator, redis_process: RedisProcess
+) -> None:
+    """Redis cut off while a reply streams, inside ``async with Session``: the error that
+    leaves the block says the turn ran and holds the whole reply, though closing the
+    Session fails too."""
+    async with TcpProxy(redis_process.port) as proxy:
+        store = RedisStore.from_url(proxy.url)
+
+        async def chat() -> None:
+            async with Session(
+                sim.app_id, api_key=sim.api_key, base_url=sim.base_url, store=store
+            ) as session:
+                await session.send("first")
+                session.once("message", lambda message: proxy.cut())
+                await asyncio.wait_for(session.send("the reply survives"), BOUND)
+
+        try:
+            with pytest.raises(StoreError) as info:
+                await chat()
+        finally:
+            await store.aclose()
+    assert "the turn ran" in str(info.value)
+    reply = info.value.reply
+    assert reply is not None and reply.finish_reason == "stop"
+    assert reply.text == sim.history(reply.session_id or "")[-1][1]  # type: ignore[index]
+
+
+class WritesFailStore(DictStore):
+    """A user's store whose writes fail once ``broken`` is set."""
+
+    broken = False
+
+    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        if self.broken:
+            raise ConnectionResetError("the database went away")
+        await super().set(app_id, name, record)
+
+
+async def test_with_sync_session_a_turn_that_ran_keeps_its_error_and_reply(
+    sim: BailianSimulator,
+) -> None:
+    """The same through ``with SyncSession`` and a user's store: closing's failure does
+    not replace the turn's error."""
+    store = WritesFailStore()
+
+    def chat() -> None:
+        with SyncSession(
+            sim.app_id, api_key=sim.api_key, base_url=sim.base_url, store=store
+        ) as session:
+            session.send("first")
+            session.once("message", lambda message: setattr(store, "broken", True))
+            session.send("the reply survives")
+
+    with pytest.raises(StoreError) as info:
+        await asyncio.wait_for(asyncio.to_thread(chat), BOUND)
+    assert info.value.reply is not None and info.value.reply.finish_reason == "stop"
+    assert "the turn ran" in str(info.value)
+
+
+class BrokenLocalStore(DictStore):
+    """A user's LocalStore whose synchronous calls fail, as a database gone away."""
+
+    def get_now(self, app_id: str, name: str) -> dict[str, Any] | None:
+        raise ConnectionResetError("the database went away")
+
+    def set_now(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        raise ConnectionResetError("the database went away")
+
+    def delete_now(self, app_id: str, name: str) -> None:
+        raise ConnectionResetError("the database went away")
+
+
+class FlakyLocalStore(BrokenLocalStore):
+    """Reads work; writes fail until ``healed``."""
+
+    healed = False
+
+    def get_now(self, app_id: str, name: str) -> dict[str, Any] | None:
+        return self.records.get((app_id, name))
+
+    def set_now(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        if not self.healed:
+            super().set_now(app_id, name, record)
+        self.records[app_id, name] = record
+
+    def delete_now(self, app_id: str, name: str) -> None:
+        if not self.healed:
+            super().delete_now(app_id, name)
+        self.records.pop((app_id, name), None)
+
+
+async def test_a_users_local_store_failing_synchronously_is_a_store_error(
+    sim: BailianSimulator,
+) -> None:
+    """A user's LocalStore raising in get_now / set_now / delete_now: StoreError with the
+    store's exception as the cause, and a change it could not write is kept and written
+    at the next turn."""
+    with pytest.raises(StoreError) as reading:
+        Session(sim.app_id, api_key=sim.api_key, base_url=sim.base_url, store=BrokenLocalStore())
+    assert isinstance(reading.value.__cause__, ConnectionResetError)
+    store = FlakyLocalStore()
+    async with Session(
+        sim.app_id, api_key=sim.api_key, base_url=sim.base_url, store=store
+    ) as session:
+        old = (await session.send("hi")).session_id
+        store.records.clear()
+        with pytest.raises(StoreError) as writing:
+            session.session_id = "f" * 32
+        assert isinstance(writing.value.__cause__, ConnectionResetError)
+        with pytest.raises(StoreError):
+            session.clear()
+        store.healed = True
+        reply = await session.send("after")
+        assert sent_id(sim) is None and reply.session_id not in (None, old)
+        assert store.records[sim.app_id, "default"]["session_id"] == reply.session_id

@@ -23,6 +23,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ._exceptions import APIConnectionError, APITimeoutError, ConnectionLostError, TyqwError
+from ._scrub import scrub_chain
 
 __all__ = ["read_body", "redacted", "scrub", "unquote_secrets", "wrap"]
 
@@ -76,25 +77,7 @@ def unquote_secrets(error: TyqwError, headers: Mapping[str, str]) -> TyqwError:
 def scrub(exc: BaseException) -> BaseException:
     """Remove request headers, credentials and tracebacks from ``exc`` and every
     exception chained to it; returns ``exc``."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        error = pending.pop()
-        if id(error) in seen:
-            continue
-        seen.add(id(error))
-        if isinstance(error, (TyqwError, asyncio.CancelledError)):
-            pass  # tyqw's own errors hold nothing secret; their causes are scrubbed below
-        else:
-            # aiohttp's frames hold the request headers as locals.
-            error.__traceback__ = None
-            error.args = tuple(_clean(arg) for arg in error.args)
-            for name, value in list(getattr(error, "__dict__", {}).items()):
-                cleaned = _clean(value)
-                if cleaned is not value:
-                    setattr(error, name, cleaned)
-        pending.extend(e for e in (error.__cause__, error.__context__) if e is not None)
-    return exc
+    return scrub_chain(exc, _clean)
 
 
 def _clean(value: Any) -> Any:

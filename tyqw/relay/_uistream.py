@@ -97,7 +97,7 @@ def parse(body: dict[str, Any], name: str, host: Host) -> ChatTurn:
     chat_id = body.get("id")
     if not isinstance(chat_id, str) or not chat_id or len(chat_id) > _MAX_CHAT_ID:
         raise invalid(f"id must be the chat's id, a string of 1 to {_MAX_CHAT_ID} characters")
-    model = body.get("model", host.app_ids[0])
+    model = body.get("model", host.app_ids[0] if host.app_ids else None)
     if model not in host.app_ids:
         raise Refused(404, "NotFound", "This relay does not serve that app id.")
     messages = body.get("messages")

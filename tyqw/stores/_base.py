@@ -8,11 +8,13 @@ primitives, or with a store's own one-round-trip versions when it has them
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeGuard, cast, final, runtime_checkable
 
 from .._exceptions import StoreError, TyqwError
+from .._history import Exchange
 
 __all__ = [
     "KEEP",
@@ -24,7 +26,10 @@ __all__ = [
     "begin_turn",
     "end_turn",
     "forget",
+    "read_history",
 ]
+
+logger = logging.getLogger("tyqw")
 
 
 class _Keep:
@@ -153,6 +158,11 @@ class LocalStoreMethods:
 class TurnStore(Protocol):
     """A store with its own versions of a turn's two steps (``RedisStore``: one round
     trip each). ``begin_turn`` returns an opaque token that ``end_turn`` is given back.
+
+    A lock that can be lost while held (a lease) makes its token an object with an
+    ``on_lost(callback)`` method, calling ``callback(StoreError(...))`` while the lock is
+    still held but can no longer be proven so: the turn it guards then stops (see
+    ``TurnLock.on_lost``).
     """
 
     async def begin_turn(self, app_id: str, name: str) -> tuple[object, dict[str, Any] | None]:
@@ -225,6 +235,24 @@ class TurnLock:
         """Whether ``end_turn()`` has released this lock."""
         return self._ended
 
+    def on_lost(self, callback: Callable[[StoreError], object]) -> None:
+        """Have ``callback(error)`` called, once, if the store can no longer prove that
+        this lock is held (a ``RedisStore`` lease it could not renew in time); at once if
+        that already happened. It is called while the lock is still this holder's, so
+        stopping the work it guards then keeps two holders from ever overlapping.
+
+        Only a ``TurnStore`` whose token has an ``on_lost(callback)`` method can lose a
+        lock; for any other store this does nothing.
+
+        Example::
+
+            held, record = await begin_turn(store, app_id, name)
+            held.on_lost(lambda error: task.cancel())
+        """
+        watch = getattr(self._held, "on_lost", None)
+        if watch is not None and not self._ended:
+            watch(callback)
+
     def __repr__(self) -> str:
         state = "ended" if self._ended else "held"
         return f"<TurnLock {self.app_id!r} {self.name!r} {state}>"
@@ -260,6 +288,30 @@ def is_local(store: object) -> TypeGuard[LocalStore]:
 
 def _store_error(store: Store, action: str, exc: Exception) -> StoreError:
     return StoreError(f"{type(store).__name__}: cannot {action} ({type(exc).__name__})")
+
+
+def read_now(store: LocalStore, app_id: str, name: str) -> dict[str, Any] | None:
+    """``store.get_now()``; any failure of the store is a ``StoreError`` (its exception
+    is ``__cause__``), as for every other call tyqw makes on a store."""
+    try:
+        return store.get_now(app_id, name)
+    except TyqwError:
+        raise
+    except Exception as exc:
+        raise _store_error(store, "read the conversation", exc) from exc
+
+
+def write_now(store: LocalStore, app_id: str, name: str, record: dict[str, Any] | None) -> None:
+    """``store.set_now()`` (``None``: ``delete_now()``); a failure is a ``StoreError``."""
+    try:
+        if record is None:
+            store.delete_now(app_id, name)
+        else:
+            store.set_now(app_id, name, record)
+    except TyqwError:
+        raise
+    except Exception as exc:
+        raise _store_error(store, "write the conversation", exc) from exc
 
 
 async def begin_turn(
@@ -364,6 +416,40 @@ async def _release(
             if isinstance(exc, TyqwError):
                 raise
             raise _store_error(store, "release the lock", exc) from exc
+
+
+async def read_history(store: Store, app_id: str, name: str) -> list[Exchange]:
+    """The transcript of the conversation ``(app_id, name)``, oldest first, without a
+    Session: what ``Session.history()`` returns (an admin script, a page that shows a
+    user's conversation). ``[]`` if there is none.
+
+    ``StoreError`` if the store fails or keeps no transcripts; an entry that is not an
+    exchange is skipped with a warning.
+
+    Example::
+
+        for exchange in await tyqw.stores.read_history(store, "YOUR_APP_ID", user_id):
+            print(exchange.prompt, "->", exchange.reply.text)
+    """
+    if not has_transcript_methods(store):
+        raise StoreError(
+            f"{type(store).__name__} keeps no transcripts: a store keeps them "
+            "when it has append_transcript(), read_transcript() and "
+            "delete_transcript() (see tyqw.stores.TranscriptStore)"
+        )
+    try:
+        entries = await cast("TranscriptStore", store).read_transcript(app_id, name)
+    except TyqwError:
+        raise
+    except Exception as exc:
+        raise _store_error(store, "read the transcript", exc) from exc
+    exchanges = []
+    for entry in entries:
+        try:
+            exchanges.append(Exchange.from_dict(entry))
+        except ValueError as exc:
+            logger.warning("tyqw: skipping an unreadable exchange of %r: %s", name, exc)
+    return exchanges
 
 
 async def forget(store: Store, app_id: str, name: str) -> None:

@@ -11,6 +11,13 @@ A save touches only its own file and the in-flight temporaries, so its cost does
 depend on how many conversations the folder holds. The store never raises for I/O:
 an unusable folder is one warning per folder and process, and the conversation goes
 on in this process's memory; a damaged file is one warning and "no conversation".
+
+Several processes share the folder as workers share a Redis store: what another process
+stored or cleared is never overwritten by a stale copy. A file is only ever replaced,
+so what ``lstat()`` says of it (its *version*) changes with every write: the write at a
+turn's end is skipped when the file is no longer the version the turn read (another
+process changed it without the lock, as ``clear()`` does), and a record kept in memory
+after a failed write stands only while the file is still the version it shadowed.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import copy
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -53,9 +61,19 @@ _LIST_BATCH = 256
 # Per process, like the warning: a folder that failed once is reported once, and what
 # could not be written lives here, for every FileStore of that folder.
 _warned_dirs: set[Path] = set()
-_in_memory: dict[tuple[Path, str, str], dict[str, Any]] = {}
+_in_memory: dict[tuple[Path, str, str], tuple[dict[str, Any], object]] = {}
 _in_memory_guard = threading.Lock()
 _locks = KeyedLocks()
+
+# A file's version: (inode, device, size, mtime_ns), None for no file, or _UNKNOWN when
+# the folder cannot be read. _UNREAD: a lock under which the file was not read yet.
+_UNKNOWN = object()
+_UNREAD = object()
+# The _FileLock held on each conversation file (its OS lock makes it one per process,
+# whichever loop; without an OS lock the folder is unusable and versions unknown): the
+# turn's read and write, made through the store's async methods under it, note and
+# check there the version the turn read.
+_held: dict[Path, _FileLock] = {}
 
 Found = tuple[str, str, dict[str, Any], float]
 """``(app_id, name, record, mtime)`` read from one file."""
@@ -89,10 +107,14 @@ class FileStore(LocalStoreMethods):
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(state_dir) if state_dir is not None else default_state_dir()
-        # (app_id, name) -> (its file, its lock file): a turn needs both every time.
-        self._paths_of: dict[tuple[str, str], tuple[Path, Path]] = {}
+        # (app_id, name) -> (its file, its lock file, its transcript): a turn needs them
+        # every time.
+        self._paths_of: dict[tuple[str, str], tuple[Path, Path, Path]] = {}
+        # A transcript this process appended to last -> (its version then, its last
+        # line's number).
+        self._appended: dict[Path, tuple[tuple[int, int, int, int], int]] = {}
 
-    def _files(self, app_id: str, name: str) -> tuple[Path, Path]:
+    def _files(self, app_id: str, name: str) -> tuple[Path, Path, Path]:
         paths = self._paths_of.get((app_id, name))
         if paths is None:
             if len(self._paths_of) >= 4096:
@@ -101,6 +123,7 @@ class FileStore(LocalStoreMethods):
             paths = self._paths_of[app_id, name] = (
                 self.directory / f"{key}.json",
                 self.directory / ".locks" / f"{key}.lock",
+                self.directory / f"{key}{_TRANSCRIPT_SUFFIX}",
             )
         return paths
 
@@ -115,23 +138,35 @@ class FileStore(LocalStoreMethods):
 
     def get_now(self, app_id: str, name: str) -> dict[str, Any] | None:
         """The record, or ``None`` (no file, a damaged one, or an unusable folder)."""
-        with _in_memory_guard:
-            kept = _in_memory.get((self.directory, app_id, name))
-            if kept is not None:
-                return copy.deepcopy(kept)
+        return self._get(app_id, name)[0]
+
+    def _get(self, app_id: str, name: str) -> tuple[dict[str, Any] | None, object]:
+        """The record, and the version of the file it stands for."""
         path = self.path(app_id, name)
+        memory_key = (self.directory, app_id, name)
+        with _in_memory_guard:
+            kept = _in_memory.get(memory_key)
+        if kept is not None:
+            record, shadowed = kept
+            now = _version(path)
+            if now is _UNKNOWN or shadowed is _UNKNOWN or now == shadowed:
+                return copy.deepcopy(record), now
+            # Another process stored or cleared the conversation since: theirs is newer.
+            with _in_memory_guard:
+                if _in_memory.get(memory_key) is kept:
+                    del _in_memory[memory_key]
         try:
-            found = _read(path)
+            found, version = _read_versioned(path)
         except OSError as exc:
             self._unusable("read", exc)
-            return None
+            return None, _UNKNOWN
         if found is None:
-            return None
+            return None, version
         stored_app_id, stored_name, record, _ = found
         if (stored_app_id, stored_name) != (app_id, name):
             logger.warning("tyqw: %s belongs to another conversation; ignoring it", path)
-            return None
-        return record
+            return None, version
+        return record, version
 
     def set_now(self, app_id: str, name: str, record: dict[str, Any]) -> None:
         """Replace the record: readers see the old file or the new one, never a mix."""
@@ -186,7 +221,7 @@ class FileStore(LocalStoreMethods):
 
     def transcript_path(self, app_id: str, name: str) -> Path:
         """The file that holds the transcript of ``(app_id, name)``."""
-        return self.path(app_id, name).with_suffix(_TRANSCRIPT_SUFFIX)
+        return self._files(app_id, name)[2]
 
     def append_transcript_now(
         self, app_id: str, name: str, entry: dict[str, Any], keep: int
@@ -202,7 +237,14 @@ class FileStore(LocalStoreMethods):
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 fd = os.open(path, _APPEND_FLAGS, 0o600)
             try:
-                last, whole = _last_number(fd)
+                before = os.fstat(fd)
+                known = self._appended.get(path)
+                if known is not None and known[0] == _stamp(before):
+                    # This process wrote the file's last line, and nothing has changed it
+                    # since: its number is known without reading the tail.
+                    last, whole = known[1], True
+                else:
+                    last, whole = _last_number(fd, before.st_size)
                 number = last + 1
                 line = json.dumps(
                     {"n": number, "keep": keep, "entry": entry},
@@ -212,6 +254,9 @@ class FileStore(LocalStoreMethods):
                 # After a torn tail (a writer killed mid-line) the new line starts on a
                 # line of its own; the torn piece is then one unreadable line, skipped.
                 _write_all(fd, (b"" if whole else b"\n") + line + b"\n")
+                if len(self._appended) >= 4096:
+                    self._appended.clear()
+                self._appended[path] = (_stamp(os.fstat(fd)), number)
             finally:
                 os.close(fd)
             if number > keep and number % max(1, keep // 4) == 0:
@@ -260,15 +305,21 @@ class FileStore(LocalStoreMethods):
 
     def _compact(self, path: Path) -> None:
         """Rewrite the transcript with its ``keep`` most recent lines, atomically."""
-        lines = _transcript_lines(path)
+        try:
+            with open(path, "rb") as f:
+                whole = f.read()
+        except FileNotFoundError:
+            return
+        pieces = whole.split(b"\n")
+        if whole and not whole.endswith(b"\n"):
+            pieces.pop()  # a torn tail
+        # The lines are copied as they are: re-encoding every entry cost more than all
+        # the appends between two compactions.
+        lines = [(line, head) for line in pieces if line and (head := _line_head(line))]
         if not lines:
             return
-        keep = lines[-1][1]
-        data = b"".join(
-            json.dumps({"n": number, "keep": kept, "entry": entry}, separators=(",", ":")).encode()
-            + b"\n"
-            for number, kept, entry in lines[-keep:]
-        )
+        keep = lines[-1][1][1]
+        data = b"".join(line + b"\n" for line, _ in lines[-keep:])
         temporaries = self.directory / ".tmp"
         temporaries.mkdir(mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
@@ -300,7 +351,44 @@ class FileStore(LocalStoreMethods):
         A lock file that cannot be used (an unusable folder) leaves the in-process lock
         only, with the folder's one warning.
         """
-        return _FileLock(self, self._files(app_id, name)[1])
+        return _FileLock(self, *self._files(app_id, name)[:2])
+
+    async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
+        """``get_now()``; under ``lock()`` it also notes the version of the file it read,
+        which the write under the same lock checks."""
+        holder = _held.get(self.path(app_id, name))
+        if holder is None:
+            return self.get_now(app_id, name)
+        record, holder.version = self._get(app_id, name)
+        return record
+
+    async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
+        """``set_now()``; under ``lock()``, skipped if another process changed the file
+        since it was read under that lock (their change is newer than this copy)."""
+        if not self._changed_since_read(app_id, name):
+            self.set_now(app_id, name, record)
+
+    async def delete(self, app_id: str, name: str) -> None:
+        """``delete_now()``; under ``lock()``, skipped as ``set()`` is."""
+        if not self._changed_since_read(app_id, name):
+            self.delete_now(app_id, name)
+
+    def _changed_since_read(self, app_id: str, name: str) -> bool:
+        path = self.path(app_id, name)
+        holder = _held.get(path)
+        if holder is None or holder.version is _UNREAD:
+            return False
+        read, holder.version = holder.version, _UNREAD
+        now = _version(path)
+        if read is _UNKNOWN or now is _UNKNOWN or now == read:
+            return False
+        logger.info(
+            "tyqw: the conversation %r of %r was changed by another process during the "
+            "turn; keeping that change",
+            name,
+            app_id,
+        )
+        return True
 
     async def conversations(
         self, app_id: str | None = None
@@ -374,8 +462,10 @@ class FileStore(LocalStoreMethods):
             kept = copy.deepcopy(record)
         except Exception:  # a record that cannot even be copied is kept as given
             kept = record
+        # It stands in for the file only while the file stays the version it shadows.
+        shadowed = _version(self.path(memory_key[1], memory_key[2]))
         with _in_memory_guard:
-            _in_memory[memory_key] = kept
+            _in_memory[memory_key] = (kept, shadowed)
 
     def _unusable(self, action: str, exc: OSError) -> None:
         """Warn once per folder and process, whether reading or writing failed first."""
@@ -406,13 +496,15 @@ class _FileLock:
     """``FileStore.lock()``: the in-process lock of the file, then the OS lock on it (a
     class, not an ``asynccontextmanager``: it is on every turn's path)."""
 
-    __slots__ = ("_fd", "_hold", "_path", "_store")
+    __slots__ = ("_fd", "_hold", "_path", "_record_path", "_store", "version")
 
-    def __init__(self, store: FileStore, path: Path) -> None:
+    def __init__(self, store: FileStore, record_path: Path, path: Path) -> None:
         self._store = store
         self._path = path
         self._hold = _locks.hold(path)
         self._fd: int | None = None
+        self._record_path = record_path
+        self.version: object = _UNREAD  # of the record file, as read under this lock
 
     async def __aenter__(self) -> None:
         await self._hold.__aenter__()
@@ -421,14 +513,30 @@ class _FileLock:
         except BaseException:
             await self._hold.__aexit__(None, None, None)
             raise
+        self.version = _UNREAD
+        _held[self._record_path] = self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if _held.get(self._record_path) is self:
+            del _held[self._record_path]
         fd, self._fd = self._fd, None
         try:
             if fd is not None:
                 unlock_file(fd)
         finally:
             await self._hold.__aexit__(None, None, None)
+
+
+def _version(path: Path) -> object:
+    """The version of the file at ``path``: what ``lstat()`` says of it, ``None`` if
+    there is none, ``_UNKNOWN`` if the folder cannot be read."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _UNKNOWN
+    return (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns)
 
 
 def _read(path: Path) -> Found | None:
@@ -439,22 +547,29 @@ def _read(path: Path) -> Found | None:
     redirect the open. Other ``OSError`` is raised: only the caller knows what an
     unreadable folder means.
     """
+    return _read_versioned(path)[0]
+
+
+def _read_versioned(path: Path) -> tuple[Found | None, object]:
+    """``_read()``, and the version of the file (see ``_version``) it read. The version
+    is taken before the read: a change in between makes the turn's write skip, never
+    lets it overwrite."""
     try:
         before = os.lstat(path)
     except FileNotFoundError:
-        return None
+        return None, None
     signature = (before.st_ino, before.st_dev, before.st_size, before.st_mtime_ns)
     cached = _read_cache.get(path)
     if cached is not None and cached[0] == signature:
         app_id, name, record, mtime = cached[1]
-        return app_id, name, copy_record(record), mtime
+        return (app_id, name, copy_record(record), mtime), signature
     found = _read_fresh(path, before)
     if found is not None:
         if len(_read_cache) >= _READ_CACHE_SIZE:
             _read_cache.clear()
         _read_cache[path] = (signature, found)
         found = (found[0], found[1], copy_record(found[2]), found[3])
-    return found
+    return found, signature
 
 
 def _read_fresh(path: Path, before: os.stat_result) -> Found | None:
@@ -504,6 +619,10 @@ _APPEND_FLAGS = (
     | getattr(os, "O_BINARY", 0)
 )
 _TAIL_STEP = 64 * 1024
+_FIRST_TAIL = 4096  # most lines are shorter: one small read finds the last one
+# The head of every line tyqw writes, so that an append and a compaction need not parse
+# the entries (see _line_head).
+_HEAD = re.compile(rb'\{"n":(\d{1,18}),"keep":(\d{1,18}),"entry":\{')
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -524,16 +643,39 @@ def _parse_line(line: bytes) -> tuple[int, int, dict[str, Any]] | None:
     return None
 
 
-def _last_number(fd: int) -> tuple[int, bool]:
+def _line_head(line: bytes) -> tuple[int, int] | None:
+    """``(number, keep)`` of a whole transcript line, or ``None`` if it is damaged.
+
+    The fast path reads the head tyqw writes and checks that the line ends as an entry
+    does, without parsing the entry (an append and a compaction need only the head).
+    A line cut short by a killed writer fails the check, unless it was cut just after
+    a nested object; a compaction then keeps that one line, and readers, which parse
+    every entry they return, skip it as they skip every damaged line. Any other line
+    is parsed, as ``_parse_line`` reads it.
+    """
+    match = _HEAD.match(line)
+    if match is not None and line.endswith(b"}}"):
+        keep = int(match[2])
+        if keep >= 1:
+            return int(match[1]), keep
+    parsed = _parse_line(line)
+    return None if parsed is None else (parsed[0], parsed[1])
+
+
+def _stamp(status: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when anything writes or replaces a file."""
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _last_number(fd: int, size: int) -> tuple[int, bool]:
     """The number of the last whole line of the transcript open as ``fd`` (0 if none),
     and whether the file ends with a whole line. Reads from the end only as far back
     as that line starts: the cost of one line, not of the transcript."""
-    size = os.fstat(fd).st_size
     if size == 0:
         return 0, True
-    position, tail = size, b""
+    position, tail, step = size, b"", _FIRST_TAIL
     while position > 0:
-        step = min(_TAIL_STEP, position)
+        step = min(step, position)
         position -= step
         os.lseek(fd, position, os.SEEK_SET)
         tail = os.read(fd, step) + tail
@@ -542,9 +684,10 @@ def _last_number(fd: int) -> tuple[int, bool]:
         # may be the end of a line that starts further back.
         whole = lines[1 if position > 0 else 0 : -1]
         for line in reversed(whole):
-            parsed = _parse_line(line)
-            if parsed is not None:
-                return parsed[0], tail.endswith(b"\n")
+            head = _line_head(line)
+            if head is not None:
+                return head[0], tail.endswith(b"\n")
+        step = _TAIL_STEP
     return 0, tail.endswith(b"\n")
 
 

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .._exceptions import StoreError
+from .._scrub import scrub_chain
 from ._record import conversation_key, decode, encode
 
 if TYPE_CHECKING:
@@ -48,11 +49,14 @@ _FIRST_WAIT = 0.002
 _LONGEST_WAIT = 0.05
 
 # KEYS: lock, record. ARGV: token, lease ms. -> {1, record or nil} or {0, lock's PTTL}
+# The record is read first: a script that fails (a record key of the wrong type) keeps
+# what it already wrote, so it must fail before it takes the lease.
 # A lease that already holds this token was granted by a run whose answer was lost.
 _BEGIN = """
+local record = redis.call('GET', KEYS[2])
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
     or redis.call('GET', KEYS[1]) == ARGV[1] then
-  return {1, redis.call('GET', KEYS[2])}
+  return {1, record}
 end
 return {0, redis.call('PTTL', KEYS[1])}
 """
@@ -112,16 +116,43 @@ async def _again(call: Callable[[], Awaitable[_T]]) -> _T:
 
 
 class _Lease:
-    """One holding of a conversation's lock."""
+    """One holding of a conversation's lock, and the one judge of whether it still holds.
 
-    __slots__ = ("lock_key", "lost", "record_key", "renewer", "token")
+    ``proven_until`` is the loop time up to which the lease is surely this holder's: the
+    moment the last granting or renewing call was sent, plus the lease (Redis starts the
+    lease when it runs the call, which is later). A holder that cannot prove more before
+    ``proven_until - lease / 6`` gives the lease up as lost: its turn stops while the lease
+    is still its own, so no other worker's turn of the conversation can overlap it.
+    """
+
+    __slots__ = (
+        "lock_key",
+        "lost",
+        "on_lost_callback",
+        "proven_until",
+        "record_key",
+        "renewer",
+        "token",
+    )
 
     def __init__(self, lock_key: str, record_key: str) -> None:
         self.lock_key = lock_key
         self.record_key = record_key
         self.token = secrets.token_hex(16)
         self.renewer: asyncio.Task[None] | None = None
-        self.lost = False
+        self.proven_until = 0.0
+        self.lost: str | None = None  # why the lease is no longer proven this holder's
+        self.on_lost_callback: Callable[[StoreError], object] | None = None
+
+    def on_lost(self, callback: Callable[[StoreError], object]) -> None:
+        """``TurnLock.on_lost()``: ``callback`` is told of a loss, at once if it happened."""
+        if self.lost is not None:
+            callback(self.lost_error())
+        else:
+            self.on_lost_callback = callback
+
+    def lost_error(self) -> StoreError:
+        return StoreError(f"RedisStore: the conversation's lock was lost ({self.lost})")
 
 
 def _where(url: str) -> str:
@@ -135,14 +166,22 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
+# A week: a user who comes back within it finds the conversation (its transcript is
+# resent once the service has forgotten the id); longer costs memory for idle users.
+DEFAULT_TTL = 7 * 24 * 3600.0
+
+
 class RedisStore:
     """Conversations in Redis, shared by every worker and machine that uses it.
 
-    ``ttl`` (seconds, default one hour: the service forgets a conversation after an hour
-    without use) is refreshed on every write; ``None`` keeps records forever. The lock
+    ``ttl`` (seconds, default a week) is refreshed on every write; ``None`` keeps records
+    forever. It outlives the service's own hour on purpose: a conversation the service
+    has forgotten is continued from its transcript (see ``Session(expiry=...)``). The lock
     is a lease of ``lease`` seconds, renewed every ``lease / 3`` while held: a worker
-    killed while holding it blocks its conversation until the lease expires. Every
-    failure is a ``StoreError`` with redis-py's exception as ``__cause__``.
+    killed while holding it blocks its conversation until the lease expires, and a
+    holder that cannot renew it in time stops its turn before it can expire (see
+    ``TurnLock.on_lost``). Every failure is a ``StoreError`` with redis-py's exception
+    as ``__cause__``.
 
     Example::
 
@@ -157,7 +196,7 @@ class RedisStore:
         client: Redis | RedisCluster,
         *,
         key_prefix: str = "tyqw:",
-        ttl: float | None = 3600.0,
+        ttl: float | None = DEFAULT_TTL,
         lease: float = 30.0,
     ) -> None:
         if not isinstance(key_prefix, str) or "{" in key_prefix or "}" in key_prefix:
@@ -188,7 +227,7 @@ class RedisStore:
         url: str,
         *,
         key_prefix: str = "tyqw:",
-        ttl: float | None = 3600.0,
+        ttl: float | None = DEFAULT_TTL,
         lease: float = 30.0,
         **client_options: Any,
     ) -> RedisStore:
@@ -264,7 +303,7 @@ class RedisStore:
         try:
             value = await _again(lambda: self._client.get(record_key))
         except Exception as exc:
-            raise self._failed("read a conversation", exc) from exc
+            raise self._failed("read a conversation", exc) from scrub_chain(exc)
         return self._parse(app_id, name, value)
 
     async def set(self, app_id: str, name: str, record: dict[str, Any]) -> None:
@@ -275,7 +314,7 @@ class RedisStore:
         try:
             await _again(lambda: self._client.set(record_key, data, px=self._ttl_ms or None))
         except Exception as exc:
-            raise self._failed("write a conversation", exc) from exc
+            raise self._failed("write a conversation", exc) from scrub_chain(exc)
 
     async def delete(self, app_id: str, name: str) -> None:
         """Forget the record."""
@@ -284,7 +323,7 @@ class RedisStore:
         try:
             await _again(lambda: self._client.delete(record_key))
         except Exception as exc:
-            raise self._failed("delete a conversation", exc) from exc
+            raise self._failed("delete a conversation", exc) from scrub_chain(exc)
 
     # -- the transcript ------------------------------------------------------------------
 
@@ -343,17 +382,23 @@ class RedisStore:
     async def _take(self, lease: _Lease, *, read: bool) -> bytes | str | None:
         """Poll until the lease is ours; with ``read``, the record in the same call."""
         self._check_open()
+        loop = asyncio.get_running_loop()
         wait = _FIRST_WAIT
         keys, args = [lease.lock_key, lease.record_key], [lease.token, self._lease_ms]
         while True:
+            sent = loop.time()
             try:
                 got, value = await _again(lambda: self._begin(keys=keys, args=args))
-            except asyncio.CancelledError:
-                self._release_later(lease)  # the server may have granted it already
+            except BaseException as exc:
+                # The server may have granted the lease before the call failed (an answer
+                # slower than the socket timeout, a cancelled wait): give it back, or the
+                # conversation stays locked for the whole lease.
+                self._release_later(lease)
+                if isinstance(exc, Exception):
+                    raise self._failed("lock a conversation", exc) from scrub_chain(exc)
                 raise
-            except Exception as exc:
-                raise self._failed("lock a conversation", exc) from exc
             if got:
+                lease.proven_until = sent + self.lease
                 lease.renewer = asyncio.create_task(self._keep(lease))
                 return value if read else None
             remaining = value / 1000 if isinstance(value, int) and value > 0 else wait
@@ -361,20 +406,44 @@ class RedisStore:
             wait = min(wait * 2, _LONGEST_WAIT)
 
     async def _keep(self, lease: _Lease) -> None:
-        """Renew the lease every third of its length while it is held."""
+        """Renew the lease a third of the way through; after a failed renewal, again
+        soon; give it up as lost when it can no longer be proven in time (see _Lease)."""
+        loop = asyncio.get_running_loop()
+        keys, args = [lease.lock_key], [lease.token, self._lease_ms]
+        margin, retry = self.lease / 6, min(self.lease / 12, 1.0)
+        wait = self.lease / 3
         while True:
-            await asyncio.sleep(self.lease / 3)
+            await asyncio.sleep(wait)
+            sent = loop.time()
+            cutoff = lease.proven_until - margin
             try:
-                renewed = await _again(
-                    lambda: self._renew(keys=[lease.lock_key], args=[lease.token, self._lease_ms])
+                if sent >= cutoff:
+                    raise asyncio.TimeoutError
+                renewed = await asyncio.wait_for(
+                    _again(lambda: self._renew(keys=keys, args=args)), cutoff - sent
                 )
             except Exception as exc:
-                logger.debug("tyqw: cannot renew a conversation lock in Redis: %r", exc)
-                continue
-            if not renewed:
-                lease.lost = True
-                logger.warning("tyqw: a conversation lock in Redis expired while it was held")
+                scrub_chain(exc)
+                if loop.time() < cutoff:
+                    logger.debug("tyqw: cannot renew a conversation lock in Redis: %r", exc)
+                    wait = min(retry, cutoff - loop.time())
+                    continue
+                self._lose(
+                    lease, f"Redis did not confirm its renewal within {self.lease * 5 / 6:g}s"
+                )
                 return
+            if not renewed:
+                self._lose(lease, f"it expired while it was held (lease {self.lease:g}s)")
+                return
+            lease.proven_until = sent + self.lease
+            wait = self.lease / 3
+
+    def _lose(self, lease: _Lease, why: str) -> None:
+        lease.lost = why
+        logger.warning("tyqw: a conversation lock in Redis was lost: %s", why)
+        callback, lease.on_lost_callback = lease.on_lost_callback, None
+        if callback is not None:
+            callback(lease.lost_error())
 
     def _stop(self, lease: _Lease) -> None:
         if lease.renewer is not None:
@@ -386,7 +455,7 @@ class RedisStore:
         try:
             await _again(lambda: self._release(keys=[lease.lock_key], args=[lease.token]))
         except Exception as exc:
-            raise self._failed("release a conversation lock", exc) from exc
+            raise self._failed("release a conversation lock", exc) from scrub_chain(exc)
 
     def _release_later(self, lease: _Lease) -> None:
         """Release in the background (after a cancellation): best effort, the lease
@@ -431,6 +500,11 @@ class RedisStore:
         nothing is written if the lease expired meanwhile (a ``StoreError``)."""
         assert isinstance(held, _Lease)
         self._stop(held)
+        if held.lost is not None:
+            # Its holder stopped the turn: the lease may still be ours, but Redis may be
+            # away, and a write it cannot prove is refused (the fencing below would too).
+            self._release_later(held)
+            raise StoreError(f"{held.lost_error()}; its record was not written")
         try:
             data = b"" if record is None else self._encode(app_id, name, record)
         except StoreError:
@@ -445,7 +519,7 @@ class RedisStore:
             raise
         except Exception as exc:
             self._release_later(held)
-            raise self._failed("save a conversation", exc) from exc
+            raise self._failed("save a conversation", exc) from scrub_chain(exc)
         if not done:
             raise StoreError(
                 "RedisStore: the conversation's lock expired before the turn ended "
@@ -478,7 +552,7 @@ class RedisStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise self._failed("list conversations", exc) from exc
+            raise self._failed("list conversations", exc) from scrub_chain(exc)
 
     async def aclose(self) -> None:
         """Finish background releases; close the client if ``from_url`` made it."""
