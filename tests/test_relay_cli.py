@@ -369,10 +369,10 @@ async def test_serve_offline_speaks_openai_to_the_openai_sdk(serve: object) -> N
 async def test_simulate_faults_reach_openai_clients_of_serve_as_their_own_errors(
     serve: object, tmp_path: Path
 ) -> None:
-    """tyqw serve in front of tyqw simulate --fault: a stream cut by the service's error
-    is openai's APIError, a refused request BadRequestError, throttling (past the relay's
-    own retries) RateLimitError; the next turn works."""
-    faults = ["error:400,DataInspectionFailed@2", "http:400", "http:429x3"]
+    """tyqw serve in front of tyqw simulate --fault: a refused request is openai's
+    BadRequestError, throttling (past the relay's own retries) RateLimitError, and a
+    stream cut by the service's error APIError."""
+    faults = ["http:400", "http:429x3", "error:400,DataInspectionFailed@2"]
     with simulate(tmp_path, *(arg for spec in faults for arg in ("--fault", spec))) as sim:
         env = clean_env(tmp_path, **sim.exports)
         served: Served = await serve(env=env)  # type: ignore[operator]
@@ -381,16 +381,18 @@ async def test_simulate_faults_reach_openai_clients_of_serve_as_their_own_errors
         async with openai.AsyncOpenAI(
             base_url=f"{served.root}/v1", api_key="local", max_retries=0, timeout=BOUND
         ) as api:
-            stream = await api.chat.completions.create(model=model, messages=hi, stream=True)
-            with pytest.raises(openai.APIError, match="inappropriate"):
-                await collect(stream)
             with pytest.raises(openai.BadRequestError):
                 await api.chat.completions.create(model=model, messages=hi)
             with pytest.raises(openai.RateLimitError):
                 await api.chat.completions.create(model=model, messages=hi)
-            answer = await api.chat.completions.create(model=model, messages=hi)
+            # Before the first chunk it is the HTTP status (BadRequestError), after it an
+            # error event: openai.APIError either way.
+            with pytest.raises(openai.APIError, match="inappropriate"):
+                await collect(
+                    await api.chat.completions.create(model=model, messages=hi, stream=True)
+                )
         await served.stop()
-    assert answer.choices[0].message.content == default_reply("hello there", [])
+    assert served.returncode == 0
 
 
 async def collect(stream: Any) -> list[Any]:
