@@ -322,3 +322,25 @@ async def test_a_dialect_client_that_stops_reading_is_dropped(
         assert text(chunks) == "short"
         await _until_closed(reader)  # what it had not read, then the end
         writer.close()
+
+
+async def test_dialect_chats_are_the_users_named_conversations(
+    relay: Relay, http: aiohttp.ClientSession
+) -> None:
+    """A useChat chat and an OpenAI conversation are listed among the user's
+    conversations with their transcripts (the page shows them); another user sees none."""
+    first = text(await chat(http, relay, [user("my name is Ada")], chat_id="ui-chat"))
+    history = [user("my name is Ada"), assistant(first), user("what's my name?", 1)]
+    await chat(http, relay, history, chat_id="ui-chat")
+    payload = {"model": relay.app_ids[0], "messages": [{"role": "user", "content": "hi"}]}
+    answer = await post(http, f"{relay.root}/v1/chat/completions", payload, auth())
+    key = answer.headers["X-Tyqw-Conversation"]
+    listing = f"{relay.base_url}/apps/{relay.app_ids[0]}/conversations"
+    async with http.get(listing, headers=auth()) as response:
+        listed = await response.json()
+    assert [c["id"] for c in listed["conversations"]] == [key, "ui-chat"]
+    async with http.get(f"{listing}/ui-chat", headers=auth()) as response:
+        read = await response.json()
+    assert [e["prompt"] for e in read["exchanges"]] == ["my name is Ada", "what's my name?"]
+    async with http.get(listing, headers=auth(BOB)) as response:
+        assert (await response.json())["conversations"] == []

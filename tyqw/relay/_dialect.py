@@ -22,10 +22,10 @@ A client may also name its conversation (the UI stream's chat id, OpenAI's
 named conversation that is not continued goes on from the client's history in the same
 Session (its record and transcript kept) instead of a new one.
 
-In the relay's store, a dialect's conversation is the Session ``"<user>\\0chat\\0<key>"``
-and a pointer the record ``"<user>\\0match\\0<digest>"``: per user, and apart from the
-native endpoint's conversation, named by the user alone (``user()`` refuses a user name
-holding a NUL, which could reach into another user's names).
+A dialect's conversation is one of the user's named conversations (``session_name()``:
+the chat page lists, shows and deletes it like its own), and a pointer the record
+``"<user>\\0match\\0<digest>"`` beside them, per user (the relay refuses user names
+holding a NUL, so no user can spell another's names).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from .._events import TurnEvents
 from .._json import json_problem
 from .._models import Citation, Message, Reply, Thought, WorkflowEvent, plain_markers
 from ..stores import Store
-from ._conversations import Conversations
+from ._conversations import CONVERSATION_ID, Conversations, session_name
 from ._gone import read_within
-from ._request import Refused, invalid
+from ._request import invalid
 from ._trace import note_user
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "Reading",
     "Role",
     "advance",
+    "check_key",
     "check_prompt",
     "digest",
     "plan",
@@ -131,8 +132,6 @@ async def user(host: Host, request: web.Request) -> str:
     """The request's user, as the relay's other endpoints find it."""
     name = await host._user(request)
     note_user(name)
-    if "\0" in name:
-        raise Refused(403, "AccessDenied", "This user name cannot be used here.")
     return name
 
 
@@ -180,9 +179,11 @@ def digest(history: Sequence[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
-def _session_name(user: str, key: str) -> str:
-    # NUL keeps these apart from the native endpoint's conversation, named by the user.
-    return f"{user}\0chat\0{key}"
+def check_key(key: str, where: str) -> str:
+    """A conversation named by the client: as the chat page names its own."""
+    if not CONVERSATION_ID.fullmatch(key):
+        raise invalid(f"{where} must be 1 to 64 letters, digits, '-' or '_'")
+    return key
 
 
 def _pointer_name(user: str, history_digest: str) -> str:
@@ -197,7 +198,7 @@ async def plan(store: Store, turn: ChatTurn) -> Plan:
     """Which conversation ``turn`` continues (see the module), or how to start one."""
     if not turn.history:
         key = turn.key or uuid.uuid4().hex
-        name = _session_name(turn.user, key)
+        name = session_name(turn.user, key)
         if turn.resume and turn.key is not None:
             record = await store.get(turn.app_id, name)
             if _fresh(record):
@@ -213,15 +214,15 @@ async def plan(store: Store, turn: ChatTurn) -> Plan:
         and _fresh(record)
     ):
         seed = _messages(turn.history) if record.get("seeded") is True else None
-        name = _session_name(turn.user, found)
+        name = session_name(turn.user, found)
         return Plan(name, found, str(record["session_id"]), seed, pointer)
     if turn.key is None:
         key = uuid.uuid4().hex
-        return Plan(_session_name(turn.user, key), key, None, _messages(turn.history), None)
+        return Plan(session_name(turn.user, key), key, None, _messages(turn.history), None)
     # A named conversation that has turns goes on from the client's history (which the
     # service takes over its session_id), rather than being cleared: what it kept of
     # the earlier turns (their transcript) stays.
-    name = _session_name(turn.user, turn.key)
+    name = session_name(turn.user, turn.key)
     record = await store.get(turn.app_id, name)
     current = record.get("session_id") if record is not None else None
     session_id = current if isinstance(current, str) and current else None

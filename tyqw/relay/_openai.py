@@ -28,6 +28,7 @@ from ._dialect import (
     Reading,
     Role,
     advance,
+    check_key,
     check_prompt,
     plan,
     preflight,
@@ -128,11 +129,7 @@ def _text(content: object, where: str) -> str:
 def conversation_header(request: web.Request) -> str | None:
     """The conversation a client names with ``X-Tyqw-Conversation``, if it does."""
     key = request.headers.get(CONVERSATION_HEADER)
-    if key is None:
-        return None
-    if not 0 < len(key) <= 200 or not key.isprintable():
-        raise invalid(f"{CONVERSATION_HEADER} must be 1 to 200 printable characters")
-    return key
+    return None if key is None else check_key(key, CONVERSATION_HEADER)
 
 
 def parse(
@@ -231,7 +228,9 @@ class OpenAI:
             answer = _refusal(refused, request_id, cors)
             return await hang_up(request, answer) if refused.status == 408 else answer
         reply = _Answer(turn, how, model, request_id, include_usage, _named(cors, how.key))
-        async with host.conversations.use(turn.app_id, how.name, how.session_id) as session:
+        async with host.conversations.use(
+            turn.app_id, turn.user, how.session_id, how.key
+        ) as session:
             upstream = session.stream(turn.prompt, **turn_options(host, how))
             if stream:
                 work = reply.stream(request, upstream, store)

@@ -32,6 +32,7 @@ from ._dialect import (
     Reading,
     Role,
     advance,
+    check_key,
     check_prompt,
     plan,
     preflight,
@@ -55,7 +56,6 @@ _HEADERS = {
     "x-vercel-ai-ui-message-stream": "v1",
     "X-Accel-Buffering": "no",
 }
-_MAX_CHAT_ID = 200
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -95,8 +95,9 @@ def _text(message: dict[str, Any], where: str) -> str:
 def parse(body: dict[str, Any], name: str, host: Host) -> ChatTurn:
     """The turn a ``DefaultChatTransport`` request asks for."""
     chat_id = body.get("id")
-    if not isinstance(chat_id, str) or not chat_id or len(chat_id) > _MAX_CHAT_ID:
-        raise invalid(f"id must be the chat's id, a string of 1 to {_MAX_CHAT_ID} characters")
+    if not isinstance(chat_id, str):
+        raise invalid("id must be the chat's id, a string")
+    check_key(chat_id, "id (the chat's id)")
     model = body.get("model", host.app_ids[0] if host.app_ids else None)
     if model not in host.app_ids:
         raise Refused(404, "NotFound", "This relay does not serve that app id.")
@@ -158,7 +159,9 @@ class UIStream:
             refusing = _refusal(refused, request_id, cors)
             return await hang_up(request, refusing) if refused.status == 408 else refusing
         answer = _Answer(turn, how, request_id, cors)
-        async with host.conversations.use(turn.app_id, how.name, how.session_id) as session:
+        async with host.conversations.use(
+            turn.app_id, turn.user, how.session_id, how.key
+        ) as session:
             upstream = session.stream(turn.prompt, **turn_options(host, how))
             work = answer.stream(request, upstream, store)
             return await unless_gone(request, work, answer.writing, host.send_timeout)
