@@ -166,3 +166,29 @@ def test_readme_is_a_front_page_with_absolute_links() -> None:
     assert links, "no link found: the pattern above no longer matches the README"
     relative = [link for link in links if not link.startswith("https://")]
     assert relative == []
+
+
+def heading_ids(page: str) -> set[str]:
+    """The anchors MkDocs gives a page's headings (Python-Markdown's default slugs)."""
+    ids = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", page, re.M):
+        text = re.sub(r"[^\w\s-]", "", heading.replace("`", "")).strip().lower()
+        ids.add(re.sub(r"[\s-]+", "-", text))
+    return ids
+
+
+def test_readme_links_to_the_docs_reach_a_page() -> None:
+    """Each link of the README into the documentation site names a page of docs/ (and a
+    heading of it), at the site's address in mkdocs.yml and pyproject.toml."""
+    site = re.search(r"^site_url: (\S+)$", (ROOT / "mkdocs.yml").read_text(), re.M)
+    assert site is not None
+    assert f'Documentation = "{site[1]}"' in (ROOT / "pyproject.toml").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(re.escape(site[1]) + r"([^)>\s#]*)(?:#([^)>\s]+))?", readme)
+    assert len(links) > 10
+    for path, anchor in links:
+        page = ROOT / "docs" / (path.rstrip("/") or "index")
+        page = page.with_suffix(".md")
+        assert page.is_file(), f"{site[1]}{path} has no page in docs/"
+        if anchor:
+            assert anchor in heading_ids(page.read_text(encoding="utf-8")), anchor
