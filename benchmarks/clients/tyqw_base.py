@@ -1,8 +1,10 @@
 """What both tyqw clients share: how their Sessions are opened and closed.
 
-One ``Session`` (one conversation) per concurrent stream, each with its own state dir;
-concurrent Sessions share one caller-owned ``aiohttp.ClientSession`` (``http_session=``), as
-an application serving many conversations would. Only ``consume`` differs between them.
+One ``Session`` (one conversation) per concurrent stream, each with its own state dir, or
+(``shared_state``) all in one state dir under names of their own, as a backend keeps its
+users; concurrent Sessions share one caller-owned ``aiohttp.ClientSession``
+(``http_session=``), as an application serving many conversations would. Only ``consume``
+differs between them.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ class TyqwClient(BenchClient):
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) if slots > 1 else None
         )
         for i in range(slots):
+            shared = self.shared_state
             session = Session(
                 APP_ID,
                 api_key=API_KEY,
                 base_url=self.base_url,
-                state_dir=f"{self.tmp.name}/{i}",
+                name=f"user-{i}" if shared else "default",
+                state_dir=self.tmp.name if shared else f"{self.tmp.name}/{i}",
                 http_session=self.http,
             )
             await session.__aenter__()
