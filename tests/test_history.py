@@ -443,3 +443,31 @@ async def test_a_torn_last_line_is_skipped_and_the_next_turn_appends(
     assert [e.prompt for e in await session.history()] == ["一", "二"]
     await session.send("四")
     assert [e.prompt for e in await session.history()] == ["一", "二", "四"]
+
+
+async def test_an_exchange_another_process_appended_between_turns_keeps_its_place(
+    sim: BailianSimulator, make_session: SessionFactory
+) -> None:
+    """An exchange another process appends between two of this Session's turns keeps
+    its place: this process's next exchange is numbered after it, and all read back."""
+    session = make_session(name="alice")
+    await session.send("一")
+    store = session.store
+    assert isinstance(store, FileStore)
+    other = textwrap.dedent(
+        f"""
+        from tyqw.stores import FileStore
+        entry = {{"v": 1, "prompt": "二", "started_at": "2026-01-01T00:00:00+00:00",
+                  "ended_at": "2026-01-01T00:00:01+00:00",
+                  "reply": {{"text": "另一个进程", "finish_reason": "stop"}}}}
+        FileStore({str(store.directory)!r}).append_transcript_now(
+            {sim.app_id!r}, "alice", entry, 200
+        )
+        """
+    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", other)
+    assert await asyncio.wait_for(process.wait(), BOUND) == 0
+    await session.send("三")
+    assert [e.prompt for e in await session.history()] == ["一", "二", "三"]
+    lines = store.transcript_path(sim.app_id, "alice").read_bytes().splitlines()
+    assert [json.loads(line)["n"] for line in lines] == [1, 2, 3]

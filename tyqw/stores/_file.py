@@ -83,6 +83,10 @@ Found = tuple[str, str, dict[str, Any], float]
 # record is not read and parsed again.
 _read_cache: dict[Path, tuple[tuple[int, int, int, int], Found]] = {}
 _READ_CACHE_SIZE = 4096
+# The same for transcripts: what fstat() said of each after this process's last append,
+# and the number of the line it wrote. The next append finds the file as it left it
+# (the usual case: the same conversation's next turn) without reading its tail.
+_transcript_ends: dict[Path, tuple[tuple[int, int, int, int], int]] = {}
 
 
 def default_state_dir() -> Path:
@@ -106,10 +110,11 @@ class FileStore(LocalStoreMethods):
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(state_dir) if state_dir is not None else default_state_dir()
-        # (app_id, name) -> (its file, its lock file): a turn needs both every time.
-        self._paths_of: dict[tuple[str, str], tuple[Path, Path]] = {}
+        # (app_id, name) -> (its file, its lock file, its transcript): a turn needs them
+        # every time, and building a Path costs more than the syscall that uses it.
+        self._paths_of: dict[tuple[str, str], tuple[Path, Path, Path]] = {}
 
-    def _files(self, app_id: str, name: str) -> tuple[Path, Path]:
+    def _files(self, app_id: str, name: str) -> tuple[Path, Path, Path]:
         paths = self._paths_of.get((app_id, name))
         if paths is None:
             if len(self._paths_of) >= 4096:
@@ -118,6 +123,7 @@ class FileStore(LocalStoreMethods):
             paths = self._paths_of[app_id, name] = (
                 self.directory / f"{key}.json",
                 self.directory / ".locks" / f"{key}.lock",
+                self.directory / f"{key}{_TRANSCRIPT_SUFFIX}",
             )
         return paths
 
@@ -215,7 +221,7 @@ class FileStore(LocalStoreMethods):
 
     def transcript_path(self, app_id: str, name: str) -> Path:
         """The file that holds the transcript of ``(app_id, name)``."""
-        return self.path(app_id, name).with_suffix(_TRANSCRIPT_SUFFIX)
+        return self._files(app_id, name)[2]
 
     def append_transcript_now(
         self, app_id: str, name: str, entry: dict[str, Any], keep: int
@@ -231,20 +237,33 @@ class FileStore(LocalStoreMethods):
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 fd = os.open(path, _APPEND_FLAGS, 0o600)
             try:
-                last, whole = _last_number(fd)
-                number = last + 1
-                line = json.dumps(
-                    {"n": number, "keep": keep, "entry": entry},
-                    allow_nan=False,
-                    separators=(",", ":"),
-                ).encode()
+                status = os.fstat(fd)
+                signature = (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns)
+                known = _transcript_ends.pop(path, None)
+                if known is not None and known[0] == signature:
+                    # The file is as this process's last append left it (any other
+                    # writer's append, rewrite or removal changes what fstat says):
+                    # its last line is known, and the tail need not be read and parsed.
+                    number, whole = known[1] + 1, True
+                else:
+                    last, whole = _last_number(fd, status.st_size)
+                    number = last + 1
+                line = _LINE_ENCODER.encode({"n": number, "keep": keep, "entry": entry}).encode()
                 # After a torn tail (a writer killed mid-line) the new line starts on a
                 # line of its own; the torn piece is then one unreadable line, skipped.
                 _write_all(fd, (b"" if whole else b"\n") + line + b"\n")
+                status = os.fstat(fd)
             finally:
                 os.close(fd)
             if number > keep and number % max(1, keep // 4) == 0:
                 self._compact(path)
+            else:
+                if len(_transcript_ends) >= _READ_CACHE_SIZE:
+                    _transcript_ends.clear()
+                _transcript_ends[path] = (
+                    (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns),
+                    number,
+                )
         except (TypeError, ValueError, RecursionError) as exc:
             logger.warning("tyqw: cannot store an exchange of %r (%s); not kept", name, exc)
         except OSError as exc:
@@ -266,8 +285,10 @@ class FileStore(LocalStoreMethods):
 
     def delete_transcript_now(self, app_id: str, name: str) -> None:
         """Forget the transcript: remove its file."""
+        path = self.transcript_path(app_id, name)
+        _transcript_ends.pop(path, None)
         try:
-            os.unlink(self.transcript_path(app_id, name))
+            os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -329,7 +350,8 @@ class FileStore(LocalStoreMethods):
         A lock file that cannot be used (an unusable folder) leaves the in-process lock
         only, with the folder's one warning.
         """
-        return _FileLock(self, *self._files(app_id, name))
+        record_path, lock_path, _ = self._files(app_id, name)
+        return _FileLock(self, record_path, lock_path)
 
     async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
         """``get_now()``; under ``lock()`` it also notes the version of the file it read,
@@ -597,6 +619,8 @@ _APPEND_FLAGS = (
     | getattr(os, "O_BINARY", 0)
 )
 _TAIL_STEP = 64 * 1024
+_FIRST_TAIL = 4 * 1024  # most lines are shorter: the first read is small
+_LINE_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -617,16 +641,15 @@ def _parse_line(line: bytes) -> tuple[int, int, dict[str, Any]] | None:
     return None
 
 
-def _last_number(fd: int) -> tuple[int, bool]:
-    """The number of the last whole line of the transcript open as ``fd`` (0 if none),
-    and whether the file ends with a whole line. Reads from the end only as far back
-    as that line starts: the cost of one line, not of the transcript."""
-    size = os.fstat(fd).st_size
+def _last_number(fd: int, size: int) -> tuple[int, bool]:
+    """The number of the last whole line of the transcript open as ``fd`` (``size``
+    bytes; 0 if none), and whether the file ends with a whole line. Reads from the end
+    only as far back as that line starts: the cost of one line, not of the transcript."""
     if size == 0:
         return 0, True
-    position, tail = size, b""
+    position, tail, step = size, b"", _FIRST_TAIL
     while position > 0:
-        step = min(_TAIL_STEP, position)
+        step = min(step, position)
         position -= step
         os.lseek(fd, position, os.SEEK_SET)
         tail = os.read(fd, step) + tail
@@ -638,6 +661,7 @@ def _last_number(fd: int) -> tuple[int, bool]:
             parsed = _parse_line(line)
             if parsed is not None:
                 return parsed[0], tail.endswith(b"\n")
+        step = _TAIL_STEP
     return 0, tail.endswith(b"\n")
 
 
