@@ -309,16 +309,29 @@ class FileStore(LocalStoreMethods):
         self.delete_transcript_now(app_id, name)
 
     def _compact(self, path: Path) -> None:
-        """Rewrite the transcript with its ``keep`` most recent lines, atomically."""
-        lines = _transcript_lines(path)
-        if not lines:
+        """Rewrite the transcript with its ``keep`` most recent lines, atomically.
+
+        The lines are copied as they are, not decoded and encoded again: a rewrite runs
+        every ``keep // 4`` appends and would otherwise cost more than the turns between.
+        Only the last line is decoded (for ``keep``); a line is kept when it has the
+        shape of a whole line (a torn one, cut short, has not), and the read skips any
+        other damage, as before."""
+        try:
+            with open(path, "rb") as f:
+                lines = f.read().split(b"\n")
+        except FileNotFoundError:
             return
-        keep = lines[-1][1]
-        data = b"".join(
-            json.dumps({"n": number, "keep": kept, "entry": entry}, separators=(",", ":")).encode()
-            + b"\n"
-            for number, kept, entry in lines[-keep:]
-        )
+        lines.pop()  # "" after the last newline, or a torn tail
+        keep = next((parsed[1] for line in reversed(lines) if (parsed := _parse_line(line))), None)
+        if keep is None:
+            return
+        kept: list[bytes] = []
+        for line in reversed(lines):
+            if line.startswith(b'{"n":') and line.endswith(b"}"):
+                kept.append(line)
+                if len(kept) == keep:
+                    break
+        data = b"".join(line + b"\n" for line in reversed(kept))
         temporaries = self.directory / ".tmp"
         temporaries.mkdir(mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
