@@ -471,3 +471,25 @@ async def test_an_exchange_another_process_appended_between_turns_keeps_its_plac
     assert [e.prompt for e in await session.history()] == ["一", "二", "三"]
     lines = store.transcript_path(sim.app_id, "alice").read_bytes().splitlines()
     assert [json.loads(line)["n"] for line in lines] == [1, 2, 3]
+
+
+async def test_a_transcript_rewritten_past_its_cap_keeps_the_most_recent_whole_exchanges(
+    sim: BailianSimulator, make_session: SessionFactory
+) -> None:
+    """A FileStore transcript rewritten past its cap keeps its most recent exchanges, a
+    line torn by a killed writer dropped, and each rewrite leaves only whole lines."""
+    session = make_session(name="alice", history=4)
+    for prompt in ("一", "二"):
+        await session.send(prompt)
+    store = session.store
+    assert isinstance(store, FileStore)
+    path = store.transcript_path(sim.app_id, "alice")
+    data = path.read_bytes()
+    last_line_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(data[: last_line_start + (len(data) - last_line_start) // 2])
+    for prompt in ("三", "四", "五", "六", "七"):
+        await session.send(prompt)
+    assert [e.prompt for e in await session.history()] == ["四", "五", "六", "七"]
+    lines = path.read_bytes().splitlines()
+    assert len(lines) <= 4 + 1  # the cap, and at most one append since the last rewrite
+    assert all(json.loads(line)["entry"]["prompt"] for line in lines)
