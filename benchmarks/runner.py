@@ -79,6 +79,7 @@ async def measure(client: BenchClient, sc: Scenario, profiler: Any) -> dict[str,
     reply = sc.reply
     slots = sc.streams if sc.kind == "concurrent" else 1
     client.shared_state = sc.shared_state
+    client.seed_history = sc.seed_history
     await call(client.open(slots))
     try:
         # Warm-up: the same pattern, so pools, caches and lazy imports are in place.

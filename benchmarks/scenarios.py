@@ -107,6 +107,9 @@ class Scenario:
     # Every tyqw Session in ONE state folder (its own conversation name each), as a
     # backend keeps them; otherwise one folder per Session.
     shared_state: bool = False
+    # Exchanges already in each tyqw Session's transcript when it opens (a long-lived
+    # backend's conversations hold the default 200), so a turn's append meets a full file.
+    seed_history: int = 0
     warmup: Reply = field(default_factory=Reply)
     warmup_count: int = 1
     flat_window: int = 0  # events compared at the start and the end of the reply
@@ -172,6 +175,7 @@ def scenarios(quick: bool = False) -> dict[str, Scenario]:
             Reply(events=200, burst=True),
             repeat=q(100, 10),
             shared_state=True,
+            seed_history=200,
             warmup=Reply(events=200, burst=True),
             warmup_count=3,
             title=f"fast server: 1 stream, {q(100, 10)} x 200-event replies",
@@ -183,6 +187,7 @@ def scenarios(quick: bool = False) -> dict[str, Scenario]:
             streams=q(200, 20),
             repeat=q(3, 1),
             shared_state=True,
+            seed_history=200,
             warmup=Reply(events=2, burst=True),
             title=f"fast server: {q(200, 20)} concurrent streams x {q(200, 50)} events, "
             "one state folder",
@@ -193,6 +198,7 @@ def scenarios(quick: bool = False) -> dict[str, Scenario]:
             Reply(events=20, burst=True),
             repeat=q(1_000, 50),
             shared_state=True,
+            seed_history=200,
             warmup_count=10,
             warmup=Reply(events=20, burst=True),
             title=f"fast server: per request, {q(1_000, 50):,} sequential 20-event streams",
