@@ -130,6 +130,28 @@ async def test_an_aborted_turn_is_kept_with_what_arrived(
     assert exchange.reply.finish_reason is None and exchange.reply.error is None
 
 
+async def test_a_turn_ended_by_a_raising_handler_is_kept_with_its_error(
+    sim: BailianSimulator, store: Store
+) -> None:
+    """A message handler that raises, with no error handler, ends the turn with a
+    HandlerError: the exchange keeps the text so far and that error, not just the text."""
+    async with on(sim, store, name="alice") as session:
+
+        def fail(message: tyqw.Message) -> None:
+            if message.text:
+                raise ValueError("the handler broke")
+
+        session.on("message", fail)
+        with pytest.raises(tyqw.HandlerError) as raised:
+            await session.send("讲个长故事")
+        [exchange] = await session.history()
+    assert raised.value.reply is not None
+    assert exchange.reply.text == raised.value.reply.text != ""
+    assert isinstance(exchange.reply.error, RecordedError)
+    assert exchange.reply.error.kind == "HandlerError"
+    assert "the handler broke" in str(exchange.reply.error)
+
+
 # -- the cap, and keeping none ------------------------------------------------------------
 
 
@@ -209,7 +231,7 @@ async def test_history_false_leaves_no_user_text_in_redis(
         lists = [key async for key in client.scan_iter(match=f"{prefix}*:transcript")]
         assert len(lists) == 1 and b"hunter2" in (await client.lrange(lists[0], 0, -1))[0]
         ttl = await client.pttl(lists[0])
-        assert 0 < ttl <= 3600 * 1000  # the record's TTL
+        assert 0 < ttl <= 7 * 24 * 3600 * 1000  # the record's TTL
     finally:
         await store.aclose()
         await client.aclose()
@@ -493,3 +515,38 @@ async def test_a_transcript_rewritten_past_its_cap_keeps_the_most_recent_whole_e
     lines = path.read_bytes().splitlines()
     assert len(lines) <= 4 + 1  # the cap, and at most one append since the last rewrite
     assert all(json.loads(line)["entry"]["prompt"] for line in lines)
+
+
+def test_a_transcript_line_head_means_what_the_parser_reads(tmp_path: Path) -> None:
+    """FileStore's fast reading of a line's head agrees with parsing it whole, and a
+    line cut anywhere is never an entry to a reader (at most a kept head)."""
+    from tyqw.stores._file import _line_head, _parse_line
+
+    store = FileStore(tmp_path)
+    entry = Exchange(
+        "你好",
+        Reply("天气很好", "s" * 32, "r", "stop", usage={"models": [{"m": {}}]}),
+        *[dt.datetime(2026, 12, 7, tzinfo=UTC)] * 2,
+    ).to_dict()
+    for _ in range(3):
+        store.append_transcript_now("app", "alice", entry, 10)
+    lines = store.transcript_path("app", "alice").read_bytes().splitlines()
+    for line in lines:
+        parsed = _parse_line(line)
+        assert parsed is not None and _line_head(line) == parsed[:2]
+        for cut in range(len(line)):
+            assert _parse_line(line[:cut]) is None
+            assert _line_head(line[:cut]) in (None, parsed[:2])
+
+
+def test_two_writers_of_one_folder_keep_one_ordered_transcript(tmp_path: Path) -> None:
+    """Two FileStores on one folder (two processes) appending in turn, through
+    compactions: every append lands, in order, and the cap holds."""
+    first, second = FileStore(tmp_path), FileStore(tmp_path)
+    now = dt.datetime(2026, 12, 7, tzinfo=UTC)
+    for i in range(23):
+        writer = (first, second)[i % 3 == 0]
+        entry = Exchange(f"p{i}", Reply(f"r{i}", "s" * 32, "r", "stop"), now, now).to_dict()
+        writer.append_transcript_now("app", "alice", entry, 8)
+        kept = [e["prompt"] for e in first.read_transcript_now("app", "alice")]
+        assert kept == [f"p{j}" for j in range(max(0, i - 7), i + 1)]

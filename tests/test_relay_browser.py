@@ -23,7 +23,7 @@ from tyqw.stores import MemoryStore
 from tyqw.testing import Fault, default_reply
 
 from .helpers import missing
-from .relay_helpers import ALICE, RelayThread
+from .relay_helpers import ALICE, BOB, RelayThread
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -242,6 +242,56 @@ def test_an_upstream_error_shows_a_readable_line_with_the_request_id(
     assert reply_texts(browser) == [default_reply("hello there", [])[:4]]
 
 
+def prompts_shown(browser: Any) -> list[str]:
+    texts: list[str] = browser.execute_script(
+        "return [...document.querySelectorAll('.turn.user')].map(e => e.textContent)"
+    )
+    return texts
+
+
+def test_a_reload_draws_the_conversation_again_and_goes_on(
+    browser: Any, served: RelayThread
+) -> None:
+    """Chat, reload: the conversation is drawn as it was, citations and an error line
+    included, and the next message continues it; another user's token sees none of it."""
+    from selenium.webdriver.common.by import By
+
+    sim = served.sim
+    assert sim is not None and served.relay is not None
+    prompt = open_page(browser, served)
+    prompt.send_keys("my name is Ada\n")
+    last_reply_is(browser, "done")
+    sim.inject(Fault.stream_error(after=1, status=400, code="DataInspectionFailed"))
+    prompt.send_keys("hello there\n")
+    last_reply_is(browser, "error")
+    prompt.send_keys("what's my name?\n")
+    last_reply_is(browser, "done")
+    replies, session_id = reply_texts(browser), sim.requests[-1].session_id
+    error = "return document.querySelector('.reply .error').textContent"
+    line = browser.execute_script(error)
+    assert "code DataInspectionFailed" in line
+    browser.refresh()
+    until(browser, "document.body.dataset.ready === 'true'")
+    assert prompts_shown(browser) == ["my name is Ada", "hello there", "what's my name?"]
+    assert reply_texts(browser) == replies
+    assert replies[-1].startswith("Your name is Ada[4].")
+    assert "DataInspectionFailed" in browser.execute_script(error)
+    assert citations(browser)  # the cited documents are listed again
+    browser.find_element(By.ID, "prompt").send_keys("do you remember my name?\n")
+    last_reply_is(browser, "done")
+    assert sim.requests[-1].body["input"]["session_id"] == session_id
+    assert reply_texts(browser)[-1].startswith("Your name is Ada[4].")
+
+    browser.get(f"{served.relay.root}/#token={BOB}")
+    browser.refresh()  # a new page load, as Bob's own browser would make
+    until(browser, "document.body.dataset.ready === 'true'")
+    assert prompts_shown(browser) == [] and reply_texts(browser) == []
+    browser.find_element(By.ID, "prompt").send_keys("what's my name?\n")
+    last_reply_is(browser, "done")
+    assert "session_id" not in sim.requests[-1].body["input"]
+    assert "haven't told me your name" in reply_texts(browser)[-1]
+
+
 def test_a_relay_that_cannot_be_reached_is_said_in_a_users_words(
     browser: Any, served: RelayThread
 ) -> None:
@@ -304,7 +354,7 @@ def test_a_custom_hook_can_know_users_by_a_cookie_of_the_site(browser: Any) -> N
         browser.find_element(By.ID, "prompt").send_keys("hello there\n")
         last_reply_is(browser, "done")
         assert reply_texts(browser) == [default_reply("hello there", [])]
-        assert users == ["carol"]
+        assert users == ["carol", "carol"]  # loading the conversation, then the turn
     finally:
         served.stop()
 

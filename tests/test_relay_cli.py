@@ -228,6 +228,26 @@ async def test_serve_relays_to_the_service_named_by_the_environment_and_never_sh
     assert CANARY not in everything
 
 
+async def test_serve_model_relays_the_generation_endpoint(
+    serve: object, http: aiohttp.ClientSession
+) -> None:
+    """tyqw serve --model qwen-plus: the service's generation path, the client's history
+    answered from; a model not listed is refused."""
+    served: Served = await serve("--model", "qwen-plus")  # type: ignore[operator]
+    url = f"{served.root}/api/v1/services/aigc/text-generation/generation"
+    messages = [
+        {"role": "user", "content": "my name is Ada"},
+        {"role": "assistant", "content": "Nice to meet you"},
+        {"role": "user", "content": "what's my name?"},
+    ]
+    told = await post(http, url, {"model": "qwen-plus", "input": {"messages": messages}})
+    other = await post(http, url, {"model": "qwen-max", "input": {"messages": messages}})
+    await served.stop()
+    assert told.json["output"]["text"].startswith("Your name is Ada.")
+    assert other.status == 404
+    assert "  models: qwen-plus" in served.stdout_lines
+
+
 async def stalled_head(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection that sends half a request head and then nothing (slowloris)."""
     reader, writer = await asyncio.open_connection(host, port)

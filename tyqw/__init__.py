@@ -1,4 +1,4 @@
-"""tyqw: chat with Alibaba Cloud Bailian (Model Studio) applications.
+"""tyqw: chat with Alibaba Cloud Bailian (Model Studio) applications and Qwen models.
 
 Example::
 
@@ -20,6 +20,7 @@ from ._exceptions import (
     AuthenticationError,
     BadRequestError,
     ConnectionLostError,
+    ContextLengthError,
     EventTooLargeError,
     HandlerError,
     IncompleteStreamError,
@@ -35,8 +36,8 @@ from ._exceptions import (
     TyqwError,
     UnexpectedContentTypeError,
 )
-from ._history import Exchange
-from ._models import Citation, Message, Reply, Thought, TokenUsage, WorkflowEvent
+from ._history import Exchange, Expiry
+from ._models import Citation, Message, Reply, Thought, TokenUsage, ToolCall, WorkflowEvent
 from ._options import RagOptions
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
 from ._store import StoredConversation, stored_conversations
@@ -53,8 +54,10 @@ __all__ = [
     "BadRequestError",
     "Citation",
     "ConnectionLostError",
+    "ContextLengthError",
     "EventTooLargeError",
     "Exchange",
+    "Expiry",
     "HandlerError",
     "IncompleteStreamError",
     "InternalServerError",
@@ -76,6 +79,7 @@ __all__ = [
     "SyncSession",
     "Thought",
     "TokenUsage",
+    "ToolCall",
     "TyqwError",
     "UnexpectedContentTypeError",
     "WorkflowEvent",

@@ -23,13 +23,14 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ._exceptions import MissingAPIKeyError
-from ._history import check_history
+from ._history import Expiry, check_expiry, check_history
 from ._options import HEADER_VALUE, check_seconds, check_workspace, kind
 from ._version import __version__
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "ENV_NAMES",
+    "MODEL_PATH",
     "Config",
     "environment_api_key",
     "environment_app_id",
@@ -59,6 +60,19 @@ DEFAULT_KEY_FILE = Path("~/.dashscope/api_key")
 
 _APP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _KEY = re.compile(r"[\x21-\x7e]+")
+
+
+MODEL_PATH = "/services/aigc/text-generation/generation"
+"""Where a model is asked, under the base URL (the service's text-generation endpoint)."""
+
+
+def check_model(model: Any) -> str:
+    if not isinstance(model, str) or not _APP_ID.fullmatch(model) or ".." in model:
+        raise ValueError(
+            f"invalid model {model!r}: expected a model name such as 'qwen-plus' (letters, "
+            "digits, '_', '-', '.')"
+        )
+    return model
 
 
 def environment_app_id() -> str:
@@ -244,9 +258,11 @@ class Config:
         "base_url",
         "connect_timeout",
         "deadline",
+        "expiry",
         "history",
         "max_event_size",
         "max_retries",
+        "model",
         "proxy",
         "read_timeout",
         "timeout",
@@ -256,8 +272,9 @@ class Config:
 
     def __init__(
         self,
-        app_id: str,
+        app_id: str | None,
         *,
+        model: str | None = None,
         api_key: str | None,
         base_url: str | None,
         workspace: str | None,
@@ -270,8 +287,16 @@ class Config:
         trust_env: bool,
         proxy: str | None,
         history: bool | int = True,
+        expiry: bool | Expiry = True,
     ) -> None:
-        self.app_id = check_app_id(app_id)
+        if (app_id is None) == (model is None):
+            # ValueError, as Session(None) always raised for an app id that is no id.
+            raise ValueError(
+                "pass exactly one of app_id (a Bailian application) and model= (a model "
+                "such as 'qwen-plus')"
+            )
+        self.app_id = None if app_id is None else check_app_id(app_id)
+        self.model = None if model is None else check_model(model)
         key = require_api_key(api_key)
         self.base_url = resolve_base_url(base_url, allow_insecure_http)
         # workspace="" means "none", even when DASHSCOPE_WORKSPACE is set.
@@ -289,10 +314,15 @@ class Config:
         if max_event_size < 1024:
             raise ValueError("max_event_size must be at least 1024 bytes")
         self.max_event_size = max_event_size
-        self.url = f"{self.base_url}/apps/{self.app_id}/completion"
+        self.url = (
+            f"{self.base_url}/apps/{self.app_id}/completion"
+            if self.model is None
+            else self.base_url + MODEL_PATH
+        )
         self.timeout = self.client_timeout(self.read_timeout)
         self.proxy = _proxy_for(self.base_url, proxy, trust_env)
         self.history = check_history(history)  # exchanges kept per conversation; 0: none
+        self.expiry = check_expiry(expiry)  # the service's limits to watch; None: not watched
         headers = {
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",

@@ -20,18 +20,25 @@ lock appends its ``Exchange`` before giving the lock back, success or failure, s
 workers sharing a store write one ordered transcript. A caller's change (``clear()``, a
 new ``session_id``) ends the transcript with the conversation: at once with a local
 store, under the lock of the next turn (or ``flush()``) with a shared one.
+
+The record also keeps when the conversation was last used and how many rounds it has
+had, so that a turn knows when the service has forgotten it (``Expiry``): that turn
+takes the most recent exchanges from the transcript and sends them as ``messages``
+instead of the dead id, and the id the service answers with carries on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
+from . import _clock
 from ._exceptions import StoreError, TyqwError
-from ._history import Exchange
+from ._history import Exchange, Expiry, context_messages
 from ._models import TokenUsage
 from ._options import is_session_id
 from .stores import Store, TurnLock, begin_turn, end_turn
@@ -44,6 +51,7 @@ from .stores._base import (
     has_transcript_methods,
     has_turn_methods,
     is_local,
+    read_history,
     read_now,
     write_now,
 )
@@ -59,20 +67,25 @@ USAGE_WRITE_INTERVAL = 10.0
 class _Ticket:
     """One turn's hold on the conversation."""
 
-    __slots__ = ("generation", "lock", "lost", "sent", "unwritten")
+    __slots__ = ("generation", "lock", "lost", "resent", "sent", "unwritten")
 
-    def __init__(self, generation: int, lock: TurnLock, sent: str | None, unwritten: bool) -> None:
+    def __init__(
+        self, generation: int, lock: TurnLock, sent: str | None, unwritten: bool, resent: int
+    ) -> None:
         self.generation = generation
         self.lock = lock
         self.sent = sent
         self.unwritten = unwritten  # a caller's change the store still lacks
         self.lost = False  # the store could not prove the lock held: write nothing more
+        self.resent = resent  # exchanges sent as messages in place of a dead id
 
 
 class Conversation:
     """The conversation a Session continues, as its turns and its store see it."""
 
-    def __init__(self, store: Store, app_id: str, name: str, keep: int = 0) -> None:
+    def __init__(
+        self, store: Store, app_id: str, name: str, keep: int = 0, expiry: Expiry | None = None
+    ) -> None:
         self.store = store
         self.app_id = app_id
         self.name = name
@@ -80,7 +93,11 @@ class Conversation:
         self.transcripts = has_transcript_methods(store)
         self.keep = keep if self.transcripts else 0  # exchanges to keep; 0: none
         self.transcript_ended = False  # a caller's change not yet applied to it
+        self.expiry = expiry
         self.session_id: str | None = None
+        self.rounds = 0  # turns the service has had under session_id (at least)
+        self.used_at: float | None = None  # when it was last used (_clock.now()), if known
+        self.age_unwritten = False  # rounds and used_at a local store has not been given
         self.stored: dict[str, TokenUsage] = {}  # the totals the store holds
         self.added: dict[str, TokenUsage] = {}  # this process's, not yet written
         self.written_at = time.monotonic()
@@ -103,6 +120,7 @@ class Conversation:
         self.generation += 1
         self.session_id = session_id
         self.stored, self.added = {}, {}
+        self.rounds, self.used_at = 0, None  # an id from elsewhere: its age is unknown
         store = self.store
         if is_local(store):
             try:
@@ -126,6 +144,7 @@ class Conversation:
         self.generation += 1
         self.session_id = None
         self.stored, self.added = {}, {}
+        self.rounds, self.used_at = 0, None
         # Until the store has done it, the next turn (or flush) still must.
         self.dirty, self.transcript_ended = True, self.transcripts
         await forget(self.store, self.app_id, self.name)
@@ -134,28 +153,16 @@ class Conversation:
 
     async def history(self) -> list[Exchange]:
         """The transcript, oldest first."""
-        if not self.transcripts:
-            raise StoreError(
-                f"{type(self.store).__name__} keeps no transcripts: a store keeps them "
-                "when it has append_transcript(), read_transcript() and "
-                "delete_transcript() (see tyqw.stores.TranscriptStore)"
-            )
-        if self.transcript_ended:
+        if self.transcript_ended and self.transcripts:
             return []  # cleared here; the store hears of it at the next turn
-        store = cast("TranscriptStore", self.store)
-        try:
-            entries = await store.read_transcript(self.app_id, self.name)
-        except TyqwError:
-            raise
-        except Exception as exc:
-            raise _store_error(self.store, "read the transcript", exc) from exc
-        exchanges = []
-        for entry in entries:
-            try:
-                exchanges.append(Exchange.from_dict(entry))
-            except ValueError as exc:
-                logger.warning("tyqw: skipping an unreadable exchange of %r: %s", self.name, exc)
-        return exchanges
+        return await read_history(self.store, self.app_id, self.name)
+
+    async def context(self) -> list[Exchange]:
+        """The transcript a model's turn sends again (read under the turn's lock): none
+        when the store keeps no transcripts or the Session keeps no history."""
+        if not self.keep or self.transcript_ended:
+            return []
+        return await read_history(self.store, self.app_id, self.name)
 
     async def _end_transcript(self) -> None:
         """Apply a caller's ``clear()`` to the transcript (under the lock)."""
@@ -171,7 +178,12 @@ class Conversation:
 
     async def flush(self) -> None:
         """Write what the store lacks (a caller's change, tokens not yet written) now."""
-        if not self.dirty and not self.added and not self.transcript_ended:
+        if (
+            not self.dirty
+            and not self.added
+            and not self.transcript_ended
+            and not self.age_unwritten
+        ):
             return
         lock, record = await begin_turn(self.store, self.app_id, self.name)
         try:
@@ -191,28 +203,51 @@ class Conversation:
 
     # -- turns -----------------------------------------------------------------------------
 
-    async def begin(self, on_lost: Callable[[StoreError], object]) -> tuple[object, str | None]:
+    async def begin(
+        self, on_lost: Callable[[StoreError], object]
+    ) -> tuple[object, str | None, list[dict[str, str]] | None]:
         lock, record = await begin_turn(self.store, self.app_id, self.name)
-        if self.transcript_ended:
-            try:
-                await self._end_transcript()
-            except BaseException:
-                await end_turn(self.store, lock, self.app_id, self.name, self._unchanged(record))
-                raise
         unwritten = self.dirty
-        if unwritten:
-            # The caller's change is newer than what the store holds: it wins.
-            self.dirty = False
-        else:
-            self._merge(record)
-        ticket = _Ticket(self.generation, lock, self.session_id, unwritten)
+        try:
+            if self.transcript_ended:
+                await self._end_transcript()
+            if unwritten:
+                # The caller's change is newer than what the store holds: it wins.
+                self.dirty = False
+            else:
+                self._merge(record)
+            session_id, context = self.session_id, None
+            if session_id is not None and self._expired():
+                session_id, context = None, await self._context()
+        except BaseException:
+            self.dirty = self.dirty or unwritten
+            await end_turn(self.store, lock, self.app_id, self.name, self._unchanged(record))
+            raise
+        resent = len(context) // 2 if context else 0
+        ticket = _Ticket(self.generation, lock, session_id, unwritten, resent)
 
         def lost(error: StoreError) -> None:
             ticket.lost = True
             on_lost(error)
 
         lock.on_lost(lost)
-        return ticket, self.session_id
+        return ticket, session_id, context
+
+    def _expired(self) -> bool:
+        """True when the service is known to have forgotten the conversation and the
+        transcript can stand in for it."""
+        limits = self.expiry
+        if limits is None or not self.keep:
+            return False
+        if self.rounds >= limits.rounds:
+            return True
+        return self.used_at is not None and _clock.now() - self.used_at > limits.idle
+
+    async def _context(self) -> list[dict[str, str]]:
+        """The most recent exchanges of the transcript as ``input.messages``."""
+        assert self.expiry is not None
+        exchanges = [e for e in await self.history() if e.reply.text]
+        return context_messages(exchanges[-self.expiry.resend :])
 
     def seen(self, ticket: object, session_id: str) -> None:
         assert isinstance(ticket, _Ticket)
@@ -256,10 +291,15 @@ class Conversation:
         changed = False
         if ticket.generation == self.generation and session_id is not None:
             if session_id != ticket.sent:
-                # The service started a new conversation: its tokens start at zero.
+                # The service started a new conversation: its tokens start at zero, and
+                # the exchanges resent to it count as its rounds.
                 self.stored, self.added, changed = {}, {}, True
+                self.rounds = ticket.resent
             self.session_id = session_id
             self.added = _sum(self.added, usage)
+            self.rounds += 1
+            self.used_at = _clock.now()
+            self.age_unwritten = True
         elif ticket.generation != self.generation:
             changed = True  # the caller changed the conversation during the turn
         changed = changed or ticket.unwritten
@@ -281,28 +321,38 @@ class Conversation:
         added = self.added
         await end_turn(self.store, lock, self.app_id, self.name, record)
         self.written_at = time.monotonic()
+        self.age_unwritten = False
         if record is not None and self.added is added:
             self.stored, self.added = _sum(self.stored, added), {}
 
     def _record(self) -> dict[str, Any] | None:
         if self.session_id is None:
             return None
-        return {
+        record: dict[str, Any] = {
             "session_id": self.session_id,
-            "usage": {
-                model: {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens}
-                for model, used in self.usage.items()
-            },
+            "usage": {model: _counts(used) for model, used in self.usage.items()},
             "updated_at": time.time(),
+            "rounds": self.rounds,
         }
+        if self.used_at is not None:
+            record["used_at"] = self.used_at
+        return record
 
     def _merge(self, record: object) -> None:
         """Take what the store holds; keep this process's unwritten tokens only if the
         store still holds the same conversation."""
         session_id = record.get("session_id") if isinstance(record, dict) else None
-        if session_id != self.session_id:
+        same = session_id == self.session_id
+        if not same:
             self.added = {}
+        rounds, used_at = self.rounds, self.used_at
         self._load(record)
+        if same and self.session_id is not None:
+            # A local store may not have this process's latest turn yet: the most
+            # rounds and the latest use known are the ones to go by.
+            self.rounds = max(self.rounds, rounds)
+            if used_at is not None and (self.used_at is None or used_at > self.used_at):
+                self.used_at = used_at
 
     def _load(self, record: object) -> None:
         if record is not None and record == self._loaded:
@@ -317,13 +367,35 @@ class Conversation:
             logger.warning("tyqw: ignoring the stored conversation %r: %s", self.name, problem)
         if record is None or problem is not None:
             self.session_id, self.stored = None, {}
+            self.rounds, self.used_at = 0, None
             return
         assert isinstance(record, dict)
         self.session_id = record["session_id"]
+        rounds, used_at = record.get("rounds"), record.get("used_at")
+        # Written by tyqw, but a store of a user's may hand back anything: what cannot
+        # be read is unknown, and unknown is never "expired".
+        self.rounds = rounds if isinstance(rounds, int) and not isinstance(rounds, bool) else 0
+        self.used_at = (
+            float(used_at)
+            if isinstance(used_at, (int, float))
+            and not isinstance(used_at, bool)
+            and math.isfinite(used_at)
+            else None
+        )
         self.stored = {
-            model: TokenUsage(used["input_tokens"], used["output_tokens"])
+            model: TokenUsage(
+                used["input_tokens"], used["output_tokens"], used.get("reasoning_tokens", 0)
+            )
             for model, used in record.get("usage", {}).items()
         }
+
+
+def _counts(used: TokenUsage) -> dict[str, int]:
+    counts = {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens}
+    if used.reasoning_tokens:
+        # Only a thinking model's: an app's record reads as it always did.
+        counts["reasoning_tokens"] = used.reasoning_tokens
+    return counts
 
 
 def _sum(a: dict[str, TokenUsage], b: dict[str, TokenUsage]) -> dict[str, TokenUsage]:

@@ -1,6 +1,6 @@
 """Events: the handler registry, the one loop that calls and awaits handlers, and the
 turn-level events derived from a turn's messages (each thought and each cited document
-once, each workflow node event).
+once, each workflow node event, each piece of a model's reasoning).
 
 Registration, ``once`` and removal are pyee's (``AsyncIOEventEmitter``); tyqw calls the
 handlers itself, so that a coroutine handler is awaited before the next handler runs
@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, get_args, overload
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ._exceptions import HandlerError, TyqwError
-from ._models import Citation, Message, Reply, Thought, WorkflowEvent
+from ._models import Citation, Message, Reply, Thought, ToolCall, WorkflowEvent
 
 __all__ = [
     "EVENTS",
@@ -29,7 +29,7 @@ __all__ = [
     "emit_error",
 ]
 
-Event = Literal["message", "error", "thought", "reference", "workflow", "reply"]
+Event = Literal["message", "error", "thought", "reference", "workflow", "tool_call", "reply"]
 EVENTS: tuple[str, ...] = get_args(Event)
 _DERIVED = ("thought", "reference", "workflow")
 
@@ -42,6 +42,7 @@ _ErrorHandler = TypeVar("_ErrorHandler", bound=Callable[[TyqwError], object])
 _ThoughtHandler = TypeVar("_ThoughtHandler", bound=Callable[[Thought], object])
 _ReferenceHandler = TypeVar("_ReferenceHandler", bound=Callable[[Citation], object])
 _WorkflowHandler = TypeVar("_WorkflowHandler", bound=Callable[[WorkflowEvent], object])
+_ToolCallHandler = TypeVar("_ToolCallHandler", bound=Callable[[ToolCall], object])
 _ReplyHandler = TypeVar("_ReplyHandler", bound=Callable[[Reply], object])
 _Handler = TypeVar("_Handler", bound=Callable[..., object])
 
@@ -65,14 +66,18 @@ class Subscriptions:
     @overload
     def on(self, event: Literal["workflow"], handler: _WorkflowHandler) -> _WorkflowHandler: ...
     @overload
+    def on(self, event: Literal["tool_call"], handler: _ToolCallHandler) -> _ToolCallHandler: ...
+    @overload
     def on(self, event: Literal["reply"], handler: _ReplyHandler) -> _ReplyHandler: ...
     def on(self, event: Event, handler: _Handler) -> _Handler:
         """Call ``handler`` for every ``event``; coroutine functions are awaited, in order.
 
         ``"message"`` gets each ``Message``, ``"error"`` each ``TyqwError``,
         ``"thought"`` each new ``Thought``, ``"reference"`` each newly cited
-        ``Citation``, ``"workflow"`` each ``WorkflowEvent`` and ``"reply"`` the turn's
-        ``Reply`` when it ends, success or failure.
+        ``Citation``, ``"workflow"`` each ``WorkflowEvent``, ``"tool_call"`` each
+        ``ToolCall`` a model made once tyqw ran the tool, and ``"reply"`` the turn's
+        ``Reply`` when it ends, success or failure. A thinking model's reasoning arrives
+        as ``"thought"`` events, one per piece (``action_type`` ``"reasoning"``).
 
         Example::
 
@@ -94,6 +99,8 @@ class Subscriptions:
     ) -> _ReferenceHandler: ...
     @overload
     def once(self, event: Literal["workflow"], handler: _WorkflowHandler) -> _WorkflowHandler: ...
+    @overload
+    def once(self, event: Literal["tool_call"], handler: _ToolCallHandler) -> _ToolCallHandler: ...
     @overload
     def once(self, event: Literal["reply"], handler: _ReplyHandler) -> _ReplyHandler: ...
     def once(self, event: Event, handler: _Handler) -> _Handler:
@@ -171,6 +178,11 @@ class TurnEvents:
         service repeats every thought and every reference on each event: each is
         announced once, when it first appears."""
         found: list[tuple[str, Any]] = []
+        if handlers["thought"] and message.reasoning:
+            # A model's reasoning streams in pieces, each new: no list to compare.
+            piece = message.reasoning
+            thought = Thought("reasoning", None, None, piece, {"reasoning": piece})
+            found.append(("thought", thought))
         if handlers["thought"] and message.thoughts:
             for raw in message.thoughts:
                 if isinstance(raw, dict) and raw not in self.thoughts:

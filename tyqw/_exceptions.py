@@ -10,6 +10,7 @@ The tree::
     ├── RecordedError               an error read back from a transcript (``Exchange``)
     ├── APIStatusError              the service answered with an error
     │   ├── BadRequestError             400
+    │   │   └── ContextLengthError          the conversation is longer than the model reads
     │   ├── AuthenticationError         401
     │   ├── PermissionDeniedError       403
     │   ├── NotFoundError               404
@@ -47,6 +48,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConnectionLostError",
+    "ContextLengthError",
     "EventTooLargeError",
     "HandlerError",
     "IncompleteStreamError",
@@ -185,6 +187,19 @@ class BadRequestError(APIStatusError):
     """400: the request was invalid (``InvalidParameter``, ``DataInspectionFailed``...)."""
 
 
+class ContextLengthError(BadRequestError):
+    """400: the messages sent are longer than the model's context ("Range of input
+    length should be [1, n]"); a model session's ``max_history_chars`` keeps the
+    history it sends under a budget, so this means the budget is too large for the
+    model, or the prompt alone is too long.
+
+    Example::
+
+        except tyqw.ContextLengthError:
+            session.clear()                      # or lower max_history_chars
+    """
+
+
 class AuthenticationError(APIStatusError):
     """401: the API key is wrong, or belongs to another region (``InvalidApiKey``)."""
 
@@ -279,4 +294,11 @@ def error_for_status(
         cls: type[APIStatusError] = InternalServerError
     else:
         cls = _STATUS_CLASSES.get(status_code, APIStatusError)
+    if cls is BadRequestError and _CONTEXT_LENGTH in message:
+        cls = ContextLengthError
+        message = f"the conversation is too long for the model's context: {message}"
     return cls(message, status_code=status_code, code=code, request_id=request_id)
+
+
+# DashScope's words for input past a model's context (generation error reference).
+_CONTEXT_LENGTH = "Range of input length should be"

@@ -13,9 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._exceptions import RecordedError, TyqwError
-from ._models import Reply
+from ._models import Reply, ToolCall
 
-__all__ = ["DEFAULT_HISTORY", "FORMAT_VERSION", "Exchange", "check_history", "ended_now"]
+__all__ = [
+    "DEFAULT_HISTORY",
+    "FORMAT_VERSION",
+    "Exchange",
+    "Expiry",
+    "check_expiry",
+    "check_history",
+    "context_messages",
+    "ended_now",
+]
 
 DEFAULT_HISTORY = 200
 """Exchanges a Session keeps per conversation unless told otherwise.
@@ -40,6 +49,60 @@ def check_history(history: object) -> int:
     if history < 0:
         raise ValueError("history must be >= 0 (the number of exchanges to keep)")
     return history
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """When the service has forgotten a conversation, and how much of the transcript
+    tyqw then sends instead of the forgotten id: ``Session(..., expiry=...)``.
+
+    The service forgets a conversation ``idle`` seconds after its last turn (an hour)
+    or once it holds ``rounds`` turns (50). When the stored id is known to be past
+    either, the next turn sends the ``resend`` most recent exchanges of the transcript
+    as ``input.messages`` (which the service reads in place of ``session_id``), and
+    the id the service answers with continues from there. ``expiry=True`` (the
+    default) is ``Expiry()``; ``expiry=False`` sends the stored id whatever its age.
+
+    Example::
+
+        Session("YOUR_APP_ID", expiry=Expiry(idle=1800))   # an app kept half an hour
+    """
+
+    idle: float = 3600.0
+    rounds: int = 50
+    resend: int = 20
+
+    def __post_init__(self) -> None:
+        idle = self.idle
+        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not idle >= 0:
+            raise ValueError("Expiry.idle must be a number of seconds >= 0")
+        for name in ("rounds", "resend"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expiry.{name} must be an int >= 1")
+
+
+def check_expiry(expiry: object) -> Expiry | None:
+    """``Session(expiry=...)`` as the limits to watch, or ``None`` (not watched)."""
+    if expiry is True:
+        return Expiry()
+    if expiry is False:
+        return None
+    if not isinstance(expiry, Expiry):
+        raise TypeError(f"expiry must be True, False or an Expiry, not {type(expiry).__name__}")
+    return expiry
+
+
+def context_messages(exchanges: list[Exchange]) -> list[dict[str, str]]:
+    """``exchanges`` as ``input.messages``: a user and an assistant turn each. A turn
+    that got no text at all (it failed before any arrived) is left out: the service
+    never saw it as a round either."""
+    messages = []
+    for exchange in exchanges:
+        if exchange.reply.text:
+            messages.append({"role": "user", "content": exchange.prompt})
+            messages.append({"role": "assistant", "content": exchange.reply.text})
+    return messages
 
 
 def _now() -> dt.datetime:
@@ -90,6 +153,14 @@ class Exchange:
                 "thoughts": reply.thoughts,
                 "doc_references": reply.doc_references,
                 "error": None if error is None else _error_dict(error),
+                # A model's turn: kept only when there is some, so an app's exchange
+                # reads as it always did, and an older reader skips what it does not know.
+                **({"reasoning": reply.reasoning} if reply.reasoning is not None else {}),
+                **(
+                    {"tool_calls": [_call_dict(call) for call in reply.tool_calls]}
+                    if reply.tool_calls
+                    else {}
+                ),
             },
         }
 
@@ -117,6 +188,8 @@ class Exchange:
                     thoughts=_opt(reply.get("thoughts"), list),
                     doc_references=_opt(reply.get("doc_references"), list),
                     error=None if error is None else _read_error(error),
+                    reasoning=_opt_text(reply.get("reasoning")),
+                    tool_calls=tuple(_read_call(c) for c in reply.get("tool_calls") or ()),
                 ),
                 started_at=_time(data["started_at"]),
                 ended_at=_time(data["ended_at"]),
@@ -128,6 +201,26 @@ class Exchange:
 def ended_now(prompt: str, reply: Reply, started_at: dt.datetime) -> Exchange:
     """The exchange of a turn that ends now."""
     return Exchange(prompt, reply, started_at, _now())
+
+
+def _call_dict(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "result": call.result,
+        "error": call.error,
+    }
+
+
+def _read_call(data: dict[str, Any]) -> ToolCall:
+    return ToolCall(
+        _text(data["id"]),
+        _text(data["name"]),
+        _text(data["arguments"]),
+        _opt_text(data.get("result")),
+        _opt_text(data.get("error")),
+    )
 
 
 def _error_dict(error: TyqwError) -> dict[str, Any]:

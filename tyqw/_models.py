@@ -1,6 +1,6 @@
 """What a turn produces: one ``Message`` per streamed event, one ``Reply`` per turn, and
 the turn-level items derived from them (``Thought``, ``Citation``, ``WorkflowEvent``,
-``TokenUsage``)."""
+``ToolCall``, ``TokenUsage``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._exceptions import TyqwError
 
-__all__ = ["Citation", "Message", "Reply", "Thought", "TokenUsage", "WorkflowEvent"]
+__all__ = ["Citation", "Message", "Reply", "Thought", "TokenUsage", "ToolCall", "WorkflowEvent"]
 
 
 class _Text:
@@ -67,7 +67,9 @@ class Message:
 
     ``delta`` is what this event added and ``text`` the reply so far, right in both
     wire modes (incremental and cumulative). ``finish_reason`` is ``None`` while the
-    reply streams and ``"stop"`` on the last event. ``raw`` is the decoded JSON object.
+    reply streams and ``"stop"`` on the last event (a model also ends with ``"length"``
+    or ``"tool_calls"``). ``reasoning`` is the piece of a thinking model's reasoning this
+    event added (``""`` for apps and for the answer). ``raw`` is the decoded JSON object.
 
     Example::
 
@@ -86,6 +88,7 @@ class Message:
     usage: dict[str, Any] | None
     workflow_message: dict[str, Any] | None
     raw: dict[str, Any]
+    reasoning: str
     _text: _Text = field(repr=False)
     _length: int = field(repr=False)
 
@@ -129,6 +132,7 @@ class _MessageBuilder:
     usage: dict[str, Any] | None
     workflow_message: dict[str, Any] | None
     raw: dict[str, Any]
+    reasoning: str
     _text: _Text
     _length: int
 
@@ -147,6 +151,7 @@ def new_message(
     workflow_message: dict[str, Any] | None,
     raw: dict[str, Any],
     text: _Text,
+    reasoning: str = "",
 ) -> Message:
     """A ``Message`` for one event, the text so far being all of ``text``."""
     message = _new(_MessageBuilder)
@@ -159,6 +164,7 @@ def new_message(
     message.usage = usage
     message.workflow_message = workflow_message
     message.raw = raw
+    message.reasoning = reasoning
     message._text = text
     message._length = text.length
     message.__class__ = Message  # type: ignore[assignment]
@@ -291,19 +297,51 @@ class WorkflowEvent:
 class TokenUsage:
     """Tokens one model read and wrote: per turn, or summed over a conversation.
 
+    ``reasoning_tokens`` is the part of ``output_tokens`` a thinking model spent
+    reasoning; ``total_tokens`` is input and output together, as the service counts it.
+
     Example::
 
         for model, used in session.usage.items():
-            print(model, used.input_tokens, used.output_tokens)
+            print(model, used.input_tokens, used.output_tokens, used.total_tokens)
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """``input_tokens + output_tokens``."""
+        return self.input_tokens + self.output_tokens
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
-            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One call a model made to a tool, as the ``tool_call`` event and ``Reply.tool_calls``
+    report it.
+
+    ``arguments`` is the JSON text the model wrote. Once tyqw ran the tool, ``result``
+    is what was sent back to the model; ``error`` is set instead when the tool raised or
+    the arguments did not fit (the model is told that text, and answers from it).
+
+    Example::
+
+        session.on("tool_call", lambda c: print(c.name, c.arguments, "->", c.result))
+    """
+
+    id: str
+    name: str
+    arguments: str
+    result: str | None = None
+    error: str | None = None
 
 
 def _opt_str(raw: dict[str, Any], key: str) -> str | None:
@@ -358,6 +396,8 @@ class Reply:
     received before the failure. ``text`` is the reply as the service wrote it;
     ``display_text`` has each ``<ref>[n]</ref>`` citation marker as a plain ``[n]``, and
     ``citations`` lists the cited documents in the order the text first cites them.
+    A model's ``reasoning`` (thinking models) is kept apart from the answer, ``None``
+    when there was none; ``tool_calls`` are the calls the model made during the turn.
 
     Example::
 
@@ -376,6 +416,8 @@ class Reply:
     thoughts: list[dict[str, Any]] | None = None
     doc_references: list[dict[str, Any]] | None = None
     error: TyqwError | None = field(default=None, compare=False)
+    reasoning: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
     display_text: str = field(default="", compare=False)
     citations: tuple[Citation, ...] = field(default=(), compare=False)
 

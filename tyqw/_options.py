@@ -11,7 +11,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from ._models import ToolCall
+    from ._tools import Toolbox
 
 from ._json import check_json
 
@@ -84,6 +88,24 @@ class Options(TypedDict, total=False):
     top_p: float
     top_k: int
     seed: int
+    # parameters of a model turn (Session(model=...)) only: the text-generation
+    # endpoint's (DashScope's generation API reference; dashscope 2.0.2 Generation.call)
+    max_tokens: int
+    max_completion_tokens: int
+    stop: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
+    presence_penalty: float
+    frequency_penalty: float
+    repetition_penalty: float
+    response_format: Mapping[str, Any]
+    enable_search: bool
+    search_options: Mapping[str, Any]
+    thinking_budget: int
+    reasoning_effort: str
+    preserve_thinking: bool
+    tool_choice: str | Mapping[str, Any]
+    parallel_tool_calls: bool
+    logprobs: bool
+    top_logprobs: int
     # merged last
     input: Mapping[str, Any]
     parameters: Mapping[str, Any]
@@ -157,6 +179,54 @@ _BODY_OPTIONS: dict[str, tuple[Literal["input", "parameters"], Any, str]] = {
     "top_k": ("parameters", _int, "an int"),
     "seed": ("parameters", _int, "an int"),
 }
+
+
+def _stop(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, Sequence) or isinstance(value, bytes) or not value:
+        return False
+    return (
+        all(isinstance(item, str) for item in value)
+        or all(_int(item) for item in value)
+        or all(_sequence(item) and all(_int(i) for i in item) for item in value)
+    )
+
+
+def _sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def _tool_choice(value: Any) -> bool:
+    return value in ("auto", "none") or _mapping(value)
+
+
+# A model turn's options, all in parameters; the rest goes through parameters={...}.
+_MODEL_OPTIONS: dict[str, tuple[Any, str]] = {
+    "incremental_output": (_bool, "a bool"),
+    "enable_thinking": (_bool, "a bool"),
+    "temperature": (_number, "a finite number"),
+    "top_p": (_number, "a finite number"),
+    "top_k": (_int, "an int"),
+    "seed": (_int, "an int"),
+    "max_tokens": (_int, "an int"),
+    "max_completion_tokens": (_int, "an int"),
+    "stop": (_stop, "a str, a list of str, a list of token ids or a list of lists of them"),
+    "presence_penalty": (_number, "a finite number"),
+    "frequency_penalty": (_number, "a finite number"),
+    "repetition_penalty": (_number, "a finite number"),
+    "response_format": (_mapping, "a dict such as {'type': 'json_object'}"),
+    "enable_search": (_bool, "a bool"),
+    "search_options": (_mapping, "a dict"),
+    "thinking_budget": (_int, "an int"),
+    "reasoning_effort": (_str, "a str"),
+    "preserve_thinking": (_bool, "a bool"),
+    "tool_choice": (_tool_choice, "'auto', 'none' or {'type': 'function', ...}"),
+    "parallel_tool_calls": (_bool, "a bool"),
+    "logprobs": (_bool, "a bool"),
+    "top_logprobs": (_int, "an int"),
+}
+
 _CHOICES = {
     "flow_stream_mode": ("full_thoughts", "agent_format", "message_format", "message_format_plus"),
     "doc_reference_type": ("simple", "indexed"),
@@ -175,26 +245,48 @@ _TURN_OPTIONS = frozenset(
 
 
 class TurnOptions:
-    """One turn's request body and its per-call settings, checked."""
+    """One turn's request body and its per-call settings, checked.
+
+    A model's turn (``model`` given) has the generation endpoint's body: ``model``,
+    ``input.messages`` (``messages()`` fills them once the conversation is held) and
+    ``parameters`` with ``result_format: "message"``.
+    """
 
     __slots__ = (
         "body",
+        "budget",
         "deadline",
+        "forwarded",
         "headers",
         "incremental",
         "prompt",
         "read_timeout",
         "session_id",
         "stream",
+        "system",
+        "tools",
     )
+    body: dict[str, Any]
 
-    def __init__(self, prompt: str, options: Mapping[str, Any]) -> None:
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
-        if not prompt.strip():
-            raise ValueError("prompt is empty")
-        check_json(prompt, "prompt")
+    def __init__(
+        self,
+        prompt: str,
+        options: Mapping[str, Any],
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        tools: Toolbox | None = None,
+        budget: int = 0,
+    ) -> None:
         self.prompt = prompt
+        self.system = system
+        self.tools = tools
+        self.budget = budget  # characters of history a model turn sends at most
+        self.forwarded = False
+        if model is not None:
+            self._model(prompt, options, model)
+            return
+        _check_prompt(prompt)
         input_: dict[str, Any] = {"prompt": prompt}
         parameters: dict[str, Any] = {"incremental_output": True}
         self.stream = True
@@ -234,6 +326,111 @@ class TurnOptions:
         self.incremental = incremental
         self.body = {"input": input_, "parameters": parameters}
 
+    def _model(self, prompt: str, options: Mapping[str, Any], model: str) -> None:
+        _check_prompt(prompt)
+        parameters: dict[str, Any] = {"result_format": "message", "incremental_output": True}
+        if self.tools is not None:
+            parameters["tools"] = self.tools.schemas()
+        self.stream = True
+        self.headers = {}
+        self.read_timeout = None
+        self.deadline = False
+        self.session_id = None
+        extra: dict[str, Any] = {}
+        for key, value in options.items():
+            rule = _MODEL_OPTIONS.get(key)
+            if rule is not None:
+                check, expected = rule
+                if not check(value):
+                    raise TypeError(f"{key} must be {expected}, not {kind(value)}")
+                check_json(value, key)
+                parameters[key] = value
+            elif key == "parameters":
+                if not _mapping(value):
+                    raise TypeError(f"{key} must be a dict with str keys, not {kind(value)}")
+                check_json(value, key)
+                extra.update(value)
+            elif key in _TURN_OPTIONS and key != "session_id":
+                self._turn_option(key, value)
+            elif key in _BODY_OPTIONS or key in ("input", "session_id"):
+                raise TypeError(
+                    f"{key!r} is an option of app turns; a model session keeps its own "
+                    "history (see the docs on models)"
+                )
+            else:
+                raise TypeError(
+                    f"unknown option {key!r}; pass parameters tyqw does not know as "
+                    "parameters={...}"
+                )
+        if not self.stream and "incremental_output" not in options:
+            # Incremental output belongs to streams; a JSON answer holds the whole text.
+            del parameters["incremental_output"]
+        parameters.update(extra)  # merged last: keys tyqw does not know yet
+        incremental = parameters.get("incremental_output", self.stream)
+        if not isinstance(incremental, bool):
+            raise TypeError(f"incremental_output must be a bool, not {kind(incremental)}")
+        self.incremental = incremental
+        self.body = {
+            "model": model,
+            "input": {"messages": []},
+            "parameters": parameters,
+        }
+
+    @classmethod
+    def forward(cls, body: dict[str, Any], *, stream: bool) -> TurnOptions:
+        """A relayed request's own generation body, sent as it is (its checks are the
+        relay's): the client keeps the history and runs its tools."""
+        options = cls.__new__(cls)
+        options.prompt, options.system, options.tools, options.budget = "", None, None, 0
+        options.forwarded = True
+        options.stream = stream
+        options.headers = {}
+        options.read_timeout = None
+        options.deadline = False
+        options.session_id = None
+        incremental = body.get("parameters", {}).get("incremental_output", False)
+        options.incremental = incremental is True
+        options.body = body
+        return options
+
+    def messages(self, history: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+        """``input.messages`` of a model turn: the system message, ``history`` (earlier
+        messages, oldest first), then the prompt; also put into the body."""
+        messages: list[dict[str, Any]] = []
+        if self.system:
+            messages.append({"role": "system", "content": self.system})
+        messages.extend(dict(m) for m in history)
+        messages.append({"role": "user", "content": self.prompt})
+        self.body["input"]["messages"] = messages
+        return messages
+
+    def add_round(self, text: str, calls: Sequence[ToolCall], last: bool) -> None:
+        """After a round of tool calls: the model's call message and each result go at the
+        end of ``input.messages``; on the ``last`` round the model must answer in text."""
+        messages = self.body["input"]["messages"]
+        messages.append(
+            {
+                "role": "assistant",
+                "content": text,
+                "tool_calls": [
+                    {
+                        "index": index,
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                    for index, call in enumerate(calls)
+                ],
+            }
+        )
+        for call in calls:
+            content = call.result if call.error is None else f"Error: {call.error}"
+            messages.append(
+                {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
+            )
+        if last:
+            self.body["parameters"]["tool_choice"] = "none"
+
     def _turn_option(self, key: str, value: Any) -> None:
         if key == "stream":
             if not isinstance(value, bool):
@@ -250,6 +447,24 @@ class TurnOptions:
             self.deadline = None if value is None else check_seconds("deadline", value)
         elif value != "":  # "" is absent, as the service and the TypeScript class read it
             self.session_id = check_session_id(value)
+
+
+def _check_prompt(prompt: Any) -> None:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
+    if not prompt.strip():
+        raise ValueError("prompt is empty")
+    check_json(prompt, "prompt")
+
+
+def check_system(system: Any) -> str | None:
+    """A model session's system message: a str (``None`` or ``""``: none)."""
+    if system is None or system == "":
+        return None
+    if not isinstance(system, str):
+        raise TypeError(f"system must be a str, not {kind(system)}")
+    check_json(system, "system")
+    return system
 
 
 def _check_rag_options(value: Mapping[str, Any]) -> None:

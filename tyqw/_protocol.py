@@ -1,6 +1,10 @@
 """Bailian's JSON to tyqw's objects, in one place: events to ``Message``, a turn's events
 to its ``Reply``, error bodies and ``event:error`` frames to ``APIStatusError``.
 
+An app's event carries ``output.text``; a model's (the text-generation endpoint)
+``output.choices[0].message`` with ``content``, ``reasoning_content`` and ``tool_calls``
+fragments. Both are read by ``ReplyReader.message``, the one decoding place.
+
 ``ReplyReader`` is the text accumulator of one turn. Every known field of an event is
 type-checked before anything is kept, so a wrong-typed field makes that one event a
 ``StreamError`` (reported, skipped) and never reaches the text, the store or the caller.
@@ -17,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._exceptions import APIStatusError, StreamError, TyqwError, error_for_status, excerpt
-from ._models import Message, Reply, TokenUsage, _Text, new_message
+from ._models import Message, Reply, TokenUsage, ToolCall, _Text, new_message
 from ._options import is_session_id
 from .sse import ServerSentEvent, SSEDecoder
 
@@ -58,21 +62,40 @@ class ReplyReader:
     """
 
     __slots__ = (
+        "calls",
         "cumulative",
         "doc_references",
         "finish_reason",
         "header_request_id",
         "incremental",
+        "model",
         "on_session_id",
+        "reasoning",
+        "reasoning_cumulative",
         "request_id",
         "session_id",
+        "spent",
         "text",
         "thoughts",
+        "tool_calls",
         "usage",
     )
 
-    def __init__(self, *, incremental: bool, on_session_id: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        *,
+        incremental: bool,
+        on_session_id: Callable[[str], None],
+        model: str | None = None,
+    ) -> None:
         self.incremental = incremental
+        self.model = model  # a model's turn: its usage counts under this name
+        self.reasoning = _Text()
+        self.reasoning_cumulative = ""
+        # The tool calls of the round being read, by index: [id, name, arguments].
+        self.tool_calls: dict[int, list[str]] = {}
+        self.calls: list[ToolCall] = []  # the calls of earlier rounds, with their results
+        self.spent = TokenUsage()  # the tokens of earlier rounds of this turn
         self.on_session_id = on_session_id
         self.text = _Text()
         self.cumulative = ""
@@ -91,6 +114,9 @@ class ReplyReader:
         if a known field has the wrong type."""
         # Runs once per event: every check is a class test, done before any state changes.
         get = output.get
+        choices = get("choices")
+        if choices is not None:
+            return self._choice(obj, output, choices)
         wire_text = get("text")
         if wire_text.__class__ is not str:
             if wire_text is not None:
@@ -171,6 +197,98 @@ class ReplyReader:
             text,
         )
 
+    def _choice(self, obj: dict[str, Any], output: dict[str, Any], choices: Any) -> Message:
+        """A model's event: the first choice's ``message``, in the same two wire modes."""
+        # Runs once per event, as message() does: class tests first, calls only for the
+        # shapes that are not a plain piece of text.
+        choice = choices[0] if choices.__class__ is list and choices else None
+        if choice.__class__ is not dict:
+            raise _Malformed("output.choices is not a list of objects")
+        message = choice.get("message")
+        if message.__class__ is not dict:
+            if message is not None:
+                raise _Malformed(f"choices[0].message is {_type(message)}, not an object")
+            message = {}
+        content = message.get("content")
+        if content.__class__ is not str:
+            content = _text_of(content, "content")
+        reasoning = message.get("reasoning_content")
+        if reasoning.__class__ is not str:
+            reasoning = _text_of(reasoning, "reasoning_content")
+        tool_calls = message.get("tool_calls")
+        fragments = () if tool_calls is None else _fragments(tool_calls)
+        finish = choice.get("finish_reason")
+        if finish is None:
+            finish = output.get("finish_reason")  # qwen-mt puts it beside the choices
+        if finish == "null" or finish is None:
+            finish = None
+        elif finish.__class__ is not str or not is_final(finish):
+            finish = None  # tolerant, as for an app: anything but a word is "not yet"
+        usage = obj.get("usage")
+        request_id = obj.get("request_id")
+        if (usage is not None and usage.__class__ is not dict) or (
+            request_id is not None and request_id.__class__ is not str
+        ):
+            raise _Malformed("usage or request_id has the wrong type")
+        # Checked: from here on nothing raises.
+        if self.incremental:
+            delta, thought = content, reasoning
+        else:
+            delta, self.cumulative, restart = _advance(self.cumulative, content)
+            if restart:
+                self.text = _Text()
+            thought, self.reasoning_cumulative, restart = _advance(
+                self.reasoning_cumulative, reasoning
+            )
+            if restart:
+                self.reasoning = _Text()
+        text = self.text
+        if delta:
+            text.append(delta)
+        if thought:
+            self.reasoning.append(thought)
+        calls = self.tool_calls
+        for index, call_id, name, arguments in fragments or ():
+            known = calls.get(index)
+            if known is None:
+                calls[index] = [call_id, name, arguments]
+            elif self.incremental:
+                # Continuations carry "id": "" and the next piece of the arguments.
+                known[0] = known[0] or call_id
+                known[1] += name
+                known[2] += arguments
+            else:
+                known[0], known[1], known[2] = call_id or known[0], name or known[1], arguments
+        if finish is not None:
+            self.finish_reason = finish
+        request_id = self.request_id = request_id or self.header_request_id
+        if usage:
+            self.usage = usage
+        return new_message(
+            delta,
+            self.session_id,
+            request_id,
+            finish,
+            None,
+            None,
+            usage,
+            None,
+            obj,
+            text,
+            thought,
+        )
+
+    def next_round(self) -> list[ToolCall]:
+        """End a round that asked for tools: the calls it made, in index order; the
+        reader is ready for the next round of the same turn."""
+        calls = [ToolCall(i or "", n, a) for _, (i, n, a) in sorted(self.tool_calls.items())]
+        self.spent = self._round_usage()
+        self.tool_calls = {}
+        self.finish_reason = None
+        self.usage = None
+        self.cumulative = self.reasoning_cumulative = ""
+        return calls
+
     def irregular(self, sse: ServerSentEvent) -> list[Message | StreamError]:
         """The slow path: an event that is not one well-formed ``result`` object.
 
@@ -230,7 +348,8 @@ class ReplyReader:
     # -- the turn's result ---------------------------------------------------------------
 
     def reply(self, error: TyqwError | None) -> Reply:
-        text = self.text
+        text, reasoning = self.text, self.reasoning
+        pending = [ToolCall(i or "", n, a) for _, (i, n, a) in sorted(self.tool_calls.items())]
         return Reply(
             text=text.upto(text.length),
             session_id=self.session_id,
@@ -240,10 +359,26 @@ class ReplyReader:
             thoughts=self.thoughts,
             doc_references=self.doc_references,
             error=error,
+            reasoning=reasoning.upto(reasoning.length) if reasoning.length else None,
+            tool_calls=(*self.calls, *pending),
         )
+
+    def _round_usage(self) -> TokenUsage:
+        """The tokens of this turn's rounds so far: a model's usage is a running total
+        within a request, so the last one of each request counts."""
+        usage = self.usage or {}
+        read, wrote = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        details = usage.get("output_tokens_details")
+        reasoned = details.get("reasoning_tokens", 0) if isinstance(details, dict) else 0
+        if not (_count(read) and _count(wrote) and _count(reasoned)):
+            return self.spent
+        return self.spent + TokenUsage(read, wrote, reasoned)
 
     def token_usage(self) -> dict[str, TokenUsage]:
         """The turn's tokens per model, from the last usage the service reported."""
+        if self.model is not None:
+            used = self._round_usage()
+            return {self.model: used} if used != TokenUsage() else {}
         models = self.usage.get("models") if self.usage else None
         totals: dict[str, TokenUsage] = {}
         for model in models if isinstance(models, list) else ():
@@ -254,6 +389,51 @@ class ReplyReader:
             if isinstance(model_id, str) and _count(read) and _count(wrote):
                 totals[model_id] = totals.get(model_id, TokenUsage()) + TokenUsage(read, wrote)
         return totals
+
+
+def _text_of(value: Any, name: str) -> str:
+    """A model message's ``content`` or ``reasoning_content``: a string, or (multimodal)
+    a list of parts whose ``text`` pieces make it."""
+    if value.__class__ is str:
+        return str(value)
+    if value is None:
+        return ""
+    if value.__class__ is list:
+        texts = [part.get("text") if part.__class__ is dict else None for part in value]
+        if all(t is None or t.__class__ is str for t in texts):
+            return "".join(t for t in texts if t)
+    raise _Malformed(f"message.{name} is {_type(value)}, not a string or a list of parts")
+
+
+def _fragments(value: Any) -> list[tuple[int, str, str, str]]:
+    """The ``tool_calls`` fragments of one event: ``(index, id, name, arguments)``."""
+    if value is None:
+        return []
+    if value.__class__ is not list:
+        raise _Malformed(f"message.tool_calls is {_type(value)}, not a list")
+    fragments: list[tuple[int, str, str, str]] = []
+    for position, item in enumerate(value):
+        function = item.get("function") if item.__class__ is dict else None
+        if function is None:
+            function = {}
+        index = item.get("index", position) if item.__class__ is dict else None
+        if function.__class__ is not dict or not _count(index):
+            raise _Malformed(f"tool_calls[{position}] is not a tool call fragment")
+        call_id, name, arguments = item.get("id"), function.get("name"), function.get("arguments")
+        if not all(f is None or f.__class__ is str for f in (call_id, name, arguments)):
+            raise _Malformed(f"tool_calls[{position}] is not a tool call fragment")
+        fragments.append((index or 0, call_id or "", name or "", arguments or ""))
+    return fragments
+
+
+def _advance(previous: str, wire: str) -> tuple[str, str, bool]:
+    """Cumulative mode: what ``wire`` adds to ``previous``, the new snapshot, and whether
+    the text was rewritten (then the text starts over from ``wire``)."""
+    if wire.startswith(previous):
+        return wire[len(previous) :], (wire if wire else previous), False
+    if not wire:
+        return "", previous, False
+    return wire, wire, True
 
 
 def _count(value: object) -> bool:

@@ -1,4 +1,4 @@
-"""``Session``: one conversation with a Bailian application.
+"""``Session``: one conversation with a Bailian application or a Qwen model.
 
 One streaming code path: ``Turn.run()`` sends the request, reads the SSE reply and
 yields ``Message`` objects. ``Session.stream()`` hands that iterator to the caller as a
@@ -11,20 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from ._config import DEFAULT_BASE_URL, Config, setup_logging
+from ._context import DEFAULT_HISTORY_CHARS, check_budget
 from ._conversation import Conversation
 from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emit, emit_error
 from ._exceptions import StreamError, TyqwError
-from ._history import Exchange
-from ._models import Message, Reply, TokenUsage
-from ._options import Options, TurnOptions, check_session_id
+from ._history import Exchange, Expiry
+from ._models import Message, Reply, TokenUsage, ToolCall
+from ._options import Options, TurnOptions, check_session_id, check_system
 from ._store import default_state_dir
+from ._tools import MAX_TOOL_ROUNDS, Toolbox, ToolSpec
 from ._turn import Slot, Turn, on_loop, refuse_inside_turn
 from .stores import FileStore, Store
 
@@ -39,13 +41,20 @@ logger = logging.getLogger("tyqw")
 
 
 class Session(Subscriptions):
-    """One conversation with a Bailian application.
+    """One conversation with a Bailian application, or (``model=``) with a Qwen model.
 
     The conversation id is kept in a store per ``(app_id, name)`` (by default a small
     file under ``state_dir``), so a script that restarts continues the same conversation.
     Turns are serialized, across processes too when they share a store. Each turn is
     added to the conversation's transcript in the store (``history()``): the 200 most
-    recent by default, ``history=N`` keeps ``N``, ``history=False`` none.
+    recent by default, ``history=N`` keeps ``N``, ``history=False`` none. When the
+    service has forgotten the conversation (an hour idle, 50 rounds: ``expiry=``), the
+    next turn sends the transcript's recent exchanges in place of the forgotten id.
+
+    A model session (``Session(model="qwen-plus", system="...")``) talks to DashScope's
+    text-generation endpoint instead: the same events, stores and errors, with the
+    conversation's id made by tyqw (see the docs' models page). Pass exactly one of
+    ``app_id`` and ``model``.
 
     Example::
 
@@ -54,12 +63,21 @@ class Session(Subscriptions):
             await session.send("你好，我叫小明")
             await session.send("我叫什么名字？")              # same conversation
             session.clear()                                  # the next send starts anew
+
+        async with Session(model="qwen-plus", system="简洁地回答。") as session:
+            await session.send("我叫小明")
+            reply = await session.send("我叫什么名字？")      # tyqw sent the history
     """
 
     def __init__(
         self,
-        app_id: str,
+        app_id: str | None = None,
         *,
+        model: str | None = None,
+        system: str | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tool_rounds: int = MAX_TOOL_ROUNDS,
+        max_history_chars: int = DEFAULT_HISTORY_CHARS,
         api_key: str | None = None,
         base_url: str | None = None,
         workspace: str | None = None,
@@ -76,10 +94,12 @@ class Session(Subscriptions):
         trust_env: bool = True,
         proxy: str | None = None,
         history: bool | int = True,
+        expiry: bool | Expiry = True,
     ) -> None:
         setup_logging()
         self._config = Config(
             app_id,
+            model=model,
             api_key=api_key,
             base_url=base_url,
             workspace=workspace,
@@ -92,6 +112,7 @@ class Session(Subscriptions):
             trust_env=trust_env,
             proxy=proxy,
             history=history,
+            expiry=expiry,
         )
         if not isinstance(name, str) or not name:
             raise ValueError("name must be a non-empty string")
@@ -104,9 +125,24 @@ class Session(Subscriptions):
             store = FileStore(Path(state_dir) if state_dir is not None else default_state_dir())
         self.store: Store = store
         self.state_dir: Path | None = store.directory if isinstance(store, FileStore) else None
+        self._system = check_system(system)
+        if self._system is not None and model is None:
+            raise TypeError("system= is for a model session; an app has its own prompt")
+        if tools is not None and model is None:
+            raise TypeError("tools= is for a model session; an app has its own plugins")
+        self._tools = None if not tools else Toolbox(tools, max_tool_rounds)
+        self._budget = check_budget(max_history_chars)
+        # A model's conversation id is tyqw's own, which the service cannot forget: no expiry.
+        watched = self._config.expiry if model is None else None
         self._conversation = Conversation(
-            self.store, self._config.app_id, name, self._config.history
+            self.store, self._store_key, name, self._config.history, watched
         )
+        if model is not None and not self._conversation.keep and self._config.history:
+            logger.warning(
+                "tyqw: %s keeps no transcripts, so the model will not remember earlier "
+                "turns (see tyqw.stores.TranscriptStore)",
+                type(self.store).__name__,
+            )
         self._emitter = Emitter()
         self._slot = Slot()
         self._http = http_session
@@ -116,8 +152,35 @@ class Session(Subscriptions):
 
     @property
     def app_id(self) -> str:
-        """The Bailian application id."""
-        return self._config.app_id
+        """The Bailian application id; for a model session ``"model:<model>"``, the name
+        its conversations are kept under in the store."""
+        return self._store_key
+
+    @property
+    def model(self) -> str | None:
+        """The model of a model session, such as ``"qwen-plus"`` (``None`` for an app).
+
+        Example::
+
+            Session(model="qwen-plus").model   # "qwen-plus"
+        """
+        return self._config.model
+
+    @property
+    def system(self) -> str | None:
+        """The system message a model session sends first on every turn, or ``None``.
+
+        Example::
+
+            Session(model="qwen-plus", system="Be brief.").system   # "Be brief."
+        """
+        return self._system
+
+    @property
+    def _store_key(self) -> str:
+        # Where a conversation is kept: an app's id, or the model's name under "model:".
+        config = self._config
+        return config.app_id if config.app_id is not None else f"model:{config.model}"
 
     @property
     def base_url(self) -> str:
@@ -277,7 +340,7 @@ class Session(Subscriptions):
         emitter = self._emitter
         reply_for = turn.reply
         derived = TurnEvents()
-        items = turn.run(yield_malformed=True)
+        items = turn.run(yield_malformed=True, yield_tools=bool(emitter.handlers["tool_call"]))
         next_item = items.__anext__
         raised: TyqwError | None = None
         try:
@@ -294,6 +357,12 @@ class Session(Subscriptions):
                     else:
                         raised = exc
                     break
+                if item.__class__ is ToolCall:
+                    called = emitter.handlers["tool_call"]
+                    pending = emit(emitter, "tool_call", called, item, reply_for)
+                    if pending is not None:
+                        await pending
+                    continue
                 if item.__class__ is not Message:
                     # A malformed event: reported, skipped, and the turn goes on.
                     assert isinstance(item, StreamError)
@@ -313,6 +382,12 @@ class Session(Subscriptions):
                     pending = emit(emitter, event, handlers[event], value, reply_for)
                     if pending is not None:
                         await pending
+        except TyqwError as exc:
+            # A handler's HandlerError with no "error" handler (or what an "error"
+            # handler raised) ends the turn: its exchange records that error.
+            if turn.error is None:
+                turn.error = exc
+            raise
         finally:
             await items.aclose()
         if emitter.replies:
@@ -335,6 +410,13 @@ class Session(Subscriptions):
                 print(message.delta, end="", flush=True)
         """
         return MessageStream(self._turn(prompt, options))
+
+    def _forward(self, body: dict[str, Any], *, stream: bool) -> MessageStream:
+        """One relayed generation request, its body as the client sent it (the relay has
+        checked it), on a turn slot of its own: relayed requests run side by side."""
+        self._slot.check_open()
+        options = TurnOptions.forward(body, stream=stream)
+        return MessageStream(Turn(self._config, self._client, Slot(), self._conversation, options))
 
     def abort(self) -> None:
         """End the turn in flight, from anywhere: a handler, another task, another
@@ -396,8 +478,9 @@ class Session(Subscriptions):
 
     def __repr__(self) -> str:
         state = "closed" if self._slot.closed else "open"
+        target = f"app_id={self.app_id!r}" if self.model is None else f"model={self.model!r}"
         return (
-            f"<tyqw.Session app_id={self.app_id!r} name={self.name!r} "
+            f"<tyqw.Session {target} name={self.name!r} "
             f"session_id={self.session_id!r} base_url={self.base_url!r} {state}>"
         )
 
@@ -410,7 +493,14 @@ class Session(Subscriptions):
             self._client,
             self._slot,
             self._conversation,
-            TurnOptions(prompt, options),
+            TurnOptions(
+                prompt,
+                options,
+                model=self._config.model,
+                system=self._system,
+                tools=self._tools,
+                budget=self._budget,
+            ),
         )
 
     def _client(self) -> aiohttp.ClientSession:

@@ -22,16 +22,18 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._context import DEFAULT_HISTORY_CHARS
 from ._events import Subscriptions
 from ._exceptions import SessionClosedError, TyqwError
-from ._history import Exchange
+from ._history import Exchange, Expiry
 from ._loop_thread import loop_thread
 from ._models import Message, Reply, TokenUsage
 from ._session import MessageStream, Options, Session
 from ._sync_stream import HIGH_WATER, Call, End, SyncMessageStream, resolve
+from ._tools import MAX_TOOL_ROUNDS, ToolSpec
 from .stores import Store
 
 if TYPE_CHECKING:
@@ -77,8 +79,13 @@ class SyncSession(Subscriptions):
 
     def __init__(
         self,
-        app_id: str,
+        app_id: str | None = None,
         *,
+        model: str | None = None,
+        system: str | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        max_tool_rounds: int = MAX_TOOL_ROUNDS,
+        max_history_chars: int = DEFAULT_HISTORY_CHARS,
         api_key: str | None = None,
         base_url: str | None = None,
         workspace: str | None = None,
@@ -94,9 +101,15 @@ class SyncSession(Subscriptions):
         trust_env: bool = True,
         proxy: str | None = None,
         history: bool | int = True,
+        expiry: bool | Expiry = True,
     ) -> None:
         self._session = Session(
             app_id,
+            model=model,
+            system=system,
+            tools=tools,
+            max_tool_rounds=max_tool_rounds,
+            max_history_chars=max_history_chars,
             api_key=api_key,
             base_url=base_url,
             workspace=workspace,
@@ -112,6 +125,7 @@ class SyncSession(Subscriptions):
             trust_env=trust_env,
             proxy=proxy,
             history=history,
+            expiry=expiry,
         )
         self._loop, self._loop_ident = loop_thread.acquire()
         self._lock = threading.Lock()  # makes "closed?" and "submit" one step
@@ -128,8 +142,14 @@ class SyncSession(Subscriptions):
 
     @property
     def app_id(self) -> str:
-        """The Bailian application id."""
+        """The Bailian application id; for a model session ``"model:<model>"``, the name
+        its conversations are kept under in the store."""
         return self._session.app_id
+
+    @property
+    def model(self) -> str | None:
+        """The model of a model session, such as ``"qwen-plus"`` (``None`` for an app)."""
+        return self._session.model
 
     @property
     def name(self) -> str:

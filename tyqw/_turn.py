@@ -18,12 +18,14 @@ import functools
 import io
 import json
 import logging
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any, Literal, Protocol
 
 import aiohttp
 
 from ._config import Config
+from ._context import history_messages
 from ._exceptions import (
     APITimeoutError,
     EventTooLargeError,
@@ -37,11 +39,12 @@ from ._exceptions import (
 )
 from ._history import Exchange, ended_now
 from ._http import read_body, redacted, scrub, unquote_secrets, wrap
-from ._models import Message, Reply, TokenUsage
+from ._models import Message, Reply, TokenUsage, ToolCall
 from ._options import TurnOptions
 from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
 from ._telemetry import TurnObserver, active
+from ._tools import Toolbox
 from .sse import SSEDecoder
 
 __all__ = ["Conversation", "Slot", "Turn", "on_loop", "refuse_inside_turn"]
@@ -67,12 +70,18 @@ _ACTIVE: contextvars.ContextVar[tuple[Turn, ...]] = contextvars.ContextVar(
 class Conversation(Protocol):
     """What a turn needs of its Session's conversation."""
 
-    async def begin(self, on_lost: Callable[[StoreError], object]) -> tuple[object, str | None]:
-        """Take the conversation (its store's lock); return a ticket and the id to send.
+    async def begin(
+        self, on_lost: Callable[[StoreError], object]
+    ) -> tuple[object, str | None, list[dict[str, str]] | None]:
+        """Take the conversation (its store's lock); return a ticket, the id to send and,
+        when the service has forgotten the conversation, the context to send instead.
         ``on_lost`` is called if the store can no longer prove the lock is held."""
 
     def seen(self, ticket: object, session_id: str) -> None:
         """The service sent this conversation id."""
+
+    async def context(self) -> list[Exchange]:
+        """The transcript, for a model's turn to send again (the turn holds the lock)."""
 
     def end(
         self,
@@ -124,7 +133,9 @@ class Turn:
         self.options = options
         # The reader tells the conversation of a new id once the turn holds it (see
         # _acquire); a callback into the Turn itself would make a reference cycle.
-        self.reader = ReplyReader(incremental=options.incremental, on_session_id=_ignore)
+        self.reader = ReplyReader(
+            incremental=options.incremental, on_session_id=_ignore, model=config.model
+        )
         self.response: aiohttp.ClientResponse | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
@@ -144,79 +155,106 @@ class Turn:
 
     # -- the one code path -------------------------------------------------------------
 
-    async def run(self, *, yield_malformed: bool) -> AsyncGenerator[Message | StreamError, None]:
+    async def run(
+        self, *, yield_malformed: bool, yield_tools: bool = False
+    ) -> AsyncGenerator[Message | StreamError | ToolCall, None]:
         """Send the request and yield the reply's messages. A malformed event is
-        yielded as a ``StreamError`` when ``yield_malformed``, else raised."""
+        yielded as a ``StreamError`` when ``yield_malformed``, else raised. A model's
+        tool calls are run between rounds of the same turn, each yielded as a
+        ``ToolCall`` (with its result) when ``yield_tools``."""
         self._enter()
         reader = self.reader
         observer = self.observer = self._observe()
         observe = None if observer is None else observer.message
+        tools = self.options.tools
+        rounds = 0
         try:
             try:
                 await self._acquire()
-                response = await self._open()
-                if response is None:
-                    pass  # aborted before an answer arrived
-                elif _media_type(response) == "text/event-stream":
-                    # The hot path: kept in this one generator, because every level of
-                    # async generator costs each message another resumption.
-                    # Older gateways send no blank line after a frame: implicit dispatch
-                    # ends each frame on its own lines, wherever the reads end.
-                    decoder = SSEDecoder(
-                        max_size=self.config.max_event_size, implicit_dispatch=True
-                    )
-                    read = response.content.readany
-                    message = reader.message
-                    decode = _decode_json
-                    while True:
-                        chunk = await read()
-                        if chunk:
-                            events = decoder.feed(chunk)
-                        else:
-                            events = decoder.close(dispatch_incomplete=True)
-                        for sse in events:
-                            if self.interrupted:
-                                break
-                            if sse.event == "result":
-                                data = sse.data
-                                try:
-                                    # raw_decode is json.loads without its wrapping, which
-                                    # costs a third as much again as the parse; anything it
-                                    # does not read whole takes the slow path below.
-                                    obj, end = decode(data)
-                                    output = obj["output"] if end == len(data) else None
-                                except (ValueError, TypeError, KeyError, RecursionError):
-                                    output = None
-                                if output.__class__ is dict:
+                while True:
+                    start = reader.text.length
+                    response = await self._open()
+                    if response is None:
+                        pass  # aborted before an answer arrived
+                    elif _media_type(response) == "text/event-stream":
+                        # The hot path: kept in this one generator, because every level of
+                        # async generator costs each message another resumption.
+                        # Older gateways send no blank line after a frame: implicit dispatch
+                        # ends each frame on its own lines, wherever the reads end.
+                        decoder = SSEDecoder(
+                            max_size=self.config.max_event_size, implicit_dispatch=True
+                        )
+                        read = response.content.readany
+                        message = reader.message
+                        decode = _decode_json
+                        while True:
+                            chunk = await read()
+                            if chunk:
+                                events = decoder.feed(chunk)
+                            else:
+                                events = decoder.close(dispatch_incomplete=True)
+                            for sse in events:
+                                if self.interrupted:
+                                    break
+                                if sse.event == "result":
+                                    data = sse.data
                                     try:
-                                        item: Message | StreamError = message(obj, output)
-                                    except _Malformed as exc:
-                                        item = reader.malformed(sse, exc)
-                                        if not yield_malformed:
-                                            raise item from None
+                                        # raw_decode is json.loads without its wrapping,
+                                        # which costs a third as much again as the parse;
+                                        # anything it does not read whole takes the slow
+                                        # path below.
+                                        obj, end = decode(data)
+                                        output = obj["output"] if end == len(data) else None
+                                    except (ValueError, TypeError, KeyError, RecursionError):
+                                        output = None
+                                    if output.__class__ is dict:
+                                        try:
+                                            item: Message | StreamError = message(obj, output)
+                                        except _Malformed as exc:
+                                            item = reader.malformed(sse, exc)
+                                            if not yield_malformed:
+                                                raise item from None
+                                        if observe is not None:
+                                            observe(item)
+                                        yield item
+                                        if reader.finish_reason is not None:
+                                            break
+                                        continue
+                                for item in reader.irregular(sse):
+                                    if not yield_malformed and item.__class__ is not Message:
+                                        raise item  # type: ignore[misc]
                                     if observe is not None:
                                         observe(item)
                                     yield item
-                                    if reader.finish_reason is not None:
-                                        break
-                                    continue
-                            for item in reader.irregular(sse):
-                                if not yield_malformed and item.__class__ is not Message:
-                                    raise item  # type: ignore[misc]
-                                if observe is not None:
-                                    observe(item)
-                                yield item
-                            if reader.finish_reason is not None:
+                                if reader.finish_reason is not None:
+                                    break
+                            if not chunk or self.interrupted or reader.finish_reason is not None:
                                 break
-                        if not chunk or self.interrupted or reader.finish_reason is not None:
-                            break
-                    if reader.finish_reason is not None and not self.interrupted:
-                        await self._drain(response)
-                else:
-                    single = await self._single(response)
-                    if observe is not None:
-                        observe(single)
-                    yield single
+                        if reader.finish_reason is not None and not self.interrupted:
+                            await self._drain(response)
+                    else:
+                        single = await self._single(response)
+                        if observe is not None:
+                            observe(single)
+                        yield single
+                    if (
+                        tools is None
+                        or not reader.tool_calls
+                        or self.interrupted
+                        or rounds >= tools.max_rounds  # the calls are left unanswered
+                    ):
+                        break
+                    # The model asked for tools: run them, and the same turn goes on.
+                    rounds += 1
+                    text = reader.text.upto(reader.text.length)[start:]
+                    done = await self._run_tools(tools, reader.next_round())
+                    for call in done:
+                        if yield_tools:
+                            yield call
+                    if self.interrupted:
+                        break
+                    self.options.add_round(text, done, last=rounds >= tools.max_rounds)
+                    self.release()
                 if not self.interrupted and reader.finish_reason is None:
                     raise IncompleteStreamError(
                         "the reply ended before its final event (no finish_reason 'stop'); "
@@ -305,12 +343,38 @@ class Turn:
         error.reply = self.reader.reply(error)
         return error
 
+    async def _run_tools(self, tools: Toolbox, calls: list[ToolCall]) -> list[ToolCall]:
+        """Run one round's calls; abort() and the deadline end the wait."""
+        self.waiting = True
+        try:
+            done = await tools.run(calls)
+        finally:
+            self.waiting = False
+        self.reader.calls.extend(done)
+        return done
+
     def _observe(self) -> TurnObserver | None:
-        """The turn's telemetry: an ``invoke_agent`` span named after the app; ``None``
-        (at the cost of a dict lookup) while nobody configured OpenTelemetry."""
+        """The turn's telemetry: an ``invoke_agent`` span named after the app (a ``chat``
+        span named after the model, for a model's turn); ``None`` (at the cost of a dict
+        lookup) while nobody configured OpenTelemetry."""
         instruments = active()
         if instruments is None:
             return None
+        if self.config.model is not None:
+            body_model = self.options.body.get("model")
+            name = body_model if isinstance(body_model, str) else self.config.model
+            return TurnObserver(
+                instruments,
+                "chat",
+                name=name,
+                base_url=self.config.base_url,
+                agent_id=None,
+                request_model=name,
+                data_source_id=None,
+                prompt=None if self.options.forwarded else self.options.prompt,
+                stream=self.options.stream,
+                conversation_id=None,
+            )
         parameters = self.options.body["parameters"]
         model = parameters.get("model_id")
         rag = parameters.get("rag_options")
@@ -320,7 +384,7 @@ class Turn:
         return TurnObserver(
             instruments,
             "invoke_agent",
-            name=self.config.app_id,
+            name=self.config.app_id or "",
             base_url=self.config.base_url,
             agent_id=self.config.app_id,
             request_model=model if isinstance(model, str) else None,
@@ -349,13 +413,26 @@ class Turn:
             self.holding = True
             self.slot.check_open()
             self.slot.active = self
+            context = None
+            if self.options.forwarded:
+                return  # a relayed body, history and all: no conversation of ours
             if self.options.session_id is None:
-                self.ticket, session_id = await self.conversation.begin(self._lose)
+                self.ticket, session_id, context = await self.conversation.begin(self._lose)
                 self.reader.on_session_id = functools.partial(self.conversation.seen, self.ticket)
             else:
                 session_id = self.options.session_id  # this turn only: the store stays out
+            if self.config.model is not None:
+                # A model keeps no conversation: tyqw names it, and sends its history.
+                self.reader.session_id = session_id or uuid.uuid4().hex
+                held = self.ticket is not None and session_id is not None
+                exchanges = await self.conversation.context() if held else []
+                self.options.messages(history_messages(exchanges, self.options.budget))
+                return
+            body_input = self.options.body["input"]
+            if context and "messages" not in body_input:
+                body_input["messages"] = context  # the caller's own messages= win
             if session_id is not None:
-                self.options.body["input"].setdefault("session_id", session_id)
+                body_input.setdefault("session_id", session_id)
                 self.reader.session_id = session_id
         finally:
             self.waiting = False

@@ -70,3 +70,34 @@ def errors(error: Exception) -> None:
     if isinstance(error, tyqw.ConnectionLostError):
         incomplete: tyqw.IncompleteStreamError = error
         del incomplete
+
+
+async def models() -> None:
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return city
+
+    schema = {"name": "get_time", "parameters": {"type": "object", "properties": {}}}
+
+    async def get_time(arguments: dict[str, object]) -> str:
+        return "09:30"
+
+    async with Session(
+        model="qwen-plus", system="Be brief.", tools=[get_weather, (schema, get_time)]
+    ) as session:
+        reply = await session.send(
+            "hi", max_tokens=100, stop=["\n"], enable_thinking=True, thinking_budget=50
+        )
+        assert_type(reply.reasoning, str | None)
+        assert_type(reply.tool_calls, tuple[tyqw.ToolCall, ...])
+        assert_type(session.model, str | None)
+        assert_type(session.usage["qwen-plus"].reasoning_tokens, int)
+        assert_type(session.usage["qwen-plus"].total_tokens, int)
+
+        def on_tool_call(call: tyqw.ToolCall) -> None:
+            assert_type(call.error, str | None)
+
+        session.on("tool_call", on_tool_call)
+        async for message in session.stream("hi"):
+            assert_type(message.reasoning, str)
+        await session.send("hi", max_tokens="100")  # type: ignore[arg-type]

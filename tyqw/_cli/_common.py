@@ -194,6 +194,15 @@ def service_parent() -> argparse.ArgumentParser:
         "--app-id", type=text, metavar="ID", help="the Bailian app id (DASHSCOPE_APP_ID)"
     )
     group.add_argument(
+        "--model",
+        type=text,
+        metavar="NAME",
+        help="chat with a Qwen model (e.g. qwen-plus) instead of an app; tyqw keeps the history",
+    )
+    group.add_argument(
+        "--system", type=text, metavar="TEXT", help="with --model: the system message"
+    )
+    group.add_argument(
         "--base-url",
         type=base_url,
         metavar="URL",
@@ -256,6 +265,10 @@ def open_session(
         key = find_api_key()  # DASHSCOPE_API_KEY, then the key files, as the SDK reads them
     except (ValueError, TyqwError) as exc:
         raise UsageError(str(exc)) from None
+    if args.model is not None and args.app_id:
+        raise UsageError("pass --app-id or --model, not both")
+    if args.system is not None and args.model is None:
+        raise UsageError("--system is for --model (an app has its own prompt)")
     chosen = open_store(args)
     try:
         if args.offline or key is None:
@@ -286,7 +299,7 @@ def open_session(
             workspace: str | None = ""
         else:
             app_id = args.app_id or environment_app_id()
-            if not app_id:
+            if not app_id and args.model is None:
                 raise UsageError(
                     "no app id: pass --app-id or set DASHSCOPE_APP_ID (the id on your "
                     "application's card in the Bailian console)"
@@ -299,7 +312,9 @@ def open_session(
             api_key, url, workspace = None, args.base_url, args.workspace  # None: from the env
         try:
             session = Session(
-                app_id,
+                None if args.model is not None else app_id,
+                model=args.model,
+                system=args.system,
                 api_key=api_key,
                 base_url=url,
                 workspace=workspace,

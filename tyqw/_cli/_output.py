@@ -57,12 +57,17 @@ class Printer:
         self.line_open = False
         self.pending = ""  # text that may be the start of a citation marker
         self.cited: list[Citation] = []
+        self.reasoning_open = False  # a model's reasoning is being written
 
     def start_turn(self) -> None:
         self.pending = ""
         self.cited = []
+        self.reasoning_open = False
 
     def message(self, message: Message) -> None:
+        if self.reasoning_open and message.delta:
+            self.reasoning_open = False
+            self.end_line()
         try:
             if self.json_lines:
                 self._write(json_line(message))
@@ -79,9 +84,23 @@ class Printer:
             raise BrokenPipe from None
 
     def thought(self, thought: Thought) -> None:
-        if self.show_thoughts:
-            label = thought.action_name or thought.action_type or "thought"
-            self._note(f"[{label}] {thought.text}".rstrip())
+        if not self.show_thoughts:
+            return
+        if "reasoning" in thought.raw:
+            # A model's reasoning streams in pieces: one dim line that grows.
+            piece = thought.text
+            if not self.reasoning_open:
+                self.end_line()
+                piece = "[reasoning] " + piece
+                self.reasoning_open = True
+            try:
+                self._write(f"\x1b[2m{piece}\x1b[0m" if self.dim else piece)
+            except BrokenPipeError:
+                raise BrokenPipe from None
+            self.line_open = True
+            return
+        label = thought.action_name or thought.action_type or "thought"
+        self.note(f"[{label}] {thought.text}".rstrip())
 
     def reference(self, citation: Citation) -> None:
         self.cited.append(citation)
@@ -90,10 +109,11 @@ class Printer:
         """The documents the turn cited, a line each, under the reply."""
         for citation in self.cited:
             about = citation.title or citation.doc_name or citation.doc_id or ""
-            self._note(f"{citation.marker} {about}".rstrip())
+            self.note(f"{citation.marker} {about}".rstrip())
         self.cited = []
 
-    def _note(self, line: str) -> None:
+    def note(self, line: str) -> None:
+        """A line apart from the reply: dimmed on a terminal."""
         if self.dim:
             line = f"\x1b[2m{line}\x1b[0m"
         try:

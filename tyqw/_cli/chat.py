@@ -26,6 +26,7 @@ from ._common import (
 from ._output import Printer, error_line
 from ._prompt import Prompter
 from ._stores import ChosenStore
+from ._transcript import recap_lines, text_lines
 
 if TYPE_CHECKING:
     from .._simulator import BailianSimulator
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 BANNER = "Type a message; /help lists commands. Ctrl-C stops a reply, Ctrl-D or /exit quits."
 HELP = """\
 /new      start a new conversation (the app forgets the context)
+/history  show what was said in this conversation
 /session  show the conversation id and where it is stored
 /usage    show the tokens this conversation has used, per model
 /help     show this help
@@ -49,7 +51,11 @@ def add_parser(commands: Any) -> None:
         description="Chat with the app. Replies stream as they arrive; the conversation "
         "continues across runs under the same --name. Type /help for commands.",
     )
-    chat.add_argument("--thoughts", action="store_true", help="show the app's thoughts")
+    chat.add_argument(
+        "--thoughts",
+        action="store_true",
+        help="show the app's thoughts (with --model: the model thinks, and its reasoning shows)",
+    )
     chat.set_defaults(run=run)
 
 
@@ -69,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         session.on("error", on_error)
         if prompter.interactive:
             print(BANNER, file=sys.stderr, flush=True)
-        options: dict[str, Any] = {"has_thoughts": True} if args.thoughts else {}
+            _recap(loop, session, printer)
+        wants = "has_thoughts" if session.model is None else "enable_thinking"
+        options: dict[str, Any] = {wants: True} if args.thoughts else {}
         while True:
             try:
                 if not _turn(loop, session, simulator, chosen, printer, prompter, options):
@@ -133,7 +141,8 @@ def _command(
     elif name == "/session":
         sid = session.session_id or _stored_id(loop, session, chosen)
         print(f"session_id: {sid or 'none yet (the next message starts a conversation)'}")
-        print(f"name: {session.name}  app_id: {session.app_id}")
+        target = f"model: {session.model}" if session.model else f"app_id: {session.app_id}"
+        print(f"name: {session.name}  {target}")
         if simulator is not None:
             print(f"stored in: {chosen.where}")
             print("(offline: the simulator forgets its conversations when tyqw exits)")
@@ -141,6 +150,16 @@ def _command(
             print(f"stored in: {chosen.where} (shared with every process that uses it)")
         else:
             print(f"stored in: {session.store_path}")
+    elif name == "/history":
+        try:
+            exchanges = loop.run_until_complete(session.history())
+        except TyqwError as exc:
+            print(f"error: {error_line(exc)}", file=sys.stderr)
+        else:
+            if not exchanges:
+                print("nothing said yet in this conversation")
+            for line in text_lines(exchanges):
+                print(line)
     elif name == "/usage":
         usage = session.usage
         if not usage:
@@ -153,6 +172,17 @@ def _command(
         print(f"unknown command {name}; /help lists the commands", file=sys.stderr)
     sys.stdout.flush()
     return False
+
+
+def _recap(loop: asyncio.AbstractEventLoop, session: Session, printer: Printer) -> None:
+    """A resumed conversation: its last few exchanges, dimmed, before the first prompt."""
+    try:
+        exchanges = loop.run_until_complete(session.history())
+    except TyqwError:
+        return  # the first turn will say what is wrong with the store
+    if exchanges:
+        for line in recap_lines(exchanges):
+            printer.note(line)
 
 
 def _stored_id(loop: asyncio.AbstractEventLoop, session: Session, chosen: ChosenStore) -> str:

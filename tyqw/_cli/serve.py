@@ -73,6 +73,15 @@ def add_parser(commands: Any) -> None:
         help="the Bailian app ids to serve (default: DASHSCOPE_APP_ID)",
     )
     serve.add_argument(
+        "--model",
+        dest="models",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="also relay this Qwen model at the service's generation endpoint, the "
+        "client keeping the history (repeat for more: an allow-list)",
+    )
+    serve.add_argument(
         "--store",
         metavar="URL",
         help="where each user's conversation lives: memory (the default unless TYQW_STORE "
@@ -215,8 +224,8 @@ def run(args: argparse.Namespace) -> int:
             print(NO_KEY_NOTICE, file=sys.stderr, flush=True)
             app_ids = args.app_ids or [simulator.app_id]
             upstream = {"api_key": simulator.api_key, "base_url": simulator.base_url}
-        elif not app_ids:
-            raise UsageError("no app id: pass --app-id or set DASHSCOPE_APP_ID")
+        elif not app_ids and not args.models:
+            raise UsageError("no app id: pass --app-id (or --model), or set DASHSCOPE_APP_ID")
         try:
             relay = create_app(
                 app_ids,
@@ -225,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
                 store=store,
                 cors=args.cors,
                 rate=args.rate,
+                models=args.models,
                 trace_user=args.trace_user,
                 body_timeout=args.body_timeout,
                 send_timeout=args.send_timeout,
@@ -237,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
             _stop(loop, simulator)
             raise UsageError(f"cannot read {args.tokens}: {exc.strerror or exc}") from None
         try:
-            return _serve(loop, relay, args, prefix, app_ids)
+            return _serve(loop, relay, args, prefix, app_ids, args.models)
         finally:
             _stop(loop, simulator)
 
@@ -248,6 +258,7 @@ def _serve(
     args: argparse.Namespace,
     prefix: str,
     app_ids: list[str],
+    models: list[str],
 ) -> int:
     root = relay
     if prefix:
@@ -282,7 +293,11 @@ def _serve(
         base = f"http://{host}:{port}{prefix}"
         print(f"tyqw relay: open {base}/ in a browser")
         print(f"  API: POST {base}/api/v1/apps/{{app_id}}/completion")
-        print(f"  apps: {', '.join(app_ids)}")
+        if app_ids:
+            print(f"  apps: {', '.join(app_ids)}")
+        if models:
+            print(f"  API: POST {base}/api/v1/services/aigc/text-generation/generation")
+            print(f"  models: {', '.join(models)}")
         if args.tokens is None:
             print("  no --tokens: only this machine can use it. Ctrl-C stops it.", flush=True)
         else:

@@ -2,16 +2,18 @@
 memories under a ``memory_id``.
 
 A conversation is the server-side history the service keeps for a ``session_id``; it
-ends after ``ttl`` idle seconds or ``max_rounds`` turns, and a request naming an ended or
-unknown id silently starts a new one under a newly minted id (the tolerant reading of the
-protocol reference). A turn joins its conversation only once its answer was sent whole.
+ends after ``ttl`` idle seconds or ``max_rounds`` turns (by tyqw's clock, which
+``tyqw.testing.advance_clock()`` moves), and a request naming an ended or unknown id
+silently starts a new one under a newly minted id (the tolerant reading of the protocol
+reference). A turn joins its conversation only once its answer was sent whole.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
+
+from .. import _clock
 
 # Every this many new conversations, the ended ones are dropped.
 _SWEEP_EVERY = 1024
@@ -37,14 +39,14 @@ class Conversations:
     def live(self, session_id: str) -> Conversation | None:
         """The conversation ``session_id`` names if it has not ended; an ended one is dropped."""
         conversation = self._by_id.get(session_id)
-        if conversation is not None and self._ended(conversation, time.monotonic()):
+        if conversation is not None and self._ended(conversation, _clock.monotonic()):
             del self._by_id[session_id]
             return None
         return conversation
 
     def open(self, session_id: str | None) -> tuple[str, Conversation]:
         """The live conversation ``session_id`` names, else a new one under a new id."""
-        now = time.monotonic()
+        now = _clock.monotonic()
         conversation = self.live(session_id) if session_id else None
         if session_id and conversation is not None:
             conversation.last_used = now
@@ -65,10 +67,17 @@ class Conversations:
         for session_id in session_ids:
             self._by_id.pop(session_id, None)
 
-    @staticmethod
-    def add_turn(conversation: Conversation, prompt: str, text: str) -> None:
+    def add_turn(
+        self, session_id: str, conversation: Conversation, prompt: str, text: str
+    ) -> None:
         conversation.history.append((prompt, text))
-        conversation.last_used = time.monotonic()
+        conversation.last_used = _clock.monotonic()
+        if len(conversation.history) >= self.max_rounds and self._by_id.get(session_id) is (
+            conversation
+        ):
+            # Ended by its rounds: dropped now, as a client that knows the limit never
+            # names it again (and so never makes live() drop it).
+            del self._by_id[session_id]
 
     def _ended(self, conversation: Conversation, now: float) -> bool:
         idle = now - conversation.last_used

@@ -15,9 +15,14 @@ from typing import Literal
 from aiohttp import web
 
 from .._wire import error_body
+from . import generation
 from .answers import Answer, padded_payload
 from .errors import describe
+from .generation import Generation
 from .streams import BodyWriter, EventWriter, Exchange, json_response
+
+# An app's answer or a model's: faults act on both the same way.
+Answers = Answer | Generation
 
 FaultKind = Literal[
     "http",
@@ -235,11 +240,11 @@ class FaultAction:
         """Whether the stream's headers already say ``x-dashscope-finished: true``."""
         return False
 
-    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answer) -> bool:
+    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answers) -> bool:
         """Strike after ``fault.after`` events; False when the stream ended here."""
         return True
 
-    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answer) -> web.StreamResponse:
+    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answers) -> web.StreamResponse:
         """Shape the one JSON body of a non-streaming answer."""
         return await out.finish()
 
@@ -279,37 +284,37 @@ class _StreamError(FaultAction):
     def opens_finished(self, fault: Fault) -> bool:
         return fault.after == 0
 
-    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answer) -> bool:
+    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answers) -> bool:
         await out.error(fault.status, fault.code, fault.message)
         await out.end()
         return False
 
-    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answer) -> web.StreamResponse:
+    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answers) -> web.StreamResponse:
         return out.error(fault.status, fault.code, fault.message)
 
 
 class _Cut(FaultAction):
-    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answer) -> bool:
+    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answers) -> bool:
         out.cut()
         return False
 
-    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answer) -> web.StreamResponse:
+    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answers) -> web.StreamResponse:
         return out.ex.cut()
 
 
 class _Truncate(FaultAction):
-    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answer) -> bool:
+    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answers) -> bool:
         await out.end()
         return False
 
-    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answer) -> web.StreamResponse:
+    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answers) -> web.StreamResponse:
         await out.start()
         await out.ex.send(out.body[: len(out.body) // 2])
         return await out.ex.end()
 
 
 class _Stall(FaultAction):
-    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answer) -> bool:
+    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answers) -> bool:
         if fault.keepalive is None:
             await asyncio.sleep(fault.seconds)
             return True
@@ -323,17 +328,17 @@ class _Stall(FaultAction):
             await out.keepalive()
         return True
 
-    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answer) -> web.StreamResponse:
+    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answers) -> web.StreamResponse:
         await asyncio.sleep(fault.seconds)
         return await out.finish()
 
 
 class _Drip(FaultAction):
-    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answer) -> bool:
+    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answers) -> bool:
         out.dripping = True
         return True
 
-    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answer) -> web.StreamResponse:
+    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answers) -> web.StreamResponse:
         await out.start()
         await out.ex.drip(out.body)
         out.commit()
@@ -341,21 +346,21 @@ class _Drip(FaultAction):
 
 
 class _Malformed(FaultAction):
-    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answer) -> bool:
+    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answers) -> bool:
         await out.result(fault.data)
         return True
 
-    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answer) -> web.StreamResponse:
+    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answers) -> web.StreamResponse:
         return out.raw(fault.data.encode())
 
 
 class _Oversized(FaultAction):
-    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answer) -> bool:
-        await out.result(padded_payload(answer, fault.size))
+    async def in_stream(self, fault: Fault, out: EventWriter, answer: Answers) -> bool:
+        await out.result(_padded(answer, fault.size))
         return True
 
-    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answer) -> web.StreamResponse:
-        return out.raw(padded_payload(answer, fault.size).encode())
+    async def in_body(self, fault: Fault, out: BodyWriter, answer: Answers) -> web.StreamResponse:
+        return out.raw(_padded(answer, fault.size).encode())
 
 
 _ACTIONS: dict[FaultKind, FaultAction] = {
@@ -377,3 +382,9 @@ _NO_FAULT = FaultAction()
 def action_of(fault: Fault | None) -> FaultAction:
     """How ``fault`` acts; no fault acts on nothing."""
     return _NO_FAULT if fault is None else _ACTIONS[fault.kind]
+
+
+def _padded(answer: Answers, size: int) -> str:
+    if isinstance(answer, Generation):
+        return generation.padded_payload(answer, size)
+    return padded_payload(answer, size)

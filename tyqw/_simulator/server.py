@@ -12,13 +12,14 @@ import logging
 import re
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from .._wire import SSE_TYPE, accepts_gzip, dumps, error_body, frame, wants_sse
+from . import generation
 from .answers import Answer, compose, json_payload, stream_payloads
 from .apps import Apps, is_reasoning_model
 from .conversations import Conversation, Conversations, Memories
@@ -32,6 +33,8 @@ from .validation import check_key, read_json, read_question
 logger = logging.getLogger("tyqw.simulator")
 
 _ROUTE = re.compile(r".*/apps/([^/]*)/completion/?")
+_MODEL_ROUTE = re.compile(r".*/services/aigc/([^/]*)/generation/?")
+_MODEL_KINDS = ("text-generation", "multimodal-generation")
 
 
 class BailianSimulator:
@@ -68,9 +71,24 @@ class BailianSimulator:
     from the first marker on) and ``flow_stream_mode`` ``message_format(_plus)``
     (``workflow_message`` events, then a final ``text`` event) are honoured; other keys
     are ignored. ``input.messages``, when given, is the whole context (a ``prompt`` is
-    appended as the last user turn) and the conversation, though its id is still
-    returned, is neither read nor written. A turn joins its conversation only once its
-    final event (or JSON body) was sent::
+    appended as the last user turn): a live conversation the request names is returned
+    but neither read nor written; otherwise the new conversation returned starts from
+    the messages' turns, so its id continues from them. A turn joins its conversation
+    only once its final event (or JSON body) was sent. Conversations end by tyqw's
+    clock, which ``tyqw.testing.advance_clock()`` moves.
+
+    Models are answered too, at ``/services/aigc/text-generation/generation`` (and the
+    multimodal one), as the service does: the body checked in its words (``messages``,
+    roles, ``tool`` after ``tool_calls``, thinking with ``result_format: "message"`` and
+    incremental output, ``json`` for ``json_object``, ranges), the answer written from
+    the ``messages`` sent (so "my name is X" then "what is my name?" works), reasoning
+    first for thinking models (``enable_thinking``, or a reasoning model's name), a
+    deterministic tool call when a tool fits a question about the weather or the time
+    in a city (parallel calls with ``parallel_tool_calls``), an answer from the tool
+    results once they come back, a running ``usage`` on every chunk, incremental or
+    cumulative. ``models`` lists the models that exist (None: any name);
+    ``max_input_tokens`` is the context (one token per character), past which a
+    request gets ``Range of input length should be [1, n]``::
 
         async with BailianSimulator(reply=lambda prompt, history: prompt.upper()) as sim:
             url = sim.url_for()  # POST here with Authorization: Bearer {sim.api_key}
@@ -94,6 +112,8 @@ class BailianSimulator:
         sse_errors: Literal["frame", "http"] = "frame",
         workflows: Iterable[str] | None = None,
         reasoning: bool | None = None,
+        models: Iterable[str] | None = None,
+        max_input_tokens: int = 131072,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
@@ -108,6 +128,8 @@ class BailianSimulator:
         self.delay = delay
         self.model_id = model_id
         self.reasoning = reasoning
+        self.models = None if models is None else frozenset(models)
+        self.max_input_tokens = max_input_tokens
         self._conversations = Conversations(session_ttl, max_rounds)
         self._memories = Memories()
         self._sse_errors = sse_errors
@@ -310,6 +332,7 @@ class BailianSimulator:
         raw = await request.read()
         headers = {name.lower(): value for name, value in request.headers.items()}
         route = _ROUTE.fullmatch(request.path)
+        model_route = None if route else _MODEL_ROUTE.fullmatch(request.path)
         rec = SimRequest(
             method=request.method,
             path=request.path,
@@ -321,10 +344,12 @@ class BailianSimulator:
             request_id=str(uuid.uuid4()),
         )
         self.requests.append(rec)
-        if route and self._faults:
+        if (route or model_route) and self._faults:
             rec.fault = self._faults.popleft()
         ex = Exchange(request)
         try:
+            if model_route:
+                return await self._respond_model(ex, rec, model_route.group(1))
             return await self._respond(ex, rec)
         except asyncio.CancelledError:
             rec.disconnected = True
@@ -347,7 +372,8 @@ class BailianSimulator:
             return self._refuse(rec, refusal)
         rec.session_id = answer.session_id
         if rec.sse:
-            return await self._stream(ex, answer, fault)
+            payloads = stream_payloads(answer, self.chunk_size)
+            return await self._stream(ex, answer, payloads, fault, lambda: self._commit(answer))
         body = dumps(json_payload(answer)).encode()
         out = BodyWriter(
             ex, answer.request_id, body, lambda: self._commit(answer), accepts_gzip(rec.headers)
@@ -355,6 +381,45 @@ class BailianSimulator:
         if fault is None:
             return await out.finish()
         return await action_of(fault).in_body(fault, out, answer)
+
+    async def _respond_model(self, ex: Exchange, rec: SimRequest, kind: str) -> web.StreamResponse:
+        fault = rec.fault
+        if fault is not None:
+            early = await action_of(fault).at_gateway(fault, ex, rec.request_id)
+            if early is not None:
+                return early
+        try:
+            answer = self._generate(rec, kind)
+        except Refusal as refusal:
+            return self._refuse(rec, refusal)
+        if rec.sse:
+            payloads = generation.stream_payloads(answer, self.chunk_size)
+            return await self._stream(ex, answer, payloads, fault, None)
+        body = dumps(generation.json_payload(answer)).encode()
+        out = BodyWriter(ex, answer.request_id, body, _nothing, accepts_gzip(rec.headers))
+        if fault is None:
+            return await out.finish()
+        return await action_of(fault).in_body(fault, out, answer)
+
+    def _generate(self, rec: SimRequest, kind: str) -> generation.Generation:
+        if kind not in _MODEL_KINDS:
+            raise Refusal(400, "InvalidParameter", generation.URL_ERROR, inband=False)
+        if rec.method != "POST":
+            message = f"Request method '{rec.method}' is not supported."
+            raise Refusal(400, "InvalidParameter", message, inband=False)
+        check_key(rec.headers, self._api_key)
+        request = generation.read_generation(
+            rec.body, sse=rec.sse, max_input_tokens=self.max_input_tokens
+        )
+        if self.models is not None and request.model not in self.models:
+            raise Refusal(400, "InvalidParameter", generation.NO_MODEL, inband=True)
+        return generation.compose(
+            request,
+            request_id=rec.request_id,
+            reply=self._write,
+            reasoning_model=self.reasoning,
+            multimodal=kind == "multimodal-generation",
+        )
 
     def _answer(self, rec: SimRequest) -> Answer:
         if rec.app_id is None:
@@ -369,8 +434,14 @@ class BailianSimulator:
         conversation: Conversation | None = opened
         history = list(opened.history)
         if question.history is not None:
-            # messages carry the context; the conversation is neither read nor written
-            history, conversation = question.history, None
+            # messages carry the context and win over session_id: a live conversation
+            # the request names is neither read nor written. A new one starts from
+            # them, so that the id returned continues what the messages said.
+            history = question.history
+            if session_id == question.session_id:
+                conversation = None
+            else:
+                opened.history.extend(history)
         memory_id = question.memory_id
         reasoning = self.reasoning
         return compose(
@@ -400,7 +471,9 @@ class BailianSimulator:
 
     def _commit(self, answer: Answer) -> None:
         if answer.conversation is not None:
-            self._conversations.add_turn(answer.conversation, answer.prompt, answer.text)
+            self._conversations.add_turn(
+                answer.session_id, answer.conversation, answer.prompt, answer.text
+            )
         if answer.memory_id is not None:
             self._memories.remember(answer.memory_id, answer.prompt)
 
@@ -420,12 +493,16 @@ class BailianSimulator:
         )
 
     async def _stream(
-        self, ex: Exchange, answer: Answer, fault: Fault | None
+        self,
+        ex: Exchange,
+        answer: Answer | generation.Generation,
+        payloads: list[dict[str, Any]],
+        fault: Fault | None,
+        commit: Callable[[], None] | None,
     ) -> web.StreamResponse:
         action = action_of(fault)
         out = EventWriter(ex, answer.request_id)
         await out.open(finished=fault is not None and action.opens_finished(fault))
-        payloads = stream_payloads(answer, self.chunk_size)
         # The fault strikes once `after` events were sent; past the end, after the last.
         strike = -1 if fault is None else min(fault.after, len(payloads))
 
@@ -438,7 +515,12 @@ class BailianSimulator:
             if index and self.delay:
                 await asyncio.sleep(self.delay)
             await out.result(dumps(payload))
-        self._commit(answer)
+        if commit is not None:
+            commit()
         if strike == len(payloads) and not await goes_on():
             return out.response
         return await out.end()
+
+
+def _nothing() -> None:
+    """A model's answer joins no conversation: the client keeps the history."""

@@ -6,6 +6,11 @@ they arrive, one Bailian frame per message. The turn runs in a child task that i
 cancelled the moment the client's connection closes (aiohttp tells a handler of a
 disconnect only when it writes, and a turn may wait a long time between events), and
 cancelling it closes the upstream response at once.
+
+``GET /api/v1/apps/{app_id}/history`` answers the caller's own current conversation:
+its ``session_id`` and its transcript (``Exchange.to_dict()`` each), for the page to
+draw on load. The user comes from the request's authentication, as for a turn; there is
+no way to name another.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import MessageStream, Options, TyqwError
-from .._config import environment_app_id
+from .._config import MODEL_PATH, environment_app_id
 from .._http import read_body
 from .._options import check_seconds
 from .._wire import dumps, error_body, frame, wants_sse
@@ -41,7 +46,7 @@ from ._auth import (
 from ._conversations import Conversations, NotCurrent, StoreChoice
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
-from ._request import Refused, TurnRequest, invalid, parse_turn
+from ._request import Refused, TurnRequest, invalid, parse_generation, parse_turn
 from ._responses import json_response, refusal, start_sse, upstream_error
 from ._trace import TraceUser, note_user, tracing
 
@@ -86,6 +91,8 @@ def create_app(
     body_timeout: float = 30.0,
     send_timeout: float = 60.0,
     trace_user: TraceUser = None,
+    models: Iterable[str] = (),
+    max_messages: int = 100,
 ) -> web.Application:
     """A relay that lets browsers and SDKs chat with Bailian apps without the key.
 
@@ -100,6 +107,10 @@ def create_app(
       ``allow_anonymous=True``: everyone is the one user ``"local"`` and only requests
       from a loopback address (the peer's socket, not its ``Host`` header) to a
       loopback host name are answered.
+    - ``GET /api/v1/apps/{app_id}/history`` (authenticated as a turn is) answers the
+      caller's current conversation: ``{"session_id": ..., "exchanges": [...]}``, each
+      exchange as ``tyqw.Exchange.to_dict()`` gives it, oldest first. The page draws it
+      on load, so a reload or a second tab shows the conversation as it was.
     - ``store``: where each user's conversation lives: ``"memory"`` (the default,
       ``None``), a folder (a ``FileStore``), ``redis://...`` / ``rediss://...`` (a
       ``RedisStore``: every relay worker on that Redis continues the same conversations
@@ -115,6 +126,11 @@ def create_app(
     - The upstream: ``api_key`` (default ``DASHSCOPE_API_KEY``; never taken from a
       request), ``base_url``, ``workspace``, and ``session_options`` for each user's
       ``Session`` (``read_timeout``, ``deadline``, ``max_retries``...).
+    - ``models``: Qwen models served at the service's own generation endpoint,
+      ``POST /api/v1/services/aigc/text-generation/generation``, the client's body sent
+      on as it is once checked: a model of this list, 1 to ``max_messages`` messages of
+      at most ``max_prompt`` characters each, and only the generation parameters a
+      chat needs. The client keeps the history there, as with the service.
     - Clients that stall: a request body not received within ``body_timeout`` seconds
       (default 30) is answered 408 ``RequestTimeOut`` and its connection closed; a
       client that reads nothing of a streamed answer for ``send_timeout`` seconds
@@ -138,7 +154,10 @@ def create_app(
         app.add_subapp("/tyqw", create_app(["YOUR_APP_ID"], tokens="tokens.txt"))
         web.run_app(app, port=8000, handler_cancellation=True)
     """
-    ids = _app_ids(app_ids)
+    served_models = tuple(dict.fromkeys(models))
+    ids = _app_ids(app_ids, allow_none=bool(served_models))
+    if not isinstance(max_messages, int) or max_messages < 1:
+        raise ValueError("max_messages must be a number of messages >= 1")
     if authenticate is not None and tokens is not None:
         raise ValueError("pass tokens or authenticate, not both")
     if tokens is not None:
@@ -171,6 +190,8 @@ def create_app(
     conversations = Conversations(choice, options)
     for app_id in ids:
         conversations.check(app_id)  # a bad id, key or base_url fails here, not per turn
+    for model in served_models:
+        conversations.check_model(model)
     relay = _Relay(
         app_ids=ids,
         authenticate=authenticate,
@@ -183,12 +204,21 @@ def create_app(
         auth_kind=auth_kind,
         body_timeout=body_timeout,
         send_timeout=send_timeout,
+        models=served_models,
+        max_messages=max_messages,
     )
     app = web.Application(middlewares=[tracing(trace_user)])
     app.cleanup_ctx.append(relay.lifetime)
     completion = "/api/v1/apps/{app_id}/completion"
     app.router.add_post(completion, relay.completion)
     app.router.add_route("OPTIONS", completion, relay.preflight)
+    history = "/api/v1/apps/{app_id}/history"
+    app.router.add_get(history, relay.history)
+    app.router.add_route("OPTIONS", history, relay.preflight)
+    if served_models:
+        generation = "/api/v1" + MODEL_PATH
+        app.router.add_post(generation, relay.generation)
+        app.router.add_route("OPTIONS", generation, relay.preflight)
     if page:
         app.router.add_get("/", relay.page)
     app.router.add_get("/relay.json", relay.settings)
@@ -210,8 +240,12 @@ class _Relay:
         auth_kind: str,
         body_timeout: float,
         send_timeout: float,
+        models: tuple[str, ...] = (),
+        max_messages: int = 100,
     ) -> None:
         self.app_ids = app_ids
+        self.models = models
+        self.max_messages = max_messages
         self.authenticate = authenticate
         self.cors = cors
         self.rate = rate
@@ -283,6 +317,36 @@ class _Relay:
                 work = self._json(stream, cors, request_id)
             return await _unless_gone(request, work, writing, self.send_timeout)
 
+    async def generation(self, request: web.Request) -> web.StreamResponse:
+        """A model's generation request: checked, then sent on with the server's key."""
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        sse = wants_sse(request.headers)
+        try:
+            user = await self._user(request)
+            note_user(user)
+            await self._spend(user)
+            # A whole conversation's messages: room for several prompts' worth.
+            limit = self.body_limit * 4
+            raw = await self._body(request, limit)
+            if len(raw) > limit:
+                raise invalid(f"the request body is larger than {limit} bytes")
+            body = parse_generation(
+                raw,
+                models=self.models,
+                max_prompt=self.max_prompt,
+                max_messages=self.max_messages,
+            )
+        except Refused as refused:
+            return refusal(refused, request_id, sse, cors)
+        stream = self.conversations.forwarder()._forward(body, stream=sse)
+        writing = _Writing()
+        if sse:
+            work = self._sse(request, stream, cors, request_id, writing)
+        else:
+            work = self._json(stream, cors, request_id)
+        return await _unless_gone(request, work, writing, self.send_timeout)
+
     async def preflight(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")
         if origin not in self.cors:
@@ -291,12 +355,31 @@ class _Relay:
             status=204,
             headers={
                 "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Methods": "GET, POST",
                 "Access-Control-Allow-Headers": _CORS_HEADERS,
                 "Access-Control-Max-Age": "600",
                 "Vary": "Origin",
             },
         )
+
+    async def history(self, request: web.Request) -> web.Response:
+        """The caller's own current conversation: its id and transcript."""
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        try:
+            user = await self._user(request)
+            app_id = request.match_info["app_id"]
+            if app_id not in self.app_ids:
+                raise Refused(404, "NotFound", "This relay does not serve that app id.")
+        except Refused as refused:
+            return refusal(refused, request_id, False, cors)
+        try:
+            session_id, exchanges = await self.conversations.current(app_id, user)
+        except TyqwError as exc:
+            status, error = upstream_error(exc, request_id)
+            return json_response(status, error, cors, request_id)
+        current = {"session_id": session_id, "exchanges": [e.to_dict() for e in exchanges]}
+        return json_response(200, current, cors, request_id)
 
     async def _user(self, request: web.Request) -> str:
         origin = request.headers.get("Origin")
@@ -329,10 +412,10 @@ class _Relay:
             )
         return user
 
-    async def _body(self, request: web.Request) -> bytes:
+    async def _body(self, request: web.Request, limit: int | None = None) -> bytes:
         try:
             return await asyncio.wait_for(
-                read_body(request.content, self.body_limit + 1), self.body_timeout
+                read_body(request.content, (limit or self.body_limit) + 1), self.body_timeout
             )
         except asyncio.TimeoutError:
             raise Refused(
@@ -515,10 +598,10 @@ def _not_yours() -> Refused:
     )
 
 
-def _app_ids(app_ids: str | Iterable[str] | None) -> tuple[str, ...]:
+def _app_ids(app_ids: str | Iterable[str] | None, *, allow_none: bool) -> tuple[str, ...]:
     if app_ids is None:
         app_ids = environment_app_id() or ()
     ids = (app_ids,) if isinstance(app_ids, str) else tuple(app_ids)
-    if not ids:
+    if not ids and not allow_none:
         raise ValueError("no app ids: pass the Bailian app ids to serve (or set DASHSCOPE_APP_ID)")
     return tuple(dict.fromkeys(ids))

@@ -12,6 +12,9 @@ of its turn, while it holds the conversation's lock: a check made before the tur
 could start a new conversation for the same user, and the turn would go on in a
 conversation the client never named. Under the lock nothing can change the record
 between the check and the request that carries its id.
+
+``current()`` gives a user's current conversation, its id and its transcript, read
+from the store (every worker sees the same), for the page to draw on load.
 """
 
 from __future__ import annotations
@@ -27,8 +30,17 @@ from typing import Any, Literal
 
 import aiohttp
 
-from .. import Session, TyqwError
-from ..stores import FileStore, LocalStore, MemoryStore, Store, StoreLocation, TurnStore
+from .. import Exchange, Session, TyqwError
+from ..stores import (
+    FileStore,
+    LocalStore,
+    MemoryStore,
+    Store,
+    StoreLocation,
+    TurnStore,
+    read_history,
+)
+from ..stores._base import has_transcript_methods
 
 __all__ = ["MAX_SESSIONS", "Conversations", "NotCurrent", "StoreChoice"]
 
@@ -89,6 +101,7 @@ class Conversations:
         self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
         self._busy: dict[tuple[str, str], int] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._forwarder: Session | None = None
         # Made here, so that a URL the store refuses fails create_app(), not the start.
         self._store: Store | None = choice.open()  # closed here if made here
         self._checked = current_only(self._store)  # what the Sessions use: it checks ids
@@ -97,11 +110,32 @@ class Conversations:
         """Raise ``ValueError`` / ``TyqwError`` now for an app id or option Session refuses."""
         Session(app_id, name="check", store=MemoryStore(), **self._options)
 
+    def check_model(self, model: str) -> None:
+        """The same, for a model name."""
+        Session(model=model, name="check", store=MemoryStore(), history=False, **self._options)
+
+    def forwarder(self) -> Session:
+        """The Session that sends relayed generation requests on: no conversation of its
+        own (the client keeps the history), each request on a turn slot of its own."""
+        if self._forwarder is None:
+            self._forwarder = Session(
+                model="relay",
+                name="relay",
+                store=MemoryStore(),
+                history=False,
+                http_session=self._http,
+                **self._options,
+            )
+        return self._forwarder
+
     async def start(self) -> None:
         # Many users stream at once through one pool; Session sets its own timeouts.
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
 
     async def aclose(self) -> None:
+        if self._forwarder is not None:
+            forwarder, self._forwarder = self._forwarder, None
+            await _close(forwarder)
         sessions = list(self._sessions.values())
         self._sessions.clear()
         self._busy.clear()
@@ -141,6 +175,19 @@ class Conversations:
                 self._busy[key] = left
             if len(self._sessions) > MAX_SESSIONS:
                 await self._drop_idle()
+
+    async def current(self, app_id: str, user: str) -> tuple[str | None, list[Exchange]]:
+        """The user's current conversation id (``None``: none yet) and its transcript,
+        oldest first, as the store holds them. ``TyqwError`` if the store fails."""
+        session = self._sessions.get((app_id, user))
+        if session is not None:
+            await session.flush()  # a new conversation this worker has not written yet
+        store = self._checked
+        record = await store.get(app_id, user)
+        session_id = record.get("session_id") if isinstance(record, dict) else None
+        if not has_transcript_methods(store):
+            return session_id, []
+        return session_id, await read_history(store, app_id, user)
 
     def _new_session(self, app_id: str, user: str) -> Session:
         # The one place that says where a user's conversation lives.
@@ -258,13 +305,54 @@ class _CurrentOnlyLocalTurn(_CurrentOnlyLocal, _CurrentOnlyTurn):
     pass
 
 
+class _Transcripts:
+    """The transcript methods of a ``TranscriptStore``, passed through a view."""
+
+    inner: Any
+
+    async def append_transcript(
+        self, app_id: str, name: str, entry: dict[str, Any], keep: int
+    ) -> None:
+        await self.inner.append_transcript(app_id, name, entry, keep)
+
+    async def read_transcript(self, app_id: str, name: str) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = await self.inner.read_transcript(app_id, name)
+        return entries
+
+    async def delete_transcript(self, app_id: str, name: str) -> None:
+        await self.inner.delete_transcript(app_id, name)
+
+
+class _CurrentOnlyTranscripts(_Transcripts, _CurrentOnly):
+    pass
+
+
+class _CurrentOnlyLocalTranscripts(_Transcripts, _CurrentOnlyLocal):
+    pass
+
+
+class _CurrentOnlyTurnTranscripts(_Transcripts, _CurrentOnlyTurn):
+    pass
+
+
+class _CurrentOnlyLocalTurnTranscripts(_Transcripts, _CurrentOnlyLocalTurn):
+    pass
+
+
+_VIEWS: dict[tuple[bool, bool, bool], type[_CurrentOnly]] = {
+    (False, False, False): _CurrentOnly,
+    (True, False, False): _CurrentOnlyLocal,
+    (False, True, False): _CurrentOnlyTurn,
+    (True, True, False): _CurrentOnlyLocalTurn,
+    (False, False, True): _CurrentOnlyTranscripts,
+    (True, False, True): _CurrentOnlyLocalTranscripts,
+    (False, True, True): _CurrentOnlyTurnTranscripts,
+    (True, True, True): _CurrentOnlyLocalTurnTranscripts,
+}
+
+
 def current_only(store: Store) -> Store:
-    """``store`` seen through the check, with the same abilities (local, one-call turns)."""
+    """``store`` seen through the check, with the same abilities (local, one-call turns,
+    transcripts)."""
     local, turn = isinstance(store, LocalStore), isinstance(store, TurnStore)
-    view = {
-        (False, False): _CurrentOnly,
-        (True, False): _CurrentOnlyLocal,
-        (False, True): _CurrentOnlyTurn,
-        (True, True): _CurrentOnlyLocalTurn,
-    }[local, turn]
-    return view(store)
+    return _VIEWS[local, turn, has_transcript_methods(store)](store)

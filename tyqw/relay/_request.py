@@ -16,7 +16,7 @@ from typing import Any
 
 from .._json import json_problem
 
-__all__ = ["Refused", "TurnRequest", "invalid", "parse_turn"]
+__all__ = ["GEN_PARAMETERS", "Refused", "TurnRequest", "invalid", "parse_generation", "parse_turn"]
 
 _TOP_LEVEL = frozenset({"input", "parameters", "model", "debug"})
 _INPUT = ("prompt", "session_id", "biz_params")
@@ -128,3 +128,86 @@ def _only(obj: dict[str, Any], allowed: Collection[str], where: str) -> None:
     unknown = [key for key in obj if key not in allowed]
     if unknown:
         raise invalid(f"unknown field {where}{unknown[0]}: this relay accepts only {_ACCEPTED}")
+
+
+# -- the generation endpoint (models) ---------------------------------------------------
+
+_GEN_TOP_LEVEL = frozenset({"model", "input", "parameters"})
+_GEN_ROLES = frozenset({"system", "user", "assistant", "tool"})
+_GEN_MESSAGE = frozenset(
+    {"role", "content", "name", "tool_calls", "tool_call_id", "partial", "reasoning_content"}
+)
+#: What a client may set in ``parameters`` of a relayed generation request.
+GEN_PARAMETERS = frozenset(
+    {
+        "result_format",
+        "incremental_output",
+        "temperature",
+        "top_p",
+        "top_k",
+        "seed",
+        "max_tokens",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+        "response_format",
+        "enable_thinking",
+        "thinking_budget",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "enable_search",
+        "search_options",
+    }
+)
+
+
+def parse_generation(
+    raw: bytes, *, models: Collection[str], max_prompt: int, max_messages: int
+) -> dict[str, Any]:
+    """Check a generation request body (a model in the allow-list, a bounded number of
+    bounded messages, known parameters only) and return it to send on as it is."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise invalid("Required body invalid, please check the request body format.") from None
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    unknown = [key for key in body if key not in _GEN_TOP_LEVEL]
+    if unknown:
+        raise invalid(f"unknown field {unknown[0]}: this relay accepts model, input, parameters")
+    model = body.get("model")
+    if model not in models:
+        raise Refused(404, "NotFound", "This relay does not serve that model.")
+    inp = body.get("input")
+    messages = inp.get("messages") if isinstance(inp, dict) else None
+    if not isinstance(inp, dict) or set(inp) != {"messages"} or not isinstance(messages, list):
+        raise invalid("input must be an object with messages (and nothing else)")
+    if not 1 <= len(messages) <= max_messages:
+        raise invalid(f"input.messages must hold 1 to {max_messages} messages")
+    for index, message in enumerate(messages):
+        where = f"input.messages[{index}]"
+        if not isinstance(message, dict) or message.get("role") not in _GEN_ROLES:
+            roles = ", ".join(sorted(_GEN_ROLES))
+            raise invalid(f"{where} must be an object with a role of {roles}")
+        extra = [key for key in message if key not in _GEN_MESSAGE]
+        if extra:
+            raise invalid(f"unknown field {where}.{extra[0]}")
+        if len(json.dumps(message.get("content", ""), ensure_ascii=False)) > max_prompt + 2:
+            raise invalid(f"{where}.content is longer than {max_prompt} characters")
+    params = body.get("parameters")
+    if params is None:
+        params = body["parameters"] = {}
+    if not isinstance(params, dict):
+        raise invalid("parameters must be an object")
+    unknown = sorted(key for key in params if key not in GEN_PARAMETERS)
+    if unknown:
+        raise invalid(
+            f"parameters.{unknown[0]} is not allowed by this relay "
+            f"(allowed: {', '.join(sorted(GEN_PARAMETERS))})"
+        )
+    problem = json_problem(body, "")
+    if problem is not None:
+        raise invalid(problem)
+    return body

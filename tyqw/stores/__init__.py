@@ -30,6 +30,7 @@ from ._base import (
     begin_turn,
     end_turn,
     forget,
+    read_history,
 )
 from ._file import FileStore
 from ._location import StoreLocation
@@ -52,6 +53,7 @@ __all__ = [
     "begin_turn",
     "end_turn",
     "forget",
+    "read_history",
 ]
 
 

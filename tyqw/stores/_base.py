@@ -8,11 +8,13 @@ primitives, or with a store's own one-round-trip versions when it has them
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeGuard, cast, final, runtime_checkable
 
 from .._exceptions import StoreError, TyqwError
+from .._history import Exchange
 
 __all__ = [
     "KEEP",
@@ -24,7 +26,10 @@ __all__ = [
     "begin_turn",
     "end_turn",
     "forget",
+    "read_history",
 ]
+
+logger = logging.getLogger("tyqw")
 
 
 class _Keep:
@@ -411,6 +416,40 @@ async def _release(
             if isinstance(exc, TyqwError):
                 raise
             raise _store_error(store, "release the lock", exc) from exc
+
+
+async def read_history(store: Store, app_id: str, name: str) -> list[Exchange]:
+    """The transcript of the conversation ``(app_id, name)``, oldest first, without a
+    Session: what ``Session.history()`` returns (an admin script, a page that shows a
+    user's conversation). ``[]`` if there is none.
+
+    ``StoreError`` if the store fails or keeps no transcripts; an entry that is not an
+    exchange is skipped with a warning.
+
+    Example::
+
+        for exchange in await tyqw.stores.read_history(store, "YOUR_APP_ID", user_id):
+            print(exchange.prompt, "->", exchange.reply.text)
+    """
+    if not has_transcript_methods(store):
+        raise StoreError(
+            f"{type(store).__name__} keeps no transcripts: a store keeps them "
+            "when it has append_transcript(), read_transcript() and "
+            "delete_transcript() (see tyqw.stores.TranscriptStore)"
+        )
+    try:
+        entries = await cast("TranscriptStore", store).read_transcript(app_id, name)
+    except TyqwError:
+        raise
+    except Exception as exc:
+        raise _store_error(store, "read the transcript", exc) from exc
+    exchanges = []
+    for entry in entries:
+        try:
+            exchanges.append(Exchange.from_dict(entry))
+        except ValueError as exc:
+            logger.warning("tyqw: skipping an unreadable exchange of %r: %s", name, exc)
+    return exchanges
 
 
 async def forget(store: Store, app_id: str, name: str) -> None:

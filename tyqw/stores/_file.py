@@ -28,6 +28,7 @@ import copy
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -83,10 +84,6 @@ Found = tuple[str, str, dict[str, Any], float]
 # record is not read and parsed again.
 _read_cache: dict[Path, tuple[tuple[int, int, int, int], Found]] = {}
 _READ_CACHE_SIZE = 4096
-# The same for transcripts: what fstat() said of each after this process's last append,
-# and the number of the line it wrote. The next append finds the file as it left it
-# (the usual case: the same conversation's next turn) without reading its tail.
-_transcript_ends: dict[Path, tuple[tuple[int, int, int, int], int]] = {}
 
 
 def default_state_dir() -> Path:
@@ -111,8 +108,11 @@ class FileStore(LocalStoreMethods):
     def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(state_dir) if state_dir is not None else default_state_dir()
         # (app_id, name) -> (its file, its lock file, its transcript): a turn needs them
-        # every time, and building a Path costs more than the syscall that uses it.
+        # every time.
         self._paths_of: dict[tuple[str, str], tuple[Path, Path, Path]] = {}
+        # A transcript this process appended to last -> (its version then, its last
+        # line's number).
+        self._appended: dict[Path, tuple[tuple[int, int, int, int], int]] = {}
 
     def _files(self, app_id: str, name: str) -> tuple[Path, Path, Path]:
         paths = self._paths_of.get((app_id, name))
@@ -237,33 +237,30 @@ class FileStore(LocalStoreMethods):
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 fd = os.open(path, _APPEND_FLAGS, 0o600)
             try:
-                status = os.fstat(fd)
-                signature = (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns)
-                known = _transcript_ends.pop(path, None)
-                if known is not None and known[0] == signature:
-                    # The file is as this process's last append left it (any other
-                    # writer's append, rewrite or removal changes what fstat says):
-                    # its last line is known, and the tail need not be read and parsed.
-                    number, whole = known[1] + 1, True
+                before = os.fstat(fd)
+                known = self._appended.get(path)
+                if known is not None and known[0] == _stamp(before):
+                    # This process wrote the file's last line, and nothing has changed it
+                    # since: its number is known without reading the tail.
+                    last, whole = known[1], True
                 else:
-                    last, whole = _last_number(fd, status.st_size)
-                    number = last + 1
-                line = _LINE_ENCODER.encode({"n": number, "keep": keep, "entry": entry}).encode()
+                    last, whole = _last_number(fd, before.st_size)
+                number = last + 1
+                line = json.dumps(
+                    {"n": number, "keep": keep, "entry": entry},
+                    allow_nan=False,
+                    separators=(",", ":"),
+                ).encode()
                 # After a torn tail (a writer killed mid-line) the new line starts on a
                 # line of its own; the torn piece is then one unreadable line, skipped.
                 _write_all(fd, (b"" if whole else b"\n") + line + b"\n")
-                status = os.fstat(fd)
+                if len(self._appended) >= 4096:
+                    self._appended.clear()
+                self._appended[path] = (_stamp(os.fstat(fd)), number)
             finally:
                 os.close(fd)
             if number > keep and number % max(1, keep // 4) == 0:
                 self._compact(path)
-            else:
-                if len(_transcript_ends) >= _READ_CACHE_SIZE:
-                    _transcript_ends.clear()
-                _transcript_ends[path] = (
-                    (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns),
-                    number,
-                )
         except (TypeError, ValueError, RecursionError) as exc:
             logger.warning("tyqw: cannot store an exchange of %r (%s); not kept", name, exc)
         except OSError as exc:
@@ -285,10 +282,8 @@ class FileStore(LocalStoreMethods):
 
     def delete_transcript_now(self, app_id: str, name: str) -> None:
         """Forget the transcript: remove its file."""
-        path = self.transcript_path(app_id, name)
-        _transcript_ends.pop(path, None)
         try:
-            os.unlink(path)
+            os.unlink(self.transcript_path(app_id, name))
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -309,29 +304,22 @@ class FileStore(LocalStoreMethods):
         self.delete_transcript_now(app_id, name)
 
     def _compact(self, path: Path) -> None:
-        """Rewrite the transcript with its ``keep`` most recent lines, atomically.
-
-        The lines are copied as they are, not decoded and encoded again: a rewrite runs
-        every ``keep // 4`` appends and would otherwise cost more than the turns between.
-        Only the last line is decoded (for ``keep``); a line is kept when it has the
-        shape of a whole line (a torn one, cut short, has not), and the read skips any
-        other damage, as before."""
+        """Rewrite the transcript with its ``keep`` most recent lines, atomically."""
         try:
             with open(path, "rb") as f:
-                lines = f.read().split(b"\n")
+                whole = f.read()
         except FileNotFoundError:
             return
-        lines.pop()  # "" after the last newline, or a torn tail
-        keep = next((parsed[1] for line in reversed(lines) if (parsed := _parse_line(line))), None)
-        if keep is None:
+        pieces = whole.split(b"\n")
+        if whole and not whole.endswith(b"\n"):
+            pieces.pop()  # a torn tail
+        # The lines are copied as they are: re-encoding every entry cost more than all
+        # the appends between two compactions.
+        lines = [(line, head) for line in pieces if line and (head := _line_head(line))]
+        if not lines:
             return
-        kept: list[bytes] = []
-        for line in reversed(lines):
-            if line.startswith(b'{"n":') and line.endswith(b"}"):
-                kept.append(line)
-                if len(kept) == keep:
-                    break
-        data = b"".join(line + b"\n" for line in reversed(kept))
+        keep = lines[-1][1][1]
+        data = b"".join(line + b"\n" for line, _ in lines[-keep:])
         temporaries = self.directory / ".tmp"
         temporaries.mkdir(mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
@@ -363,8 +351,7 @@ class FileStore(LocalStoreMethods):
         A lock file that cannot be used (an unusable folder) leaves the in-process lock
         only, with the folder's one warning.
         """
-        record_path, lock_path, _ = self._files(app_id, name)
-        return _FileLock(self, record_path, lock_path)
+        return _FileLock(self, *self._files(app_id, name)[:2])
 
     async def get(self, app_id: str, name: str) -> dict[str, Any] | None:
         """``get_now()``; under ``lock()`` it also notes the version of the file it read,
@@ -632,8 +619,10 @@ _APPEND_FLAGS = (
     | getattr(os, "O_BINARY", 0)
 )
 _TAIL_STEP = 64 * 1024
-_FIRST_TAIL = 4 * 1024  # most lines are shorter: the first read is small
-_LINE_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_FIRST_TAIL = 4096  # most lines are shorter: one small read finds the last one
+# The head of every line tyqw writes, so that an append and a compaction need not parse
+# the entries (see _line_head).
+_HEAD = re.compile(rb'\{"n":(\d{1,18}),"keep":(\d{1,18}),"entry":\{')
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -654,10 +643,34 @@ def _parse_line(line: bytes) -> tuple[int, int, dict[str, Any]] | None:
     return None
 
 
+def _line_head(line: bytes) -> tuple[int, int] | None:
+    """``(number, keep)`` of a whole transcript line, or ``None`` if it is damaged.
+
+    The fast path reads the head tyqw writes and checks that the line ends as an entry
+    does, without parsing the entry (an append and a compaction need only the head).
+    A line cut short by a killed writer fails the check, unless it was cut just after
+    a nested object; a compaction then keeps that one line, and readers, which parse
+    every entry they return, skip it as they skip every damaged line. Any other line
+    is parsed, as ``_parse_line`` reads it.
+    """
+    match = _HEAD.match(line)
+    if match is not None and line.endswith(b"}}"):
+        keep = int(match[2])
+        if keep >= 1:
+            return int(match[1]), keep
+    parsed = _parse_line(line)
+    return None if parsed is None else (parsed[0], parsed[1])
+
+
+def _stamp(status: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when anything writes or replaces a file."""
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
 def _last_number(fd: int, size: int) -> tuple[int, bool]:
-    """The number of the last whole line of the transcript open as ``fd`` (``size``
-    bytes; 0 if none), and whether the file ends with a whole line. Reads from the end
-    only as far back as that line starts: the cost of one line, not of the transcript."""
+    """The number of the last whole line of the transcript open as ``fd`` (0 if none),
+    and whether the file ends with a whole line. Reads from the end only as far back
+    as that line starts: the cost of one line, not of the transcript."""
     if size == 0:
         return 0, True
     position, tail, step = size, b"", _FIRST_TAIL
@@ -671,9 +684,9 @@ def _last_number(fd: int, size: int) -> tuple[int, bool]:
         # may be the end of a line that starts further back.
         whole = lines[1 if position > 0 else 0 : -1]
         for line in reversed(whole):
-            parsed = _parse_line(line)
-            if parsed is not None:
-                return parsed[0], tail.endswith(b"\n")
+            head = _line_head(line)
+            if head is not None:
+                return head[0], tail.endswith(b"\n")
         step = _TAIL_STEP
     return 0, tail.endswith(b"\n")
 

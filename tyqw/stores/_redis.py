@@ -166,11 +166,17 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
+# A week: a user who comes back within it finds the conversation (its transcript is
+# resent once the service has forgotten the id); longer costs memory for idle users.
+DEFAULT_TTL = 7 * 24 * 3600.0
+
+
 class RedisStore:
     """Conversations in Redis, shared by every worker and machine that uses it.
 
-    ``ttl`` (seconds, default one hour: the service forgets a conversation after an hour
-    without use) is refreshed on every write; ``None`` keeps records forever. The lock
+    ``ttl`` (seconds, default a week) is refreshed on every write; ``None`` keeps records
+    forever. It outlives the service's own hour on purpose: a conversation the service
+    has forgotten is continued from its transcript (see ``Session(expiry=...)``). The lock
     is a lease of ``lease`` seconds, renewed every ``lease / 3`` while held: a worker
     killed while holding it blocks its conversation until the lease expires, and a
     holder that cannot renew it in time stops its turn before it can expire (see
@@ -190,7 +196,7 @@ class RedisStore:
         client: Redis | RedisCluster,
         *,
         key_prefix: str = "tyqw:",
-        ttl: float | None = 3600.0,
+        ttl: float | None = DEFAULT_TTL,
         lease: float = 30.0,
     ) -> None:
         if not isinstance(key_prefix, str) or "{" in key_prefix or "}" in key_prefix:
@@ -221,7 +227,7 @@ class RedisStore:
         url: str,
         *,
         key_prefix: str = "tyqw:",
-        ttl: float | None = 3600.0,
+        ttl: float | None = DEFAULT_TTL,
         lease: float = 30.0,
         **client_options: Any,
     ) -> RedisStore:
