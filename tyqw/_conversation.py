@@ -53,6 +53,8 @@ from .stores._base import (
     is_local,
     read_history,
     read_now,
+    recent_replied,
+    transcript_entries,
     write_now,
 )
 from .stores._record import record_problem
@@ -246,8 +248,10 @@ class Conversation:
     async def _context(self) -> list[dict[str, str]]:
         """The most recent exchanges of the transcript as ``input.messages``."""
         assert self.expiry is not None
-        exchanges = [e for e in await self.history() if e.reply.text]
-        return context_messages(exchanges[-self.expiry.resend :])
+        if self.transcript_ended:
+            return []  # cleared here; the store hears of it at the next turn
+        entries = await transcript_entries(self.store, self.app_id, self.name)
+        return context_messages(recent_replied(entries, self.name, self.expiry.resend))
 
     def seen(self, ticket: object, session_id: str) -> None:
         assert isinstance(ticket, _Ticket)
