@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import aiohttp
 
@@ -28,7 +28,6 @@ from ._config import Config
 from ._context import history_messages
 from ._exceptions import (
     APITimeoutError,
-    EventTooLargeError,
     IncompleteStreamError,
     SessionClosedError,
     StoreError,
@@ -41,11 +40,10 @@ from ._history import Exchange, ended_now
 from ._http import read_body, redacted, scrub, unquote_secrets, wrap
 from ._models import Message, Reply, TokenUsage, ToolCall
 from ._options import TurnOptions
-from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
+from ._protocol import ReplyReader, error_from_body
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
 from ._telemetry import TurnObserver, active
 from ._tools import Toolbox
-from .sse import SSEDecoder
 
 __all__ = ["Conversation", "Slot", "Turn", "on_loop", "refuse_inside_turn"]
 
@@ -56,7 +54,6 @@ logger = logging.getLogger("tyqw")
 _DRAIN_SECONDS = 0.01
 _ERROR_BODY_LIMIT = 64 * 1024
 _LARGE_BODY = 512 * 1024
-_decode_json = json.JSONDecoder().raw_decode
 
 Interruption = Literal["abort", "deadline", "lost", "send"]
 
@@ -134,7 +131,10 @@ class Turn:
         # The reader tells the conversation of a new id once the turn holds it (see
         # _acquire); a callback into the Turn itself would make a reference cycle.
         self.reader = ReplyReader(
-            incremental=options.incremental, on_session_id=_ignore, model=config.model
+            incremental=options.incremental,
+            on_session_id=_ignore,
+            model=config.model,
+            max_event_size=config.max_event_size,
         )
         self.response: aiohttp.ClientResponse | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -177,57 +177,23 @@ class Turn:
                     if response is None:
                         pass  # aborted before an answer arrived
                     elif _media_type(response) == "text/event-stream":
-                        # The hot path: kept in this one generator, because every level of
-                        # async generator costs each message another resumption.
-                        # Older gateways send no blank line after a frame: implicit dispatch
-                        # ends each frame on its own lines, wherever the reads end.
-                        decoder = SSEDecoder(
-                            max_size=self.config.max_event_size, implicit_dispatch=True
-                        )
+                        # The hot path: one level of generator between the socket and the
+                        # caller (each level costs every message another resumption).
+                        reader.open_stream()
                         read = response.content.readany
-                        message = reader.message
-                        decode = _decode_json
+                        feed = reader.feed
                         while True:
                             chunk = await read()
-                            if chunk:
-                                events = decoder.feed(chunk)
-                            else:
-                                events = decoder.close(dispatch_incomplete=True)
-                            for sse in events:
+                            if self.interrupted:
+                                break
+                            for item in feed(chunk):
+                                if item.__class__ is not Message and not yield_malformed:
+                                    raise cast(StreamError, item)
+                                if observe is not None:
+                                    observe(item)
+                                yield item
                                 if self.interrupted:
-                                    break
-                                if sse.event == "result":
-                                    data = sse.data
-                                    try:
-                                        # raw_decode is json.loads without its wrapping,
-                                        # which costs a third as much again as the parse;
-                                        # anything it does not read whole takes the slow
-                                        # path below.
-                                        obj, end = decode(data)
-                                        output = obj["output"] if end == len(data) else None
-                                    except (ValueError, TypeError, KeyError, RecursionError):
-                                        output = None
-                                    if output.__class__ is dict:
-                                        try:
-                                            item: Message | StreamError = message(obj, output)
-                                        except _Malformed as exc:
-                                            item = reader.malformed(sse, exc)
-                                            if not yield_malformed:
-                                                raise item from None
-                                        if observe is not None:
-                                            observe(item)
-                                        yield item
-                                        if reader.finish_reason is not None:
-                                            break
-                                        continue
-                                for item in reader.irregular(sse):
-                                    if not yield_malformed and item.__class__ is not Message:
-                                        raise item  # type: ignore[misc]
-                                    if observe is not None:
-                                        observe(item)
-                                    yield item
-                                if reader.finish_reason is not None:
-                                    break
+                                    break  # decode no further
                             if not chunk or self.interrupted or reader.finish_reason is not None:
                                 break
                         if reader.finish_reason is not None and not self.interrupted:
@@ -465,16 +431,8 @@ class Turn:
         dropped ``X-DashScope-SSE``) or something tyqw cannot read."""
         media_type = _media_type(response)
         if media_type == "application/json" or media_type.endswith("+json"):
-            # A non-streaming answer is one event: the same cap applies.
-            limit = self.config.max_event_size
-            body = await read_body(response.content, limit + 1)
-            if len(body) > limit:
-                raise EventTooLargeError(f"JSON answer larger than {limit} bytes", limit=limit)
-            obj = parse_json(body.decode("utf-8", "replace"))
-            if obj is _FAILED:
-                shown = excerpt(body)
-                raise StreamError(f"the answer is not valid JSON: {shown}", excerpt=shown)
-            return self.reader.json_answer(obj)
+            body = await read_body(response.content, self.config.max_event_size + 1)
+            return self.reader.json_answer(body)
         body = await read_body(response.content, 1024)
         content_type = response.headers.get("Content-Type", "")
         expected = "text/event-stream" if self.options.stream else "application/json"
