@@ -513,8 +513,8 @@ class MessageStream:
 
     def __anext__(self) -> Awaitable[Message]:
         # The generator's own awaitable, not a coroutine wrapping it: one less frame
-        # per message on the hot path. With yield_malformed=False it yields Messages only.
-        return self._iterator.__anext__()  # type: ignore[return-value]
+        # per message on the hot path.
+        return self._iterator.__anext__()
 
     @property
     def reply(self) -> Reply:
@@ -546,7 +546,7 @@ class MessageStream:
             return
         loop = turn.loop
         if loop is not None:
-            on_loop(loop, lambda: _keep(loop.create_task(pending)))  # type: ignore[arg-type]
+            on_loop(loop, lambda: _keep(loop.create_task(pending)))
 
 
 # Tasks that finish a stream left early: referenced until done, as asyncio asks.

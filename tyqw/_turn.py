@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, overload
 
 import aiohttp
 
@@ -155,6 +155,14 @@ class Turn:
 
     # -- the one code path -------------------------------------------------------------
 
+    @overload
+    def run(
+        self, *, yield_malformed: Literal[False]
+    ) -> AsyncGenerator[Message, None]: ...  # what Session.stream() hands out
+    @overload
+    def run(
+        self, *, yield_malformed: Literal[True], yield_tools: bool = False
+    ) -> AsyncGenerator[Message | StreamError | ToolCall, None]: ...
     async def run(
         self, *, yield_malformed: bool, yield_tools: bool = False
     ) -> AsyncGenerator[Message | StreamError | ToolCall, None]:
@@ -612,7 +620,7 @@ class Turn:
             else:
                 response.close()
 
-    def finish(self) -> Awaitable[None] | None:
+    def finish(self) -> Coroutine[Any, Any, None] | None:
         """End the turn now: close the response, give the slot back. Idempotent and
         synchronous, so that a stream left early frees the Session at once; returns what
         is left to await when the conversation's store needs I/O."""
