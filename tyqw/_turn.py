@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
+import enum
 import functools
 import io
 import json
@@ -45,7 +46,7 @@ from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_e
 from ._telemetry import TurnObserver, active
 from ._tools import Toolbox
 
-__all__ = ["Conversation", "Slot", "Turn", "on_loop", "refuse_inside_turn"]
+__all__ = ["Conversation", "Slot", "Turn", "TurnState", "on_loop", "refuse_inside_turn"]
 
 logger = logging.getLogger("tyqw")
 
@@ -112,8 +113,23 @@ class Slot:
             raise SessionClosedError("this Session is closed; create a new one")
 
 
+class TurnState(enum.Enum):
+    """Where a turn is in its life; it only moves forward, as listed."""
+
+    NEW = "new"  # made, not started
+    QUEUED = "queued"  # waiting for its Session's slot
+    HOLDING = "holding"  # holds the slot (and the conversation): nothing sent yet
+    SENT = "sent"  # the request went out: the turn ran, whatever comes back
+    DONE = "done"  # finish() ran: the slot and the conversation are given back
+
+
 class Turn:
-    """The state of one request and its reply."""
+    """The state of one request and its reply: a ``TurnState``, and the interruption
+    that ends it early (``interrupted``, with ``waiting`` telling whether that has a
+    wait to cancel). ``run()`` reads as its steps: ``_acquire`` (slot, conversation),
+    ``_open`` (transport and retry), ``ReplyReader.feed`` (bytes to messages),
+    ``_run_tools``, ``finish``.
+    """
 
     def __init__(
         self,
@@ -142,8 +158,7 @@ class Turn:
         self.interrupted: Interruption | None = None
         self.waiting = False  # in an await that interrupt() may cancel
         self.cancelled: Interruption | None = None  # why interrupt() cancelled the task
-        self.done = False
-        self.holding = False
+        self.state = TurnState.NEW
         self.ticket: object = None
         self.timer: asyncio.TimerHandle | None = None
         self.started_at: dt.datetime | None = None
@@ -151,7 +166,6 @@ class Turn:
         # OpenTelemetry's view of the turn; None (every hook a None test) when it is off.
         self.observer: TurnObserver | None = None
         self.lost: StoreError | None = None  # why the store's lock was lost mid-turn
-        self.sent = False  # the request went out (the turn ran, whatever came back)
 
     # -- the one code path -------------------------------------------------------------
 
@@ -287,6 +301,7 @@ class Turn:
                 observer.failed(exc)
             raise
         finally:
+            sent = self.state is TurnState.SENT
             pending = self.finish()
             if pending is not None:
                 try:
@@ -300,7 +315,7 @@ class Turn:
                             "recorded either: %s",
                             exc,
                         )
-                    elif not self.sent:  # aborted before its request went out
+                    elif not sent:  # aborted before its request went out
                         if exc.reply is None:
                             exc.reply = reader.reply(exc)
                         raise
@@ -368,11 +383,18 @@ class Turn:
             conversation_id=None,  # known at the end (a new conversation gets it then)
         )
 
+    def _advance(self, state: TurnState) -> bool:
+        """Move to ``state``; False (and no move) once the turn is done."""
+        if self.state is TurnState.DONE:
+            return False
+        self.state = state
+        return True
+
     def _enter(self) -> None:
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self.slot.check_open()
         refuse_inside_turn(self.slot, "send()/stream()")
-        _ACTIVE.set((*(turn for turn in _ACTIVE.get() if not turn.done), self))
+        _ACTIVE.set((*(turn for turn in _ACTIVE.get() if turn.state is not TurnState.DONE), self))
 
     async def _acquire(self) -> None:
         """Take the slot and the conversation, within the deadline."""
@@ -383,8 +405,12 @@ class Turn:
             self.timer = self.loop.call_later(deadline, self.interrupt, "deadline")
         self.waiting = True
         try:
+            self._advance(TurnState.QUEUED)
             await self.slot.lock.acquire()
-            self.holding = True
+            if not self._advance(TurnState.HOLDING):
+                # finish() ran while the slot was awaited (a stream dropped mid-wait):
+                # it took nothing back, so the lock is given back here.
+                self.slot.lock.release()
             self.slot.check_open()
             self.slot.active = self
             context = None
@@ -484,7 +510,7 @@ class Turn:
             self.waiting = True
             if len(data) > _LARGE_BODY:
                 payload = io.BytesIO(data)
-            self.sent = True
+            self._advance(TurnState.SENT)
             try:
                 response = await http.post(
                     config.url,
@@ -570,12 +596,12 @@ class Turn:
 
     def abort(self) -> None:
         """``interrupt("abort")`` from any thread, at once."""
-        if self.loop is not None and not self.done:
+        if self.loop is not None and self.state is not TurnState.DONE:
             on_loop(self.loop, self.interrupt, "abort")
 
     def _lose(self, error: StoreError) -> None:
         """The store can no longer prove the conversation's lock is ours: stop now."""
-        if self.lost is None and not self.done:
+        if self.lost is None and self.state is not TurnState.DONE:
             self.lost = error
             if asyncio.current_task() is self.task:
                 # Told while taking the conversation: nothing to cancel, nothing is sent.
@@ -584,7 +610,7 @@ class Turn:
                 self.interrupt("lost")
 
     def interrupt(self, reason: Literal["abort", "deadline", "lost"]) -> None:
-        if self.interrupted or self.done or self.task is None:
+        if self.interrupted or self.state is TurnState.DONE or self.task is None:
             return
         self.interrupted = reason
         if self.response is not None:
@@ -624,9 +650,10 @@ class Turn:
         """End the turn now: close the response, give the slot back. Idempotent and
         synchronous, so that a stream left early frees the Session at once; returns what
         is left to await when the conversation's store needs I/O."""
-        if self.done:
+        state = self.state
+        if state is TurnState.DONE:
             return None
-        self.done = True
+        self.state = TurnState.DONE
         if self.timer is not None:
             self.timer.cancel()
         observer = self.observer
@@ -654,9 +681,8 @@ class Turn:
             )
             self.ticket = None
             reader.on_session_id = _ignore
-        if not self.holding:
-            return pending
-        self.holding = False
+        if state is not TurnState.HOLDING and state is not TurnState.SENT:
+            return pending  # the slot's lock was never taken
         if pending is None:
             slot.lock.release()
             return None
@@ -677,7 +703,7 @@ def refuse_inside_turn(slot: Slot, what: str) -> None:
     """``RuntimeError`` if a turn of ``slot``'s Session runs in this task or its parent:
     ``what`` would wait for the conversation that turn holds, that is for itself."""
     for turn in _ACTIVE.get():
-        if turn.slot is slot and not turn.done:
+        if turn.slot is slot and turn.state is not TurnState.DONE:
             raise RuntimeError(
                 f"{what} called while a turn of the same Session runs in this "
                 "task or its parent (from a handler, a task a handler started, a stream "
