@@ -271,7 +271,7 @@ async def _rest(
     index: int,
     value: object,
     reply: ReplyFor,
-    started: object,
+    started: Exception | Awaitable[object],
 ) -> None:
     """``emit()`` from handler ``index`` on, whose call raised or returned ``started``."""
     for position in range(index, len(handlers)):
@@ -279,7 +279,7 @@ async def _rest(
             if position == index:
                 if isinstance(started, Exception):
                     raise started
-                await started  # type: ignore[misc]
+                await started
             else:
                 result = handlers[position](value)
                 if result is not None and isawaitable(result):

@@ -98,6 +98,8 @@ class Message:
             return NotImplemented
         return (self.text, self.delta, self.raw) == (other.text, other.delta, other.raw)
 
+    # Equal by value, and its raw dict is unhashable: so is the Message, as a dataclass
+    # with eq=True is; typeshed types __hash__ as a method, hence the ignore.
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
