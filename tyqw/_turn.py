@@ -1,5 +1,6 @@
-"""One turn: the turn slot of its Session and the one hot generator from response bytes
-to ``Message`` objects.
+"""One turn: the turn slot of its Session and the one generator that sends the request,
+hands the response's bytes to ``ReplyReader.feed`` (``tyqw._protocol``, which alone turns
+them into ``Message`` objects) and yields what it gets.
 
 The slot runs a Session's turns one at a time, refuses a turn started from inside a
 turn of the same Session (it would wait for itself), and lets ``abort()``, the deadline
