@@ -107,7 +107,7 @@ class ReplyReader:
         incremental: bool,
         on_session_id: Callable[[str], None],
         model: str | None = None,
-        max_event_size: int = 4 * 1024 * 1024,
+        max_event_size: int,
     ) -> None:
         self.incremental = incremental
         self.max_event_size = max_event_size
