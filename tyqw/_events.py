@@ -21,6 +21,7 @@ from ._models import Citation, Message, Reply, Thought, ToolCall, WorkflowEvent
 
 __all__ = [
     "EVENTS",
+    "Announced",
     "Emitter",
     "Event",
     "Subscriptions",
@@ -162,53 +163,15 @@ class Emitter(AsyncIOEventEmitter):
         self._refresh()
 
 
-class TurnEvents:
-    """One turn's emission: what each item of its stream becomes for the handlers, and
-    the turn-level events announced so far."""
+class Announced:
+    """The turn-level events a turn's messages announced so far: each thought and each
+    cited document once (the service repeats them on every event)."""
 
-    __slots__ = ("emitter", "references", "reply", "thoughts")
+    __slots__ = ("references", "thoughts")
 
-    def __init__(self, emitter: Emitter, reply: ReplyFor) -> None:
-        self.emitter = emitter
-        self.reply = reply
+    def __init__(self) -> None:
         self.thoughts: list[dict[str, Any]] = []
         self.references: set[str] = set()
-
-    def deliver(self, item: Message | StreamError | ToolCall) -> Awaitable[None] | None:
-        """Emit one item of the turn's stream to its handlers: a ``Message`` (and what it
-        derives), a malformed event's ``StreamError``, a tool call. Returns ``None`` when
-        every handler has finished (the common case costs no coroutine), else what is
-        left to await; the handlers of one item finish before those of the next start."""
-        emitter = self.emitter
-        if item.__class__ is Message:
-            if not emitter.derived:
-                return emit(emitter, "message", emitter.message, item, self.reply)
-            # A thought comes before the text it led to; a citation after the text
-            # that cites it, and a workflow event after its piece of text.
-            return self._emit_each(self.derive(item, emitter.handlers))
-        if item.__class__ is ToolCall:
-            return emit(emitter, "tool_call", emitter.handlers["tool_call"], item, self.reply)
-        # A malformed event: reported, skipped, and the turn goes on.
-        error = cast(StreamError, item)
-        error.reply = self.reply(error)
-        return emit_error(emitter, error)
-
-    def _emit_each(self, events: list[tuple[str, Any]]) -> Awaitable[None] | None:
-        handlers = self.emitter.handlers
-        for position, (event, value) in enumerate(events):
-            pending = emit(self.emitter, event, handlers[event], value, self.reply)
-            if pending is not None:
-                return self._emit_rest(pending, events[position + 1 :])
-        return None
-
-    async def _emit_rest(self, pending: Awaitable[None], events: list[tuple[str, Any]]) -> None:
-        await pending
-        for event, value in events:
-            pending_next = emit(
-                self.emitter, event, self.emitter.handlers[event], value, self.reply
-            )
-            if pending_next is not None:
-                await pending_next
 
     def derive(
         self, message: Message, handlers: dict[str, list[Handler]]
@@ -245,6 +208,53 @@ class TurnEvents:
         if handlers["workflow"] and message.workflow_message:
             found.append(("workflow", WorkflowEvent.from_raw(message.workflow_message)))
         return found
+
+
+class TurnEvents(Announced):
+    """One turn's emission: what each item of its stream becomes for the handlers."""
+
+    __slots__ = ("emitter", "reply")
+
+    def __init__(self, emitter: Emitter, reply: ReplyFor) -> None:
+        super().__init__()
+        self.emitter = emitter
+        self.reply = reply
+
+    def deliver(self, item: Message | StreamError | ToolCall) -> Awaitable[None] | None:
+        """Emit one item of the turn's stream to its handlers: a ``Message`` (and what it
+        derives), a malformed event's ``StreamError``, a tool call. Returns ``None`` when
+        every handler has finished (the common case costs no coroutine), else what is
+        left to await; the handlers of one item finish before those of the next start."""
+        emitter = self.emitter
+        if item.__class__ is Message:
+            if not emitter.derived:
+                return emit(emitter, "message", emitter.message, item, self.reply)
+            # A thought comes before the text it led to; a citation after the text
+            # that cites it, and a workflow event after its piece of text.
+            return self._emit_each(self.derive(item, emitter.handlers))
+        if item.__class__ is ToolCall:
+            return emit(emitter, "tool_call", emitter.handlers["tool_call"], item, self.reply)
+        # A malformed event: reported, skipped, and the turn goes on.
+        error = cast(StreamError, item)
+        error.reply = self.reply(error)
+        return emit_error(emitter, error)
+
+    def _emit_each(self, events: list[tuple[str, Any]]) -> Awaitable[None] | None:
+        handlers = self.emitter.handlers
+        for position, (event, value) in enumerate(events):
+            pending = emit(self.emitter, event, handlers[event], value, self.reply)
+            if pending is not None:
+                return self._emit_rest(pending, events[position + 1 :])
+        return None
+
+    async def _emit_rest(self, pending: Awaitable[None], events: list[tuple[str, Any]]) -> None:
+        await pending
+        for event, value in events:
+            pending_next = emit(
+                self.emitter, event, self.emitter.handlers[event], value, self.reply
+            )
+            if pending_next is not None:
+                await pending_next
 
 
 def emit(
