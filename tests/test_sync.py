@@ -299,6 +299,24 @@ def test_stream_is_a_plain_iterator_of_messages(make: Callable[..., SyncSession]
     assert session.last_reply == stream.reply
 
 
+def test_text_read_in_the_callers_thread_while_the_loop_reads_on(
+    server: SimThread, make: Callable[..., SyncSession]
+) -> None:
+    """message.text is right in the caller's thread across the text's merges of pieces."""
+    sim = server.sim
+    long = "".join(f"{i:05d}" for i in range(3_000))  # 15,000 characters: 3,000 events
+    sim.reply = lambda prompt, history: long
+    sim.chunk_size = 5
+    with make() as session:
+        seen = [(m.text, m.delta) for m in session.stream("long")]
+    assert len(seen) > 2 * 256
+    so_far = ""
+    for text, delta in seen:
+        so_far += delta
+        assert text == so_far
+    assert so_far == long
+
+
 def test_breaking_out_releases_the_turn_at_once(
     server: SimThread, make: Callable[..., SyncSession]
 ) -> None:

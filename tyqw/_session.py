@@ -21,9 +21,9 @@ from ._config import DEFAULT_BASE_URL, Config, setup_logging
 from ._context import DEFAULT_HISTORY_CHARS, check_budget
 from ._conversation import Conversation
 from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emit, emit_error
-from ._exceptions import StreamError, TyqwError
+from ._exceptions import TyqwError
 from ._history import Exchange, Expiry
-from ._models import Message, Reply, TokenUsage, ToolCall
+from ._models import Message, Reply, TokenUsage
 from ._options import Options, TurnOptions, check_session_id, check_system
 from ._store import default_state_dir
 from ._tools import MAX_TOOL_ROUNDS, Toolbox, ToolSpec
@@ -338,50 +338,30 @@ class Session(Subscriptions):
         """
         turn = self._turn(prompt, options)
         emitter = self._emitter
-        reply_for = turn.reply
-        derived = TurnEvents()
+        events = TurnEvents(emitter, turn.reply)
+        deliver = events.deliver
         items = turn.run(yield_malformed=True, yield_tools=bool(emitter.handlers["tool_call"]))
-        next_item = items.__anext__
         raised: TyqwError | None = None
+        in_handlers = False  # a TyqwError now is a handler's, not the stream's
         try:
-            while True:
-                try:
-                    item = await next_item()
-                except StopAsyncIteration:
-                    reply = turn.reply(None)
-                    break
-                except TyqwError as exc:
-                    reply = exc.reply or turn.reply(exc)
-                    if emitter.errors:
-                        await emit_error(emitter, exc)
-                    else:
-                        raised = exc
-                    break
-                if item.__class__ is ToolCall:
-                    called = emitter.handlers["tool_call"]
-                    pending = emit(emitter, "tool_call", called, item, reply_for)
+            try:
+                async for item in items:
+                    in_handlers = True
+                    pending = deliver(item)
                     if pending is not None:
                         await pending
-                    continue
-                if item.__class__ is not Message:
-                    # A malformed event: reported, skipped, and the turn goes on.
-                    assert isinstance(item, StreamError)
-                    item.reply = turn.reply(item)
-                    await emit_error(emitter, item)
-                    continue
-                if not emitter.derived:
-                    pending = emit(emitter, "message", emitter.message, item, reply_for)
-                    if pending is not None:
-                        await pending
-                    continue
-                # A thought comes before the text it led to; a citation after the text
-                # that cites it, and a workflow event after its piece of text.
-                handlers = emitter.handlers
-                assert isinstance(item, Message)
-                for event, value in derived.derive(item, handlers):
-                    pending = emit(emitter, event, handlers[event], value, reply_for)
-                    if pending is not None:
-                        await pending
+                    in_handlers = False
+                reply = turn.reply(None)
+            except TyqwError as exc:
+                if in_handlers:
+                    raise
+                # The stream failed: the error goes to the "error" handlers, or is raised
+                # once the "reply" handlers had the partial reply.
+                reply = exc.reply or turn.reply(exc)
+                if emitter.errors:
+                    await emit_error(emitter, exc)
+                else:
+                    raised = exc
         except TyqwError as exc:
             # A handler's HandlerError with no "error" handler (or what an "error"
             # handler raised) ends the turn: its exchange records that error.
@@ -391,7 +371,7 @@ class Session(Subscriptions):
         finally:
             await items.aclose()
         if emitter.replies:
-            pending = emit(emitter, "reply", emitter.replies, reply, reply_for)
+            pending = emit(emitter, "reply", emitter.replies, reply, turn.reply)
             if pending is not None:
                 await pending
         if raised is not None:
@@ -533,8 +513,8 @@ class MessageStream:
 
     def __anext__(self) -> Awaitable[Message]:
         # The generator's own awaitable, not a coroutine wrapping it: one less frame
-        # per message on the hot path. With yield_malformed=False it yields Messages only.
-        return self._iterator.__anext__()  # type: ignore[return-value]
+        # per message on the hot path.
+        return self._iterator.__anext__()
 
     @property
     def reply(self) -> Reply:
@@ -566,7 +546,7 @@ class MessageStream:
             return
         loop = turn.loop
         if loop is not None:
-            on_loop(loop, lambda: _keep(loop.create_task(pending)))  # type: ignore[arg-type]
+            on_loop(loop, lambda: _keep(loop.create_task(pending)))
 
 
 # Tasks that finish a stream left early: referenced until done, as asyncio asks.

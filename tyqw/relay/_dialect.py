@@ -42,7 +42,7 @@ from typing import Any, Literal, Protocol
 from aiohttp import web
 
 from .. import TyqwError
-from .._events import TurnEvents
+from .._events import Announced
 from .._json import json_problem
 from .._models import Citation, Message, Reply, Thought, WorkflowEvent, plain_markers
 from ..stores import Store
@@ -316,7 +316,7 @@ class Reading:
     __slots__ = ("_events", "_held", "shown")
 
     def __init__(self) -> None:
-        self._events = TurnEvents()
+        self._events = Announced()
         self._held = ""
         self.shown: list[str] = []  # the text given out so far
 
