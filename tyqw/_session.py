@@ -19,16 +19,16 @@ import aiohttp
 
 from ._config import DEFAULT_BASE_URL, Config, setup_logging
 from ._context import DEFAULT_HISTORY_CHARS, check_budget
-from ._conversation import Conversation
 from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emit, emit_error
 from ._exceptions import StreamError, TyqwError
 from ._history import Exchange, Expiry
+from ._ledger import Ledger
 from ._models import Message, Reply, TokenUsage, ToolCall
 from ._options import Options, TurnOptions, check_session_id, check_system
-from ._store import default_state_dir
 from ._tools import MAX_TOOL_ROUNDS, Toolbox, ToolSpec
 from ._turn import Slot, Turn, on_loop, refuse_inside_turn
 from .stores import FileStore, Store
+from .stores._file import default_state_dir
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -134,7 +134,7 @@ class Session(Subscriptions):
         self._budget = check_budget(max_history_chars)
         # A model's conversation id is tyqw's own, which the service cannot forget: no expiry.
         watched = self._config.expiry if model is None else None
-        self._conversation = Conversation(
+        self._conversation = Ledger(
             self.store, self._store_key, name, self._config.history, watched
         )
         if model is not None and not self._conversation.keep and self._config.history:

@@ -47,7 +47,7 @@ from ._telemetry import TurnObserver, active
 from ._tools import Toolbox
 from .sse import SSEDecoder
 
-__all__ = ["Conversation", "Slot", "Turn", "on_loop", "refuse_inside_turn"]
+__all__ = ["Slot", "Turn", "TurnLedger", "on_loop", "refuse_inside_turn"]
 
 logger = logging.getLogger("tyqw")
 
@@ -67,8 +67,8 @@ _ACTIVE: contextvars.ContextVar[tuple[Turn, ...]] = contextvars.ContextVar(
 )
 
 
-class Conversation(Protocol):
-    """What a turn needs of its Session's conversation."""
+class TurnLedger(Protocol):
+    """What a turn needs of its Session's ledger (``_ledger.Ledger``)."""
 
     async def begin(
         self, on_lost: Callable[[StoreError], object]
@@ -123,7 +123,7 @@ class Turn:
         config: Config,
         client: Callable[[], aiohttp.ClientSession],
         slot: Slot,
-        conversation: Conversation,
+        conversation: TurnLedger,
         options: TurnOptions,
     ) -> None:
         self.config = config

@@ -1,5 +1,9 @@
-"""A Session's conversation: Bailian's ``session_id`` and the tokens used since it began,
-kept in a store, read and written under the store's lock at every turn.
+"""A Session's ledger of its conversation: Bailian's ``session_id`` and the tokens used
+since it began, kept in a store, read and written under the store's lock at every turn.
+
+(Names: the *conversation* is the dialogue the service knows by its ``session_id``; the
+*record* is what a store keeps of it; the ``Ledger`` is this object, the Session's
+bookkeeping of both.)
 
 With a local store (the default ``FileStore``, ``MemoryStore``) the id is read when the
 Session is made, and ``session_id = ...`` / ``clear()`` reach the store before they
@@ -59,7 +63,7 @@ from .stores._record import record_problem
 
 logger = logging.getLogger("tyqw")
 
-__all__ = ["USAGE_WRITE_INTERVAL", "Conversation"]
+__all__ = ["USAGE_WRITE_INTERVAL", "Ledger"]
 
 USAGE_WRITE_INTERVAL = 10.0
 
@@ -80,7 +84,7 @@ class _Ticket:
         self.resent = resent  # exchanges sent as messages in place of a dead id
 
 
-class Conversation:
+class Ledger:
     """The conversation a Session continues, as its turns and its store see it."""
 
     def __init__(
