@@ -43,12 +43,12 @@ from ._auth import (
     parse_origins,
     same_origin,
 )
-from ._conversations import Conversations, NotCurrent, StoreChoice
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
 from ._request import Refused, TurnRequest, invalid, parse_generation, parse_turn
 from ._responses import json_response, refusal, start_sse, upstream_error
 from ._trace import TraceUser, note_user, tracing
+from ._users import NotCurrent, UserSessions, store_location
 
 __all__ = ["create_app"]
 
@@ -176,7 +176,7 @@ def create_app(
         raise ValueError("max_prompt must be a number of characters >= 1")
     body_timeout = check_seconds("body_timeout", body_timeout)
     send_timeout = check_seconds("send_timeout", send_timeout)
-    choice = StoreChoice.parse(store)
+    where = store_location(store)
     extra = dict(session_options or {})
     unknown = sorted(set(extra) - _SESSION_OPTIONS)
     if unknown:
@@ -187,17 +187,17 @@ def create_app(
         raise ValueError(f"turn_options does not take {unknown[0]!r}")
     options = {"api_key": api_key, "base_url": base_url, "workspace": workspace, **extra}
 
-    conversations = Conversations(choice, options)
+    sessions = UserSessions(where, options)
     for app_id in ids:
-        conversations.check(app_id)  # a bad id, key or base_url fails here, not per turn
+        sessions.check(app_id)  # a bad id, key or base_url fails here, not per turn
     for model in served_models:
-        conversations.check_model(model)
+        sessions.check_model(model)
     relay = _Relay(
         app_ids=ids,
         authenticate=authenticate,
         cors=origins,
         rate=rate,
-        conversations=conversations,
+        sessions=sessions,
         max_prompt=max_prompt,
         biz_params=frozenset(biz_params),
         turn_options=fixed,
@@ -233,7 +233,7 @@ class _Relay:
         authenticate: Authenticate | None,
         cors: frozenset[str],
         rate: int | None,
-        conversations: Conversations,
+        sessions: UserSessions,
         max_prompt: int,
         biz_params: frozenset[str],
         turn_options: dict[str, Any],
@@ -249,7 +249,7 @@ class _Relay:
         self.authenticate = authenticate
         self.cors = cors
         self.rate = rate
-        self.conversations = conversations
+        self.sessions = sessions
         self.max_prompt = max_prompt
         self.biz_params = biz_params
         self.turn_options = turn_options
@@ -264,17 +264,17 @@ class _Relay:
         self.chat_page = Page.load()
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
-        await self.conversations.start()
+        await self.sessions.start()
         if self.rate is not None:
-            choice = self.conversations.choice
-            if choice.kind == "redis":  # one limit for every relay worker on this Redis
-                self.limit = RedisRateLimit(choice.location, self.rate)
+            location = self.sessions.location
+            if location is not None and location.kind == "redis":  # one limit for every worker
+                self.limit = RedisRateLimit(location.target, self.rate)
             else:
                 self.limit = MemoryRateLimit(self.rate)
         try:
             yield
         finally:
-            await self.conversations.aclose()
+            await self.sessions.aclose()
             if self.limit is not None:
                 await self.limit.aclose()
 
@@ -308,7 +308,7 @@ class _Relay:
             return answer
         # No session_id: a new conversation, as on the service. Any other id than the
         # user's current one is refused by the turn itself, under the store's lock.
-        async with self.conversations.use(app_id, user, turn.session_id) as session:
+        async with self.sessions.use(app_id, user, turn.session_id) as session:
             stream = session.stream(turn.prompt, **self._options(turn, sse))
             writing = _Writing()
             if sse:
@@ -339,7 +339,7 @@ class _Relay:
             )
         except Refused as refused:
             return refusal(refused, request_id, sse, cors)
-        stream = self.conversations.forwarder()._forward(body, stream=sse)
+        stream = self.sessions.forwarder()._forward(body, stream=sse)
         writing = _Writing()
         if sse:
             work = self._sse(request, stream, cors, request_id, writing)
@@ -374,7 +374,7 @@ class _Relay:
         except Refused as refused:
             return refusal(refused, request_id, False, cors)
         try:
-            session_id, exchanges = await self.conversations.current(app_id, user)
+            session_id, exchanges = await self.sessions.current(app_id, user)
         except TyqwError as exc:
             status, error = upstream_error(exc, request_id)
             return json_response(status, error, cors, request_id)
