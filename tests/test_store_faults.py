@@ -27,7 +27,8 @@ import pytest
 import tyqw
 import tyqw._ledger
 from tyqw import Session
-from tyqw.stores import FileStore, begin_turn, end_turn
+from tyqw.stores import FileStore
+from tyqw.stores._base import begin_turn, end_turn
 from tyqw.testing import BailianSimulator
 
 from .helpers import SessionFactory, sim_session, stored_file
@@ -487,7 +488,8 @@ async def test_a_lock_folder_deleted_under_a_turn_never_lets_a_stale_copy_win(
 
 TURN = """
     import asyncio, json, sys
-    from tyqw.stores import FileStore, begin_turn, end_turn
+    from tyqw.stores import FileStore
+    from tyqw.stores._base import begin_turn, end_turn
 
     directory, app_id, name, session_id = sys.argv[1:5]
 

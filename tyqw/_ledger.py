@@ -45,12 +45,15 @@ from ._exceptions import StoreError, TyqwError
 from ._history import Exchange, Expiry, context_messages
 from ._models import TokenUsage
 from ._options import is_session_id
-from .stores import Store, TurnLock, begin_turn, end_turn
+from .stores import Store
 from .stores._base import (
     KEEP,
     TranscriptStore,
+    TurnLock,
     _Keep,
     _store_error,
+    begin_turn,
+    end_turn,
     forget,
     has_transcript_methods,
     has_turn_methods,
