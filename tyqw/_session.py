@@ -23,10 +23,11 @@ from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emi
 from ._exceptions import StreamError, TyqwError
 from ._history import Exchange, Expiry
 from ._ledger import Ledger
+from ._loop_thread import on_loop
 from ._models import Message, Reply, TokenUsage, ToolCall
 from ._options import Options, TurnOptions, check_session_id, check_system
 from ._tools import MAX_TOOL_ROUNDS, Toolbox, ToolSpec
-from ._turn import Slot, Turn, on_loop, refuse_inside_turn
+from ._turn import Slot, Turn, refuse_inside_turn
 from .stores import FileStore, Store
 from .stores._file import default_state_dir
 

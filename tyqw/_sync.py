@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import os
 import queue
@@ -29,7 +28,7 @@ from ._context import DEFAULT_HISTORY_CHARS
 from ._events import Subscriptions
 from ._exceptions import SessionClosedError, TyqwError
 from ._history import Exchange, Expiry
-from ._loop_thread import loop_thread
+from ._loop_thread import call_on_loop, loop_thread, on_loop
 from ._models import Message, Reply, TokenUsage
 from ._session import MessageStream, Options, Session
 from ._sync_stream import HIGH_WATER, Call, End, SyncMessageStream, resolve
@@ -307,10 +306,7 @@ class SyncSession(Subscriptions):
         """
         if self._closed:
             return
-        if threading.get_ident() == self._loop_ident:
-            self._abort_first()
-        else:
-            self._loop.call_soon_threadsafe(self._abort_first)
+        on_loop(self._loop, self._abort_first)
 
     def close(self) -> None:
         """Abort the turn in flight and close the connection; idempotent. The shared
@@ -387,26 +383,13 @@ class SyncSession(Subscriptions):
         """Run ``fn`` on the loop thread and return its result (directly when closed)."""
         if threading.get_ident() == self._loop_ident:
             return fn()
-        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-
         with self._lock:
             if self._closed:
                 return fn()  # nothing runs on the loop for this session any more
-            self._loop.call_soon_threadsafe(run)
-        return future.result()
+            return call_on_loop(self._loop, fn)
 
     def _stop_soon(self, call: Call) -> None:
-        if threading.get_ident() == self._loop_ident:
-            self._stop(call)
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: so is the turn
-                self._loop.call_soon_threadsafe(self._stop, call)
+        on_loop(self._loop, self._stop, call)  # once the loop is gone, so is the turn
 
     # -- the loop's side ---------------------------------------------------------
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._loop_thread import on_loop
 from ._models import Message, Reply
 from ._session import MessageStream
 
@@ -150,7 +151,7 @@ class SyncMessageStream:
             paused = call.paused
             if paused is not None and not call.resume_asked and call.queue.qsize() <= LOW_WATER:
                 call.resume_asked = True
-                self._owner._loop.call_soon_threadsafe(resolve, paused)
+                on_loop(self._owner._loop, resolve, paused)
             return item
         self._finish(stop=False)
         if item.error is not None:

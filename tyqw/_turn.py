@@ -39,6 +39,7 @@ from ._exceptions import (
 )
 from ._history import Exchange, ended_now
 from ._http import read_body, redacted, scrub, unquote_secrets, wrap
+from ._loop_thread import on_loop
 from ._models import Message, Reply, TokenUsage, ToolCall
 from ._options import TurnOptions
 from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
@@ -47,7 +48,7 @@ from ._telemetry import TurnObserver, active
 from ._tools import Toolbox
 from .sse import SSEDecoder
 
-__all__ = ["Slot", "Turn", "TurnLedger", "on_loop", "refuse_inside_turn"]
+__all__ = ["Slot", "Turn", "TurnLedger", "refuse_inside_turn"]
 
 logger = logging.getLogger("tyqw")
 
@@ -719,19 +720,6 @@ def refuse_inside_turn(slot: Slot, what: str) -> None:
                 "itself. Close an unfinished stream with 'async with session.stream(...)' "
                 "or 'await stream.aclose()'"
             )
-
-
-def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:
-    """Call ``fn(*args)`` now when running on ``loop``, else as soon as ``loop`` can, from
-    any thread: ``call_soon_threadsafe`` wakes its selector whatever it waits for."""
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        fn(*args)
-    elif not loop.is_closed():
-        loop.call_soon_threadsafe(fn, *args)
 
 
 def _ignore(session_id: str) -> None:
