@@ -365,10 +365,10 @@ def test_a_slow_reader_gets_every_message_in_order(
     sim: BailianSimulator, make: Callable[..., SyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Backpressure (tiny water marks here) pauses the turn for a reader, losing nothing."""
-    from tyqw import _sync, _sync_stream
+    from tyqw import _sync
 
     monkeypatch.setattr(_sync, "HIGH_WATER", 4)
-    monkeypatch.setattr(_sync_stream, "LOW_WATER", 1)
+    monkeypatch.setattr(_sync, "LOW_WATER", 1)
     sim.reply = lambda prompt, history: LONG
     sim.chunk_size = 1
     with make() as session:
