@@ -196,7 +196,7 @@ async def test_a_lock_taking_call_that_fails_on_a_damaged_record_leaves_it_unloc
     """A record key of the wrong type: StoreError, and once it is fixed the next turn gets
     the lock at once, not after the lease."""
     record_key = store._keys(APP, "alice")[0]
-    await client.rpush(record_key, "not a record")
+    await client.execute_command("RPUSH", record_key, "not a record")
     with pytest.raises(StoreError, match="lock a conversation"):
         await asyncio.wait_for(begin_turn(store, APP, "alice"), BOUND)
     await client.delete(record_key)

@@ -338,12 +338,14 @@ def test_the_relay_module_exports_a_documented_api() -> None:
 async def test_settings_tell_the_page_the_apps_and_that_a_token_is_needed(
     relay: Relay, http: aiohttp.ClientSession
 ) -> None:
-    """relay.json lists the served app ids and how the relay knows its users."""
+    """relay.json lists the served app ids, how the relay knows its users, and that its
+    upstream is the offline simulator (the relay was given the simulator's key)."""
     async with http.get(f"{relay.root}/relay.json") as response:
         assert await response.json() == {
             "app_ids": relay.app_ids,
             "auth": "token",
             "max_prompt": 8000,
+            "offline": True,
         }
 
 

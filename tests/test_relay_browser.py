@@ -311,24 +311,43 @@ def test_a_relay_that_cannot_be_reached_is_said_in_a_users_words(
 
 
 def test_a_refused_token_asks_for_one(browser: Any, served: RelayThread) -> None:
-    """With a wrong token the page shows the 401 line and the token field; a good token
-    typed there makes the next send work."""
+    """With a wrong token the page opens on the sign-in screen, focused on the code
+    field, saying in plain words that the code was not accepted; a good code typed
+    there opens the chat and the next send works."""
     from selenium.webdriver.common.by import By
 
     assert served.relay is not None
     browser.get(f"{served.relay.root}/#token=wrong-token-0123456789")
     until(browser, "document.body.dataset.ready === 'true'")
-    prompt = browser.find_element(By.ID, "prompt")
-    prompt.send_keys("hi\n")
-    last_reply_is(browser, "error")
-    assert "HTTP 401, code InvalidApiKey" in browser.execute_script(
-        "return document.querySelector('.reply .error').textContent"
-    )
+    until(browser, "!document.getElementById('auth').hidden")
     assert browser.find_element(By.ID, "auth").is_displayed()
+    assert not browser.find_element(By.ID, "prompt").is_displayed()
+    said = browser.find_element(By.CSS_SELECTOR, "#auth p").text
+    assert said.startswith("This access code was not accepted.")
+    assert browser.execute_script("return document.activeElement.id") == "token"
     browser.find_element(By.ID, "token").send_keys(ALICE)
     click(browser, "save-token")
+    prompt = browser.find_element(By.ID, "prompt")
     prompt.send_keys("hello there\n")
     last_reply_is(browser, "done")
+
+
+def test_sign_out_forgets_the_token_and_asks_for_it(browser: Any, served: RelayThread) -> None:
+    """Sign out removes the code from the browser and shows the sign-in screen, focused
+    on the code field; a reload still asks for it."""
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, served)
+    click(browser, "signout")
+    assert browser.find_element(By.ID, "auth").is_displayed()
+    assert browser.execute_script("return document.activeElement.id") == "token"
+    assert browser.execute_script("return localStorage.getItem('tyqw.token')") is None
+    assert served.relay is not None
+    browser.get(f"{served.relay.root}/")
+    until(browser, "document.body.dataset.ready === 'true'")
+    assert browser.find_element(By.ID, "auth").is_displayed()
+    assert browser.find_element(By.CSS_SELECTOR, "#auth h2").text == "Sign in to chat"
+    assert browser.execute_script("return document.activeElement.id") == "token"
 
 
 def test_a_custom_hook_can_know_users_by_a_cookie_of_the_site(browser: Any) -> None:
@@ -354,7 +373,8 @@ def test_a_custom_hook_can_know_users_by_a_cookie_of_the_site(browser: Any) -> N
         browser.find_element(By.ID, "prompt").send_keys("hello there\n")
         last_reply_is(browser, "done")
         assert reply_texts(browser) == [default_reply("hello there", [])]
-        assert users == ["carol", "carol"]  # loading the conversation, then the turn
+        # Every request the page made (its conversations, then the turn) was carol's.
+        assert users and set(users) == {"carol"}
     finally:
         served.stop()
 
@@ -502,3 +522,431 @@ def test_screenshot_of_a_conversation(browser: Any, served: RelayThread, tmp_pat
     keep = os.environ.get(SCREENSHOT_ENV)
     if keep:
         shutil.copyfile(path, keep)
+
+
+@pytest.fixture
+def plain() -> Iterator[RelayThread]:
+    """A relay whose app cites nothing: the reply's text arrives as the simulator's
+    reply function wrote it."""
+    relay = RelayThread(delay=0.0).start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+MARKDOWN = """## Steps to *try*
+
+1. Install **tyqw**
+   - with `pip`
+2. Run it
+
+| Command | Does |
+|:--------|-----:|
+| `tyqw serve` | the relay |
+| `tyqw simulate` | the simulator |
+
+See [the docs](https://example.com/tyqw "docs") or mail <x@y> to ~~nobody~~.
+
+```python
+print("你好")
+x = 1 < 2
+```
+"""
+
+
+def test_markdown_and_code_render(browser: Any, plain: RelayThread) -> None:
+    """A Markdown reply shows as a heading, nested lists, an aligned table, a safe link,
+    inline and fenced code in a monospace font; the code's Copy button copies it."""
+    assert plain.sim is not None and plain.relay is not None
+    plain.sim.reply = lambda prompt, history: MARKDOWN
+    plain.sim.chunk_size = 7  # the renderer sees many half-written states
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {
+            "origin": plain.relay.root,
+            "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
+        },
+    )
+    prompt = open_page(browser, plain)
+    prompt.send_keys("show me markdown\n")
+    last_reply_is(browser, "done")
+    shown = browser.execute_script(
+        """
+        const text = [...document.querySelectorAll('.reply .text')].pop();
+        const all = (selector) => [...text.querySelectorAll(selector)];
+        const link = text.querySelector('a');
+        return {
+          heading: all('h2').map(e => e.textContent),
+          emphasis: all('h2 em, li strong, del').map(e => e.tagName + ':' + e.textContent),
+          items: all('ol > li').length, nested: all('ol > li > ul > li').map(e => e.textContent),
+          header: all('th').map(e => e.textContent + '/' + (e.dataset.align || '')),
+          cells: all('td').map(e => e.textContent),
+          link: [link.textContent, link.getAttribute('href'), link.rel, link.target],
+          inline: all(':not(pre) > code').map(e => e.textContent),
+          code: all('pre code').map(e => e.textContent),
+          language: text.querySelector('.code-bar .language').textContent,
+          font: getComputedStyle(text.querySelector('pre code')).fontFamily,
+          inlineFont: getComputedStyle(text.querySelector('td code')).fontFamily,
+        };
+        """
+    )
+    assert shown["heading"] == ["Steps to try"]
+    assert shown["emphasis"] == ["EM:try", "STRONG:tyqw", "DEL:nobody"]
+    assert shown["items"] == 2 and shown["nested"] == ["with pip"]
+    assert shown["header"] == ["Command/", "Does/right"]
+    assert shown["cells"] == ["tyqw serve", "the relay", "tyqw simulate", "the simulator"]
+    assert shown["link"] == [
+        "the docs",
+        "https://example.com/tyqw",
+        "noopener noreferrer",
+        "_blank",
+    ]
+    assert shown["inline"] == ["pip", "tyqw serve", "tyqw simulate"]
+    assert shown["code"] == ['print("你好")\nx = 1 < 2']
+    assert shown["language"] == "python"
+    assert "monospace" in shown["font"] and "monospace" in shown["inlineFont"]
+    click_copy = "[...document.querySelectorAll('.reply .copy')].pop().click()"
+    browser.execute_script(click_copy)
+    until(browser, "[...document.querySelectorAll('.reply .copy')].pop().textContent === 'Copied'")
+    copied = browser.execute_async_script(
+        "const done = arguments[0]; navigator.clipboard.readText().then(done, e => done('!' + e))"
+    )
+    assert copied == 'print("你好")\nx = 1 < 2'
+
+
+class Remote:
+    """A web server standing in for a remote host: it records every request it gets."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        self.root = ""
+        self.runner: Any = None
+
+    async def start(self) -> Remote:
+        from aiohttp import web
+
+        async def record(request: web.Request) -> web.Response:
+            self.hits.append(str(request.rel_url))
+            return web.Response(body=b"GIF89a", content_type="image/gif")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.root = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        return self
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+def test_a_hostile_reply_neither_runs_nor_loads_anything(browser: Any, plain: RelayThread) -> None:
+    """A reply holding script tags, onerror images, javascript: and data: links, and
+    Markdown images of a remote host runs no script (no window flag set), makes no
+    request to that host, and leaves no element that could: its images read as
+    "[image: ...]", its unsafe links as plain words."""
+    assert plain.sim is not None
+    remote = plain.call(Remote().start())
+    try:
+        r = remote.root
+        hostile = "\n".join(
+            [
+                f'<img src="{r}/raw.gif" onerror="window.pwned=1"><script>window.pwned=2</script>',
+                f"![tracker]({r}/md.gif) and ![inline](javascript:window.pwned=3)",
+                "[click me](javascript:window.pwned=4) [data](data:text/html,<script>x</script>)",
+                f'<iframe src="{r}/frame"></iframe><link rel=stylesheet href="{r}/x.css">',
+                '<svg onload="window.pwned=5"></svg>',
+                f'<a href="{r}/a" onclick="window.pwned=6">a</a>',
+                f"[ok]({r}/page) `<b>code</b>`",
+                "",
+                "```html",
+                f'<img src="{r}/fenced.gif" onerror="window.pwned=7">',
+                "```",
+                f"| <img src={r}/cell.gif> | ![c]({r}/cell2.gif) |",
+                "|---|---|",
+                "| [x](vbscript:msgbox) | y |",
+            ]
+        )
+        plain.sim.reply = lambda prompt, history: hostile
+        prompt = open_page(browser, plain)
+        prompt.send_keys("<img src=x onerror=window.pwned=8>\n")
+        last_reply_is(browser, "done")
+        found = browser.execute_script(
+            """
+            const log = document.getElementById('log');
+            return {
+              dangerous: log.querySelectorAll(
+                'img, script, iframe, link, svg, object, embed, style, video, audio, source'
+              ).length,
+              handlers: [...log.querySelectorAll('*')].flatMap(e => [...e.attributes])
+                .filter(a => a.name.startsWith('on')).length,
+              links: [...log.querySelectorAll('a')].map(a => [a.textContent, a.href, a.rel]),
+              images: [...log.querySelectorAll('.image, a')].map(e => e.textContent)
+                .filter(t => t.startsWith('[image')),
+              loaded: performance.getEntriesByType('resource').map(e => e.name)
+                .filter(name => !name.startsWith(location.origin)),
+              pwned: window.pwned === undefined ? null : window.pwned,
+            };
+            """
+        )
+        assert found["dangerous"] == 0 and found["handlers"] == 0
+        assert found["links"] == [
+            ["[image: tracker]", f"{r}/md.gif", "noopener noreferrer"],
+            ["ok", f"{r}/page", "noopener noreferrer"],
+            ["[image: c]", f"{r}/cell2.gif", "noopener noreferrer"],
+        ]
+        assert "[image: inline]" in found["images"]
+        assert found["loaded"] == [] and found["pwned"] is None
+        assert "click me" in reply_texts(browser)[0]
+        # The page asks its own relay for something now: had the reply made the browser
+        # fetch anything, it would have been asked before this answer came back.
+        browser.execute_async_script(
+            "const done = arguments[0]; fetch('relay.json').then(() => done(), () => done())"
+        )
+        assert remote.hits == []
+    finally:
+        plain.call(remote.stop())
+
+
+def chats(browser: Any) -> list[list[Any]]:
+    """The conversation list: [title, chosen] per entry."""
+    listed: list[list[Any]] = browser.execute_script(
+        "return [...document.querySelectorAll('#chat-list li[data-id]')]"
+        ".map(li => [li.querySelector('.open').textContent, li.classList.contains('chosen')])"
+    )
+    return listed
+
+
+def test_switching_between_conversations_and_deleting_one(
+    browser: Any, served: RelayThread
+) -> None:
+    """Two conversations are listed by their first prompt; choosing one draws its
+    exchanges and the next turn continues it; deleting one removes it from the list."""
+    prompt = open_page(browser, served)
+    prompt.send_keys("my name is Ada\n")
+    last_reply_is(browser, "done")
+    click(browser, "new")
+    prompt.send_keys("my name is Bob\n")
+    last_reply_is(browser, "done")
+    until(browser, "document.querySelectorAll('#chat-list li[data-id]').length === 2")
+    assert chats(browser) == [["my name is Bob", True], ["my name is Ada", False]]
+    browser.execute_script("document.querySelectorAll('#chat-list .open')[1].click()")
+    until(browser, "document.querySelector('.user')?.textContent === 'my name is Ada'")
+    assert chats(browser) == [["my name is Bob", False], ["my name is Ada", True]]
+    assert len(reply_texts(browser)) == 1
+    prompt.send_keys("what's my name?\n")
+    last_reply_is(browser, "done")
+    assert reply_texts(browser)[-1].startswith("Your name is Ada")
+    # Ada's conversation is now the newest; delete Bob's.
+    until(
+        browser,
+        "document.querySelector('#chat-list li[data-id] .open')?.textContent === 'my name is Ada'",
+    )
+    browser.execute_script("document.querySelectorAll('#chat-list .delete')[1].click()")
+    until(browser, "document.querySelectorAll('#chat-list li[data-id]').length === 1")
+    assert chats(browser) == [["my name is Ada", True]]
+    assert len(reply_texts(browser)) == 2  # the conversation shown stays
+
+
+def test_the_offline_note_shows_only_against_the_simulator(browser: Any) -> None:
+    """Served against the offline simulator, the page says so above the chat; a relay
+    given another key does not."""
+    from selenium.webdriver.common.by import By
+
+    for key, shown in (("sk-simulator", True), ("sk-a-real-looking-key", False)):
+        served = RelayThread(delay=0.0, api_key=None).start(api_key=key)
+        try:
+            open_page(browser, served)
+            note = browser.find_element(By.ID, "offline")
+            assert note.is_displayed() is shown
+            if shown:
+                assert note.text.startswith("Offline demo: the replies come from tyqw's")
+        finally:
+            served.stop()
+
+
+def test_the_page_speaks_the_browsers_language_and_sets_chinese_in_a_cjk_font(
+    browser: Any, served: RelayThread
+) -> None:
+    """lang follows the browser's language; in Chinese the text's first font is a CJK
+    face, and code stays monospace."""
+    agent = browser.execute_script("return navigator.userAgent")
+    browser.execute_cdp_cmd(
+        "Emulation.setUserAgentOverride", {"userAgent": agent, "acceptLanguage": "zh-CN"}
+    )
+    try:
+        open_page(browser, served)
+        lang, language, font = browser.execute_script(
+            "return [document.documentElement.lang, navigator.language,"
+            " getComputedStyle(document.body).fontFamily]"
+        )
+    finally:
+        browser.execute_cdp_cmd(
+            "Emulation.setUserAgentOverride", {"userAgent": agent, "acceptLanguage": "en-US"}
+        )
+    assert lang == language == "zh-CN"
+    assert font.startswith('"PingFang SC"'), font
+
+
+PAGE_SHOTS_ENV = "TYQW_CHAT_PAGE_SCREENSHOTS"
+"""Set to a folder (docs) to keep docs/chat-page.md's pictures from the test."""
+
+HOW_TO = """To start the relay on your machine:
+
+1. Install **tyqw**: `pip install tyqw`
+2. Run it, then open the address it prints:
+
+```bash
+tyqw serve --port 8300
+```
+
+| Option | Meaning |
+|--------|---------|
+| `--tokens FILE` | who may chat |
+| `--store redis://…` | share conversations between workers |
+
+More in [the relay guide](https://example.com/tyqw/relay)."""
+
+
+@pytest.mark.parametrize(
+    ("layout", "size", "scheme"),
+    [
+        ("light", (1000, 720), "light"),
+        ("dark", (1000, 720), "dark"),
+        ("phone", (390, 780), "light"),
+    ],
+)
+def test_screenshots_of_the_page(
+    browser: Any,
+    plain: RelayThread,
+    tmp_path: Path,
+    layout: str,
+    size: tuple[int, int],
+    scheme: str,
+) -> None:
+    """The page with two conversations and a Markdown reply, in the light and dark
+    themes and at phone width, saved as PNGs (docs/chat-page-*.png when
+    TYQW_CHAT_PAGE_SCREENSHOTS names the folder to keep them in)."""
+    assert plain.sim is not None
+    plain.sim.reply = lambda prompt, history: (
+        HOW_TO if prompt.startswith("How") else default_reply(prompt, history)
+    )
+    browser.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+    )
+    try:
+        prompt = open_page(browser, plain, size=size)
+        # English: the machines that make these pictures may have no CJK font.
+        prompt.send_keys("my name is Ada\n")
+        last_reply_is(browser, "done")
+        click(browser, "new")
+        prompt.send_keys("How do I start the relay?\n")
+        last_reply_is(browser, "done")
+        until(browser, "document.querySelectorAll('#chat-list li[data-id]').length === 2")
+        folded = browser.execute_script("return !document.getElementById('chats').open")
+        assert folded is (layout == "phone")  # the list folds above the chat on a phone
+        dark = browser.execute_script("return matchMedia('(prefers-color-scheme: dark)').matches")
+        assert dark is (scheme == "dark")
+        path = tmp_path / f"chat-page-{layout}.png"
+        assert browser.save_screenshot(str(path))
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    keep = os.environ.get(PAGE_SHOTS_ENV)
+    if keep:
+        shutil.copyfile(path, Path(keep) / path.name)
+
+
+def test_a_streaming_reply_redraws_only_its_last_block(browser: Any, plain: RelayThread) -> None:
+    """While a reply streams in, a block already whole (a heading, a code block) keeps
+    its element: the text above the one being written does not flicker or lose a
+    selection."""
+    assert plain.sim is not None
+    plain.sim.reply = lambda prompt, history: (
+        "## Title\n\n```\ncode\n```\n\n" + "words and more words " * 12
+    )
+    plain.sim.chunk_size = 3
+    prompt = open_page(browser, plain)
+    browser.execute_script(
+        """
+        window.kept = {};
+        new MutationObserver(() => {
+          const reply = [...document.querySelectorAll('.reply')].pop();
+          if (!reply) return;
+          const h2 = reply.querySelector('h2'), code = reply.querySelector('.code');
+          if (!window.kept.h2 && h2?.textContent === 'Title') window.kept.h2 = h2;
+          // The fence is closed once the paragraph after it has begun.
+          if (!window.kept.code && reply.querySelector('p')) window.kept.code = code;
+        }).observe(document.getElementById('log'), {subtree: true, childList: true,
+                                                    characterData: true});
+        """
+    )
+    prompt.send_keys("stream it\n")
+    last_reply_is(browser, "done")
+    kept = browser.execute_script(
+        "const reply = [...document.querySelectorAll('.reply')].pop();"
+        "return [window.kept.h2 === reply.querySelector('h2'),"
+        " window.kept.code === reply.querySelector('.code'),"
+        " reply.querySelectorAll('p').length]"
+    )
+    assert kept == [True, True, 1]
+
+
+def test_the_conversation_a_client_kept_without_naming_one_is_shown_and_continued(
+    browser: Any, served: RelayThread
+) -> None:
+    """A user who chatted through a client that names no conversation (tyqw's Session
+    against the relay) finds that conversation drawn on a first visit and listed; the
+    page's next message continues it."""
+    assert served.sim is not None and served.relay is not None
+    relay = served.relay
+
+    async def chat() -> str:
+        async with Session(
+            relay.app_ids[0], api_key=ALICE, base_url=relay.base_url, store=MemoryStore()
+        ) as session:
+            reply = await session.send("my name is Ada")
+            assert reply.session_id is not None
+            return reply.session_id
+
+    session_id = served.call(chat())
+    browser.get(f"{relay.root}/relay.json")
+    browser.execute_script("localStorage.clear()")  # a first visit
+    prompt = open_page(browser, served)
+    assert browser.execute_script("return document.querySelector('.user')?.textContent") == (
+        "my name is Ada"
+    )
+    assert chats(browser) == [["my name is Ada", True]]
+    assert (
+        browser.execute_script("return document.querySelectorAll('#chat-list .delete').length")
+        == 0
+    )
+    prompt.send_keys("what's my name?\n")
+    last_reply_is(browser, "done")
+    assert served.sim.requests[-1].body["input"]["session_id"] == session_id
+    assert reply_texts(browser)[-1].startswith("Your name is Ada")
+
+
+def test_a_reply_streamed_one_character_at_a_time_ends_as_drawn_whole(
+    browser: Any, plain: RelayThread
+) -> None:
+    """Markdown streamed one character per event (every half-written table, fence,
+    list and link along the way) ends as the same elements as the reply drawn whole
+    from the transcript after a reload."""
+    assert plain.sim is not None
+    plain.sim.reply = lambda prompt, history: MARKDOWN + "\n> quoted *text*\n\n---\nend"
+    plain.sim.chunk_size = 1
+    prompt = open_page(browser, plain)
+    prompt.send_keys("stream markdown\n")
+    last_reply_is(browser, "done")
+    shown = "return [...document.querySelectorAll('.reply .text')].pop().innerHTML"
+    streamed = browser.execute_script(shown)
+    browser.refresh()
+    until(browser, "document.body.dataset.ready === 'true'")
+    until(browser, "document.querySelectorAll('.reply').length === 1")
+    assert browser.execute_script(shown) == streamed
+    assert "<blockquote>" in streamed and "<hr>" in streamed and "<table>" in streamed

@@ -52,6 +52,8 @@ BASE_URL_ENVS = ("DASHSCOPE_BASE_URL", "DASHSCOPE_HTTP_BASE_URL")
 WORKSPACE_ENV = "DASHSCOPE_WORKSPACE"
 LOG_ENV = "TYQW_LOG"
 STORE_ENV = "TYQW_STORE"
+OFFLINE_KEY = "sk-simulator"
+"""The offline simulator's key: a relay given it says, on its page, that it is offline."""
 ENV_NAMES = (API_KEY_ENV, API_KEY_FILE_ENV, APP_ID_ENV, *BASE_URL_ENVS, WORKSPACE_ENV)
 """Every ``DASHSCOPE_*`` variable tyqw reads."""
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from .._config import OFFLINE_KEY
 from .._wire import SSE_TYPE, accepts_gzip, dumps, error_body, frame, wants_sse
 from . import generation
 from .answers import Answer, compose, json_payload, stream_payloads
@@ -100,7 +101,7 @@ class BailianSimulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        api_key: str | None = "sk-simulator",
+        api_key: str | None = OFFLINE_KEY,
         app_ids: Iterable[str] | None = None,
         workspaces: Mapping[str, str] | None = None,
         reply: ReplyFunc | None = None,
@@ -153,7 +154,7 @@ class BailianSimulator:
 
             headers = {"Authorization": f"Bearer {sim.api_key}"}
         """
-        return self._api_key or "sk-simulator"
+        return self._api_key or OFFLINE_KEY
 
     @property
     def app_id(self) -> str:

@@ -11,6 +11,11 @@ cancelling it closes the upstream response at once.
 its ``session_id`` and its transcript (``Exchange.to_dict()`` each), for the page to
 draw on load. The user comes from the request's authentication, as for a turn; there is
 no way to name another.
+
+A client may keep several conversations per user by naming each in an
+``X-Tyqw-Conversation`` header (the chat page does); ``GET .../conversations`` lists the
+caller's named conversations, ``GET`` / ``DELETE .../conversations/{id}`` reads (its
+transcript) or deletes one. The user always comes from the request's authentication.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import MessageStream, Options, TyqwError
-from .._config import MODEL_PATH, environment_app_id
+from .._config import MODEL_PATH, OFFLINE_KEY, environment_app_id
 from .._http import read_body
 from .._options import check_seconds
 from .._wire import dumps, error_body, frame, wants_sse
@@ -48,7 +53,7 @@ from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
 from ._request import Refused, TurnRequest, invalid, parse_generation, parse_turn
 from ._responses import json_response, refusal, start_sse, upstream_error
 from ._trace import TraceUser, note_user, tracing
-from ._users import NotCurrent, UserSessions, store_location
+from ._users import CONVERSATION_ID, NotCurrent, UserSessions, store_location
 
 __all__ = ["create_app"]
 
@@ -57,7 +62,7 @@ logger = logging.getLogger("tyqw.relay")
 _DISCONNECT_POLL = 0.25  # seconds: how soon a vanished client's upstream turn is closed
 _CORS_HEADERS = (
     "Authorization, Content-Type, Accept, Cache-Control, Last-Event-ID, "
-    "X-DashScope-SSE, X-Accel-Buffering, X-DashScope-WorkSpace"
+    "X-DashScope-SSE, X-Accel-Buffering, X-DashScope-WorkSpace, X-Tyqw-Conversation"
 )
 _SESSION_OPTIONS = frozenset(
     {
@@ -117,6 +122,10 @@ def create_app(
       and shares the rate limit), or a ``tyqw.stores.Store`` of your own making. The
       relay closes a store it made when it stops, never one you passed (the rate limit
       of a store you pass is kept per worker process).
+    - Named conversations (docs/chat-page.md): a turn with ``X-Tyqw-Conversation: <id>``
+      uses the caller's conversation of that id; ``GET .../conversations`` lists the
+      caller's, ``GET`` / ``DELETE .../conversations/{id}`` reads or deletes one. A user
+      name holding a NUL is refused (403).
     - ``cors``: the origins other sites' pages may call it from; ``rate``: turns per
       user per minute (``None``: no limit); ``max_prompt``: characters per prompt;
       ``biz_params``: the ``input.biz_params`` keys clients may send;
@@ -124,7 +133,8 @@ def create_app(
       (``rag_options``, ``memory_id``...); what a client may send goes on top, its
       ``biz_params`` keys merged into these.
     - The upstream: ``api_key`` (default ``DASHSCOPE_API_KEY``; never taken from a
-      request), ``base_url``, ``workspace``, and ``session_options`` for each user's
+      request; the offline simulator's own key makes the page say it is offline),
+      ``base_url``, ``workspace``, and ``session_options`` for each user's
       ``Session`` (``read_timeout``, ``deadline``, ``max_retries``...).
     - ``models``: Qwen models served at the service's own generation endpoint,
       ``POST /api/v1/services/aigc/text-generation/generation``, the client's body sent
@@ -204,6 +214,7 @@ def create_app(
         auth_kind=auth_kind,
         body_timeout=body_timeout,
         send_timeout=send_timeout,
+        offline=api_key == OFFLINE_KEY,
         models=served_models,
         max_messages=max_messages,
     )
@@ -215,6 +226,13 @@ def create_app(
     history = "/api/v1/apps/{app_id}/history"
     app.router.add_get(history, relay.history)
     app.router.add_route("OPTIONS", history, relay.preflight)
+    listing = "/api/v1/apps/{app_id}/conversations"
+    app.router.add_get(listing, relay.list_conversations)
+    app.router.add_route("OPTIONS", listing, relay.preflight)
+    one = listing + "/{conversation}"
+    app.router.add_get(one, relay.read_conversation)
+    app.router.add_delete(one, relay.delete_conversation)
+    app.router.add_route("OPTIONS", one, relay.preflight)
     if served_models:
         generation = "/api/v1" + MODEL_PATH
         app.router.add_post(generation, relay.generation)
@@ -240,10 +258,12 @@ class _Relay:
         auth_kind: str,
         body_timeout: float,
         send_timeout: float,
+        offline: bool,
         models: tuple[str, ...] = (),
         max_messages: int = 100,
     ) -> None:
         self.app_ids = app_ids
+        self.offline = offline  # the upstream is tyqw's simulator: the page says so
         self.models = models
         self.max_messages = max_messages
         self.authenticate = authenticate
@@ -295,6 +315,7 @@ class _Relay:
             if len(raw) > self.body_limit:
                 raise invalid(f"the request body is larger than {self.body_limit} bytes")
             turn = parse_turn(raw, max_prompt=self.max_prompt, biz_params=self.biz_params)
+            conversation = _conversation(request.headers.get("X-Tyqw-Conversation"))
         except Refused as refused:
             answer = refusal(refused, request_id, sse, cors)
             if refused.status == 408:
@@ -308,7 +329,7 @@ class _Relay:
             return answer
         # No session_id: a new conversation, as on the service. Any other id than the
         # user's current one is refused by the turn itself, under the store's lock.
-        async with self.sessions.use(app_id, user, turn.session_id) as session:
+        async with self.sessions.use(app_id, user, turn.session_id, conversation) as session:
             stream = session.stream(turn.prompt, **self._options(turn, sse))
             writing = _Writing()
             if sse:
@@ -355,22 +376,84 @@ class _Relay:
             status=204,
             headers={
                 "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": "GET, POST",
+                "Access-Control-Allow-Methods": "GET, POST, DELETE",
                 "Access-Control-Allow-Headers": _CORS_HEADERS,
                 "Access-Control-Max-Age": "600",
                 "Vary": "Origin",
             },
         )
 
+    # -- the caller's named conversations ------------------------------------------
+
+    async def _own(self, request: web.Request) -> tuple[str, str]:
+        """The app id and the caller's user, or ``Refused``."""
+        user = await self._user(request)
+        note_user(user)
+        app_id = request.match_info["app_id"]
+        if app_id not in self.app_ids:
+            raise Refused(404, "NotFound", "This relay does not serve that app id.")
+        return app_id, user
+
+    async def list_conversations(self, request: web.Request) -> web.Response:
+        """``{"conversations": [{"id", "title", "updated_at"}, ...]}``, newest first."""
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        try:
+            app_id, user = await self._own(request)
+            listed = await self.sessions.listed(app_id, user)
+        except Refused as refused:
+            return refusal(refused, request_id, False, cors)
+        except TyqwError as exc:
+            status, error = upstream_error(exc, request_id)
+            return json_response(status, error, cors, request_id)
+        return json_response(200, {"conversations": listed}, cors, request_id)
+
+    async def read_conversation(self, request: web.Request) -> web.Response:
+        """``{"id", "session_id", "exchanges": [Exchange.to_dict(), ...]}``, or a 404."""
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        try:
+            app_id, user = await self._own(request)
+            conversation = _conversation(request.match_info["conversation"])
+            assert conversation is not None
+            found = await self.sessions.read(app_id, user, conversation)
+            if found is None:
+                raise Refused(404, "NotFound", "You have no conversation with that id.")
+        except Refused as refused:
+            return refusal(refused, request_id, False, cors)
+        except TyqwError as exc:
+            status, error = upstream_error(exc, request_id)
+            return json_response(status, error, cors, request_id)
+        session_id, exchanges = found
+        body = {
+            "id": conversation,
+            "session_id": session_id,
+            "exchanges": [exchange.to_dict() for exchange in exchanges],
+        }
+        return json_response(200, body, cors, request_id)
+
+    async def delete_conversation(self, request: web.Request) -> web.StreamResponse:
+        """Forget one of the caller's conversations (record and transcript): 204."""
+        request_id = str(uuid.uuid4())
+        cors = self._cors(request)
+        try:
+            app_id, user = await self._own(request)
+            conversation = _conversation(request.match_info["conversation"])
+            assert conversation is not None
+            await self.sessions.forget(app_id, user, conversation)
+        except Refused as refused:
+            return refusal(refused, request_id, False, cors)
+        except TyqwError as exc:
+            status, error = upstream_error(exc, request_id)
+            return json_response(status, error, cors, request_id)
+        return web.Response(status=204, headers={**cors, "x-request-id": request_id})
+
     async def history(self, request: web.Request) -> web.Response:
         """The caller's own current conversation: its id and transcript."""
         request_id = str(uuid.uuid4())
         cors = self._cors(request)
         try:
-            user = await self._user(request)
-            app_id = request.match_info["app_id"]
-            if app_id not in self.app_ids:
-                raise Refused(404, "NotFound", "This relay does not serve that app id.")
+            app_id, user = await self._own(request)
         except Refused as refused:
             return refusal(refused, request_id, False, cors)
         try:
@@ -402,6 +485,10 @@ class _Relay:
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         user = await identify(self.authenticate, request)
+        if user is not None and "\0" in user:
+            # A NUL separates a user from the name of one of their conversations: a user
+            # named with one could spell another user's conversations.
+            raise Refused(403, "AccessDenied", "This user name cannot be used here.")
         if user is None:
             self.failures.failed(address)
             raise Refused(
@@ -530,6 +617,7 @@ class _Relay:
             # your site, say), so the page sends without one and asks only on a 401.
             "auth": "none" if self.authenticate is None else self.auth_kind,
             "max_prompt": self.max_prompt,
+            "offline": self.offline,
         }
         return web.json_response(settings, headers={"Cache-Control": "no-store"})
 
@@ -596,6 +684,18 @@ def _not_yours() -> Refused:
     return invalid(
         "input.session_id is not your current conversation; send no session_id to start a new one"
     )
+
+
+def _conversation(value: str | None) -> str | None:
+    """A client's conversation id, checked; ``None``: the user's one conversation."""
+    if value is None:
+        return None
+    if not CONVERSATION_ID.fullmatch(value):
+        raise invalid(
+            "a conversation id is 1 to 64 letters, digits, '-' or '_' "
+            "(X-Tyqw-Conversation, or the path)"
+        )
+    return value
 
 
 def _app_ids(app_ids: str | Iterable[str] | None, *, allow_none: bool) -> tuple[str, ...]:

@@ -15,12 +15,19 @@ between the check and the request that carries its id.
 
 ``current()`` gives a user's current conversation, its id and its transcript, read
 from the store (every worker sees the same), for the page to draw on load.
+
+A user may keep several conversations, each named by the client (the chat page picks
+an id per conversation): the Session ``"<user>\0conversation\0<id>"``. A request
+without an id uses the Session named by the user alone, as before. The relay refuses
+user names holding a NUL, so no user can spell another's names; listing, reading and
+deleting take the caller's user, never a name from the request.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -36,15 +43,34 @@ from ..stores import (
     Store,
     StoreLocation,
     TurnStore,
+    forget,
     read_history,
 )
 from ..stores._base import has_transcript_methods
 
-__all__ = ["MAX_SESSIONS", "NotCurrent", "UserSessions", "store_location"]
+__all__ = [
+    "CONVERSATION_ID",
+    "MAX_SESSIONS",
+    "NotCurrent",
+    "UserSessions",
+    "session_name",
+    "store_location",
+]
 
 logger = logging.getLogger("tyqw.relay")
 
 MAX_SESSIONS = 10_000
+
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a client may name a conversation: short, and safe in a URL path as it is."""
+
+_TITLE = 80  # characters of a conversation's first prompt that name it in a list
+
+
+def session_name(user: str, conversation: str | None) -> str:
+    """The Session (and store) name of a user's conversation; ``None``: the user's one
+    conversation of old. ``user`` holds no NUL (the relay refuses such names)."""
+    return user if conversation is None else f"{user}\0conversation\0{conversation}"
 
 
 class NotCurrent(TyqwError):
@@ -129,23 +155,27 @@ class UserSessions:
         self._store = None
 
     @asynccontextmanager
-    async def use(self, app_id: str, user: str, session_id: str | None) -> AsyncIterator[Session]:
-        """The user's Session, kept from being dropped while the block runs.
+    async def use(
+        self, app_id: str, user: str, session_id: str | None, conversation: str | None = None
+    ) -> AsyncIterator[Session]:
+        """The Session of the user's ``conversation`` (``None``: the user's one
+        conversation), kept from being dropped while the block runs.
 
         ``session_id`` ``None``: the Session starts a new conversation. Otherwise a turn
         the block runs raises ``NotCurrent`` (before any request) unless ``session_id``
-        is the user's current conversation in the store.
+        is that conversation's current one in the store.
         """
-        key = (app_id, user)
+        name = session_name(user, conversation)
+        key = (app_id, name)
         session = self._sessions.get(key)
         if session is None:
-            session = self._sessions[key] = self._new_session(app_id, user)
+            session = self._sessions[key] = self._new_session(app_id, name)
         else:
             self._sessions.move_to_end(key)
         self._busy[key] = self._busy.get(key, 0) + 1
         if session_id is None:
             session.clear()  # a shared store gets it under the lock of the next turn
-        expecting = _EXPECTED.set(None if session_id is None else (app_id, user, session_id))
+        expecting = _EXPECTED.set(None if session_id is None else (app_id, name, session_id))
         try:
             yield session
         finally:
@@ -169,10 +199,61 @@ class UserSessions:
             return session_id, []
         return session_id, await read_history(store, app_id, user)
 
-    def _new_session(self, app_id: str, user: str) -> Session:
+    async def listed(self, app_id: str, user: str) -> list[dict[str, Any]]:
+        """The user's named conversations, most recently used first: ``id``, ``title``
+        (the first prompt, shortened; ``""`` without a transcript) and ``updated_at``."""
+        store = self._checked
+        prefix = session_name(user, "")
+        found: list[dict[str, Any]] = []
+        async for _, name, record in store.conversations(app_id):
+            if not name.startswith(prefix):
+                continue
+            title = ""
+            updated = record.get("updated_at")
+            used = float(updated) if isinstance(updated, (int, float)) else 0.0
+            if has_transcript_methods(store):
+                entries = await read_history(store, app_id, name)
+                if entries:
+                    title = " ".join(entries[0].prompt.split())[:_TITLE]
+                    # A turn that continues a conversation may leave its record as it
+                    # was: the transcript knows when it was last used.
+                    used = max(used, entries[-1].ended_at.timestamp())
+            found.append({"id": name[len(prefix) :], "title": title, "updated_at": used})
+        found.sort(key=lambda c: c["updated_at"], reverse=True)
+        return found
+
+    async def read(
+        self, app_id: str, user: str, conversation: str
+    ) -> tuple[str | None, list[Exchange]] | None:
+        """A conversation of the user: its current id and its transcript, oldest first;
+        ``None`` if the store holds no such conversation."""
+        name = session_name(user, conversation)
+        session = self._sessions.get((app_id, name))
+        if session is not None:
+            await session.flush()  # what this worker has not written yet
+        store = self._checked
+        record = await store.get(app_id, name)
+        if not isinstance(record, dict):
+            return None
+        session_id = record.get("session_id")
+        kept = has_transcript_methods(store)
+        exchanges = await read_history(store, app_id, name) if kept else []
+        return (session_id if isinstance(session_id, str) else None), exchanges
+
+    async def forget(self, app_id: str, user: str, conversation: str) -> None:
+        """Delete a conversation of the user: its record and transcript, under its lock
+        (a turn under way in it finishes first)."""
+        name = session_name(user, conversation)
+        session = self._sessions.get((app_id, name))
+        if session is not None and (app_id, name) not in self._busy:
+            del self._sessions[app_id, name]
+            await _close(session)
+        await forget(self._checked, app_id, name)
+
+    def _new_session(self, app_id: str, name: str) -> Session:
         # The one place that says where a user's conversation lives.
         return Session(
-            app_id, name=user, store=self._checked, http_session=self._http, **self._options
+            app_id, name=name, store=self._checked, http_session=self._http, **self._options
         )
 
     async def _drop_idle(self) -> None:
