@@ -153,6 +153,18 @@ def test_the_session_is_the_same_constructor(tmp_path: Path) -> None:
         SyncSession("app", state_dir=tmp_path)
 
 
+def test_a_keyword_that_is_no_setting_is_a_type_error(tmp_path: Path) -> None:
+    """Session and SyncSession refuse an unknown keyword, and SyncSession http_session,
+    with the TypeError a signature gives, before anything is made."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'read_timout'"):
+        Session("app", api_key="sk-x", state_dir=tmp_path, read_timout=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'read_timout'"):
+        SyncSession("app", api_key="sk-x", state_dir=tmp_path, read_timout=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'http_session'"):
+        SyncSession("app", api_key="sk-x", http_session=None)  # type: ignore[call-arg]
+    assert not list(tmp_path.iterdir())
+
+
 # -- Events ----------------------------------------------------------------------------
 
 

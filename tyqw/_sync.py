@@ -20,24 +20,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import queue
 import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._context import DEFAULT_HISTORY_CHARS
 from ._events import Subscriptions
 from ._exceptions import SessionClosedError, TyqwError
-from ._history import Exchange, Expiry
+from ._history import Exchange
 from ._loop_thread import call_on_loop, loop_thread, on_loop
 from ._models import Message, Reply, TokenUsage
 from ._session import MessageStream, Options, Session
-from ._tools import MAX_TOOL_ROUNDS, ToolSpec
-from .stores import Store
+from ._settings import SessionSettings, check_keywords
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -80,56 +77,9 @@ class SyncSession(Subscriptions):
                 print(message.delta, end="", flush=True)
     """
 
-    def __init__(
-        self,
-        app_id: str | None = None,
-        *,
-        model: str | None = None,
-        system: str | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        max_tool_rounds: int = MAX_TOOL_ROUNDS,
-        max_history_chars: int = DEFAULT_HISTORY_CHARS,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        workspace: str | None = None,
-        name: str = "default",
-        state_dir: str | os.PathLike[str] | None = None,
-        store: Store | None = None,
-        max_retries: int = 2,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 120.0,
-        deadline: float | None = None,
-        max_event_size: int = 16 * 1024 * 1024,
-        allow_insecure_http: bool = False,
-        trust_env: bool = True,
-        proxy: str | None = None,
-        history: bool | int = True,
-        expiry: bool | Expiry = True,
-    ) -> None:
-        self._session = Session(
-            app_id,
-            model=model,
-            system=system,
-            tools=tools,
-            max_tool_rounds=max_tool_rounds,
-            max_history_chars=max_history_chars,
-            api_key=api_key,
-            base_url=base_url,
-            workspace=workspace,
-            name=name,
-            state_dir=state_dir,
-            store=store,
-            max_retries=max_retries,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            deadline=deadline,
-            max_event_size=max_event_size,
-            allow_insecure_http=allow_insecure_http,
-            trust_env=trust_env,
-            proxy=proxy,
-            history=history,
-            expiry=expiry,
-        )
+    def __init__(self, app_id: str | None = None, **settings: Unpack[SessionSettings]) -> None:
+        check_keywords(type(self).__name__, settings)  # http_session among them: no
+        self._session = Session(app_id, **settings)
         self._loop, self._loop_ident = loop_thread.acquire()
         self._lock = threading.Lock()  # makes "closed?" and "submit" one step
         self._closed = False
