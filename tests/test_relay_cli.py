@@ -13,14 +13,17 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import openai
 import pytest
 
 import tyqw
 from tyqw.testing import BailianSimulator, default_reply
 
 from .relay_helpers import ALICE, BOUND, auth, body, outside_address, post
+from .simulate_process import simulate
 
 NO_KEY_NOTICE = (
     "tyqw: no DASHSCOPE_API_KEY set, so the relay answers with the built-in offline "
@@ -338,3 +341,59 @@ def test_serve_refuses_nonsense_bounds(tmp_path: Path, args: list[str]) -> None:
         check=False,
     )
     assert result.returncode == 2 and args[0] in result.stderr
+
+
+async def test_serve_offline_speaks_openai_to_the_openai_sdk(serve: object) -> None:
+    """The banner names the OpenAI base URL, and openai-python chats through it offline:
+    the second turn remembers the first."""
+    served: Served = await serve("--delay", "0")  # type: ignore[operator]
+    async with openai.AsyncOpenAI(
+        base_url=f"{served.root}/v1", api_key="local", max_retries=0, timeout=BOUND
+    ) as api:
+        [model] = [m.id async for m in api.models.list()]
+        history: list[Any] = [{"role": "user", "content": "my name is Ada"}]
+        first = await api.chat.completions.create(model=model, messages=history)
+        history += [
+            {"role": "assistant", "content": first.choices[0].message.content or ""},
+            {"role": "user", "content": "what's my name?"},
+        ]
+        second = await api.chat.completions.create(model=model, messages=history)
+    assert "Ada" in (second.choices[0].message.content or "")
+    await served.stop()
+    assert (
+        f"  OpenAI clients: base URL {served.root}/v1; AI SDK useChat: POST {served.root}/api/chat"
+        in served.stdout_lines
+    )
+
+
+async def test_simulate_faults_reach_openai_clients_of_serve_as_their_own_errors(
+    serve: object, tmp_path: Path
+) -> None:
+    """tyqw serve in front of tyqw simulate --fault: a refused request is openai's
+    BadRequestError, throttling (past the relay's own retries) RateLimitError, and a
+    stream cut by the service's error APIError."""
+    faults = ["http:400", "http:429x3", "error:400,DataInspectionFailed@2"]
+    with simulate(tmp_path, *(arg for spec in faults for arg in ("--fault", spec))) as sim:
+        env = clean_env(tmp_path, **sim.exports)
+        served: Served = await serve(env=env)  # type: ignore[operator]
+        model = sim.exports["DASHSCOPE_APP_ID"]
+        hi: Any = [{"role": "user", "content": "hello there"}]
+        async with openai.AsyncOpenAI(
+            base_url=f"{served.root}/v1", api_key="local", max_retries=0, timeout=BOUND
+        ) as api:
+            with pytest.raises(openai.BadRequestError):
+                await api.chat.completions.create(model=model, messages=hi)
+            with pytest.raises(openai.RateLimitError):
+                await api.chat.completions.create(model=model, messages=hi)
+            # Before the first chunk it is the HTTP status (BadRequestError), after it an
+            # error event: openai.APIError either way.
+            with pytest.raises(openai.APIError, match="inappropriate"):
+                await collect(
+                    await api.chat.completions.create(model=model, messages=hi, stream=True)
+                )
+        await served.stop()
+    assert served.returncode == 0
+
+
+async def collect(stream: Any) -> list[Any]:
+    return [chunk async for chunk in stream]

@@ -49,7 +49,9 @@ def add_parser(commands: Any) -> None:
         "serve",
         help="a relay and chat page for browsers; the key stays on the server",
         description="Serve a Bailian-compatible endpoint, POST "
-        "{prefix}/api/v1/apps/{app_id}/completion, and a chat page at {prefix}/. "
+        "{prefix}/api/v1/apps/{app_id}/completion, OpenAI's Chat Completions at "
+        "{prefix}/v1 (each app id a model), the AI SDK's UI message stream at "
+        "{prefix}/api/chat, and a chat page at {prefix}/. "
         "Browsers and SDKs use it with the relay's own tokens; the DashScope key comes "
         "only from DASHSCOPE_API_KEY in this server's environment and never leaves it. "
         "Without the key the upstream is the built-in offline simulator.",
@@ -294,6 +296,7 @@ def _serve(
         print(f"tyqw relay: open {base}/ in a browser")
         print(f"  API: POST {base}/api/v1/apps/{{app_id}}/completion")
         if app_ids:
+            print(f"  OpenAI clients: base URL {base}/v1; AI SDK useChat: POST {base}/api/chat")
             print(f"  apps: {', '.join(app_ids)}")
         if models:
             print(f"  API: POST {base}/api/v1/services/aigc/text-generation/generation")

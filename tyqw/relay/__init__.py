@@ -2,7 +2,9 @@
 
 ``create_app()`` returns an ``aiohttp.web.Application`` serving the service's own
 endpoint, ``POST /api/v1/apps/{app_id}/completion`` (same request body, same SSE or
-JSON answer), and a chat page at ``/``. The DashScope key stays in the server's
+JSON answer), OpenAI's Chat Completions (``POST /v1/chat/completions``, ``GET
+/v1/models``: each app id a model), the AI SDK's UI message stream (``POST /api/chat``,
+what ``useChat`` calls), and a chat page at ``/``. The DashScope key stays in the server's
 environment; clients authenticate with the relay's own tokens, and each user's
 conversation is kept by the relay. ``tyqw serve`` runs it from the command line.
 

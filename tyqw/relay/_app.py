@@ -20,20 +20,18 @@ transcript) or deletes one. The user always comes from the request's authenticat
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from .. import MessageStream, Options, TyqwError
 from .._config import MODEL_PATH, OFFLINE_KEY, environment_app_id
-from .._http import read_body
 from .._options import check_seconds
 from .._wire import dumps, error_body, frame, wants_sse
 from ..stores import Store
@@ -48,18 +46,20 @@ from ._auth import (
     parse_origins,
     same_origin,
 )
+from ._gone import Writing, hang_up, read_within, unless_gone
+from ._openai import OpenAI
 from ._page import Page
 from ._rate import LimitUnavailable, MemoryRateLimit, RateLimit, RedisRateLimit
 from ._request import Refused, TurnRequest, invalid, parse_generation, parse_turn
 from ._responses import json_response, refusal, start_sse, upstream_error
 from ._trace import TraceUser, note_user, tracing
+from ._uistream import UIStream
 from ._users import CONVERSATION_ID, NotCurrent, UserSessions, store_location
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger("tyqw.relay")
 
-_DISCONNECT_POLL = 0.25  # seconds: how soon a vanished client's upstream turn is closed
 _CORS_HEADERS = (
     "Authorization, Content-Type, Accept, Cache-Control, Last-Event-ID, "
     "X-DashScope-SSE, X-Accel-Buffering, X-DashScope-WorkSpace, X-Tyqw-Conversation"
@@ -240,6 +240,8 @@ def create_app(
     if page:
         app.router.add_get("/", relay.page)
     app.router.add_get("/relay.json", relay.settings)
+    OpenAI(relay).add_routes(app)
+    UIStream(relay).add_routes(app)
     return app
 
 
@@ -319,24 +321,18 @@ class _Relay:
         except Refused as refused:
             answer = refusal(refused, request_id, sse, cors)
             if refused.status == 408:
-                # aiohttp would wait (linger) for the rest of the body before closing;
-                # it may never come.
-                answer.force_close()
-                await answer.prepare(request)
-                await answer.write_eof()
-                if request.transport is not None:
-                    request.transport.close()
+                return await hang_up(request, answer)
             return answer
         # No session_id: a new conversation, as on the service. Any other id than the
         # user's current one is refused by the turn itself, under the store's lock.
         async with self.sessions.use(app_id, user, turn.session_id, conversation) as session:
             stream = session.stream(turn.prompt, **self._options(turn, sse))
-            writing = _Writing()
+            writing = Writing()
             if sse:
                 work = self._sse(request, stream, cors, request_id, writing)
             else:
                 work = self._json(stream, cors, request_id)
-            return await _unless_gone(request, work, writing, self.send_timeout)
+            return await unless_gone(request, work, writing, self.send_timeout)
 
     async def generation(self, request: web.Request) -> web.StreamResponse:
         """A model's generation request: checked, then sent on with the server's key."""
@@ -361,12 +357,12 @@ class _Relay:
         except Refused as refused:
             return refusal(refused, request_id, sse, cors)
         stream = self.sessions.forwarder()._forward(body, stream=sse)
-        writing = _Writing()
+        writing = Writing()
         if sse:
             work = self._sse(request, stream, cors, request_id, writing)
         else:
             work = self._json(stream, cors, request_id)
-        return await _unless_gone(request, work, writing, self.send_timeout)
+        return await unless_gone(request, work, writing, self.send_timeout)
 
     async def preflight(self, request: web.Request) -> web.Response:
         origin = request.headers.get("Origin", "")
@@ -500,16 +496,7 @@ class _Relay:
         return user
 
     async def _body(self, request: web.Request, limit: int | None = None) -> bytes:
-        try:
-            return await asyncio.wait_for(
-                read_body(request.content, (limit or self.body_limit) + 1), self.body_timeout
-            )
-        except asyncio.TimeoutError:
-            raise Refused(
-                408,
-                "RequestTimeOut",
-                f"The request body did not arrive within {self.body_timeout:g}s.",
-            ) from None
+        return await read_within(request, (limit or self.body_limit) + 1, self.body_timeout)
 
     async def _spend(self, user: str) -> None:
         if self.limit is None:
@@ -538,7 +525,7 @@ class _Relay:
         stream: MessageStream,
         cors: dict[str, str],
         request_id: str,
-        writing: _Writing,
+        writing: Writing,
     ) -> web.StreamResponse:
         response: web.StreamResponse | None = None
         event_id = 0
@@ -630,54 +617,6 @@ class _Relay:
             "Access-Control-Expose-Headers": "x-request-id, Retry-After",
             "Vary": "Origin",
         }
-
-
-class _Writing:
-    """When the write to the client under way began (``None``: none is). A client that
-    stops reading blocks a write, and with it the turn and its user's conversation lock;
-    one watch per request reads this, rather than a timer per event."""
-
-    __slots__ = ("since",)
-
-    def __init__(self) -> None:
-        self.since: float | None = None
-
-
-async def _unless_gone(
-    request: web.Request,
-    work: Coroutine[Any, Any, web.StreamResponse],
-    writing: _Writing,
-    send_timeout: float,
-) -> web.StreamResponse:
-    """Run ``work`` until it is done, the client's connection has closed, or the client
-    has read nothing for ``send_timeout`` seconds (then its connection is dropped)."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait((task,), timeout=_DISCONNECT_POLL)
-            if done:
-                return task.result()
-            transport = request.transport
-            since = writing.since
-            if (
-                transport is not None
-                and since is not None
-                and time.monotonic() - since > send_timeout
-            ):
-                logger.warning(
-                    "tyqw.relay: a client read nothing for %gs; its turn is stopped", send_timeout
-                )
-                transport.abort()  # what it never read is dropped with the connection
-            if transport is None or transport.is_closing():
-                # nginx's "client closed request". Nobody reads it: aiohttp's write of it
-                # fails quietly, where an exception raised here is logged as an error.
-                return web.Response(status=499, reason="Client Closed Request")
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.wait((task,))
-        if not task.cancelled():
-            task.exception()  # retrieved: a write that failed after the client left
 
 
 def _not_yours() -> Refused:

@@ -112,6 +112,12 @@ class UserSessions:
         self._store: Store | None = store.open() if isinstance(store, StoreLocation) else store
         self._checked = current_only(self._store)  # what the Sessions use: it checks ids
 
+    @property
+    def store(self) -> Store:
+        """The store the relay's Sessions use, for records of the relay's own (the
+        chat dialects' pointers to conversations)."""
+        return self._checked
+
     def check(self, app_id: str) -> None:
         """Raise ``ValueError`` / ``TyqwError`` now for an app id or option Session refuses."""
         Session(app_id, name="check", store=MemoryStore(), **self._options)
