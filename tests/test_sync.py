@@ -153,6 +153,18 @@ def test_the_session_is_the_same_constructor(tmp_path: Path) -> None:
         SyncSession("app", state_dir=tmp_path)
 
 
+def test_a_keyword_that_is_no_setting_is_a_type_error(tmp_path: Path) -> None:
+    """Session and SyncSession refuse an unknown keyword, and SyncSession http_session,
+    with the TypeError a signature gives, before anything is made."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'read_timout'"):
+        Session("app", api_key="sk-x", state_dir=tmp_path, read_timout=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'read_timout'"):
+        SyncSession("app", api_key="sk-x", state_dir=tmp_path, read_timout=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'http_session'"):
+        SyncSession("app", api_key="sk-x", http_session=None)  # type: ignore[call-arg]
+    assert not list(tmp_path.iterdir())
+
+
 # -- Events ----------------------------------------------------------------------------
 
 
@@ -383,10 +395,10 @@ def test_a_slow_reader_gets_every_message_in_order(
     sim: BailianSimulator, make: Callable[..., SyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Backpressure (tiny water marks here) pauses the turn for a reader, losing nothing."""
-    from tyqw import _sync, _sync_stream
+    from tyqw import _sync
 
     monkeypatch.setattr(_sync, "HIGH_WATER", 4)
-    monkeypatch.setattr(_sync_stream, "LOW_WATER", 1)
+    monkeypatch.setattr(_sync, "LOW_WATER", 1)
     sim.reply = lambda prompt, history: LONG
     sim.chunk_size = 1
     with make() as session:

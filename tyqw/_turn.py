@@ -40,6 +40,7 @@ from ._exceptions import (
 )
 from ._history import Exchange, ended_now
 from ._http import read_body, redacted, scrub, unquote_secrets, wrap
+from ._loop_thread import on_loop
 from ._models import Message, Reply, TokenUsage, ToolCall
 from ._options import TurnOptions
 from ._protocol import ReplyReader, error_from_body
@@ -47,7 +48,7 @@ from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_e
 from ._telemetry import TurnObserver, active
 from ._tools import Toolbox
 
-__all__ = ["Conversation", "Slot", "Turn", "TurnState", "on_loop", "refuse_inside_turn"]
+__all__ = ["Slot", "Turn", "TurnLedger", "TurnState", "refuse_inside_turn"]
 
 logger = logging.getLogger("tyqw")
 
@@ -66,8 +67,8 @@ _ACTIVE: contextvars.ContextVar[tuple[Turn, ...]] = contextvars.ContextVar(
 )
 
 
-class Conversation(Protocol):
-    """What a turn needs of its Session's conversation."""
+class TurnLedger(Protocol):
+    """What a turn needs of its Session's ledger (``_ledger.Ledger``)."""
 
     async def begin(
         self, on_lost: Callable[[StoreError], object]
@@ -137,7 +138,7 @@ class Turn:
         config: Config,
         client: Callable[[], aiohttp.ClientSession],
         slot: Slot,
-        conversation: Conversation,
+        conversation: TurnLedger,
         options: TurnOptions,
     ) -> None:
         self.config = config
@@ -712,19 +713,6 @@ def refuse_inside_turn(slot: Slot, what: str) -> None:
                 "itself. Close an unfinished stream with 'async with session.stream(...)' "
                 "or 'await stream.aclose()'"
             )
-
-
-def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:
-    """Call ``fn(*args)`` now when running on ``loop``, else as soon as ``loop`` can, from
-    any thread: ``call_soon_threadsafe`` wakes its selector whatever it waits for."""
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        fn(*args)
-    elif not loop.is_closed():
-        loop.call_soon_threadsafe(fn, *args)
 
 
 def _ignore(session_id: str) -> None:

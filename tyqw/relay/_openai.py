@@ -20,7 +20,6 @@ from aiohttp import web
 
 from .. import MessageStream, TyqwError
 from .._wire import dumps
-from ._conversations import NotCurrent
 from ._dialect import (
     ChatTurn,
     Host,
@@ -41,6 +40,7 @@ from ._dialect import (
 from ._gone import Writing, hang_up, unless_gone
 from ._request import Refused, invalid
 from ._responses import upstream_error
+from ._users import NotCurrent
 
 __all__ = ["CONVERSATION_HEADER", "OpenAI"]
 
@@ -218,7 +218,7 @@ class OpenAI:
             key = conversation_header(request)
             body = await read_json(host, request)
             turn, stream, include_usage, model = parse(body, name, host, key)
-            store = host.conversations.store
+            store = host.sessions.store
             try:
                 how = await plan(store, turn)
             except TyqwError as exc:
@@ -228,9 +228,7 @@ class OpenAI:
             answer = _refusal(refused, request_id, cors)
             return await hang_up(request, answer) if refused.status == 408 else answer
         reply = _Answer(turn, how, model, request_id, include_usage, _named(cors, how.key))
-        async with host.conversations.use(
-            turn.app_id, turn.user, how.session_id, how.key
-        ) as session:
+        async with host.sessions.use(turn.app_id, turn.user, how.session_id, how.key) as session:
             upstream = session.stream(turn.prompt, **turn_options(host, how))
             if stream:
                 work = reply.stream(request, upstream, store)

@@ -1,5 +1,9 @@
-"""A Session's conversation: Bailian's ``session_id`` and the tokens used since it began,
-kept in a store, read and written under the store's lock at every turn.
+"""A Session's ledger of its conversation: Bailian's ``session_id`` and the tokens used
+since it began, kept in a store, read and written under the store's lock at every turn.
+
+(Names: the *conversation* is the dialogue the service knows by its ``session_id``; the
+*record* is what a store keeps of it; the ``Ledger`` is this object, the Session's
+bookkeeping of both.)
 
 With a local store (the default ``FileStore``, ``MemoryStore``) the id is read when the
 Session is made, and ``session_id = ...`` / ``clear()`` reach the store before they
@@ -41,12 +45,15 @@ from ._exceptions import StoreError, TyqwError
 from ._history import Exchange, Expiry, context_messages
 from ._models import TokenUsage
 from ._options import is_session_id
-from .stores import Store, TurnLock, begin_turn, end_turn
+from .stores import Store
 from .stores._base import (
     KEEP,
     TranscriptStore,
+    TurnLock,
     _Keep,
     _store_error,
+    begin_turn,
+    end_turn,
     forget,
     has_transcript_methods,
     has_turn_methods,
@@ -61,7 +68,7 @@ from .stores._record import record_problem
 
 logger = logging.getLogger("tyqw")
 
-__all__ = ["USAGE_WRITE_INTERVAL", "Conversation"]
+__all__ = ["USAGE_WRITE_INTERVAL", "Ledger"]
 
 USAGE_WRITE_INTERVAL = 10.0
 
@@ -82,7 +89,7 @@ class _Ticket:
         self.resent = resent  # exchanges sent as messages in place of a dead id
 
 
-class Conversation:
+class Ledger:
     """The conversation a Session continues, as its turns and its store see it."""
 
     def __init__(
