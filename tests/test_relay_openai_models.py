@@ -10,7 +10,12 @@ on what a user of the SDK sees, and on what reached the simulator (``sim.request
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -21,6 +26,8 @@ from tyqw.stores import MemoryStore
 from tyqw.testing import BailianSimulator, Fault
 
 from .relay_helpers import ALICE, BOUND, Relay
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GENERATION = "/api/v1/services/aigc/text-generation/generation"
 ADA = [
@@ -257,3 +264,30 @@ def test_an_alias_must_name_what_the_relay_serves(sim: BailianSimulator) -> None
         create_app(
             [sim.app_id], models=["qwen-plus"], aliases={"qwen-plus": sim.app_id}, **upstream
         )
+
+
+def test_the_docs_examples_run_as_written(tmp_path: Path) -> None:
+    """docs/openai.md's Python examples run on the offline simulator: the app's two turns,
+    and the model's tool round prints the call and the answer from its result."""
+    page = (ROOT / "docs" / "openai.md").read_text(encoding="utf-8")
+    app, model = re.findall(r"```python\n(.*?)```", page, re.S)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASHSCOPE_", "TYQW_"))}
+    env["XDG_STATE_HOME"] = str(tmp_path)
+    printed = []
+    for block in (app, model):
+        done = subprocess.run(
+            [sys.executable, "-W", "error", "-c", block],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        printed.append(done.stdout.splitlines())
+    assert "Ada" in printed[0][0]
+    assert printed[1] == [
+        "[get_current_weather] {'location': 'Hangzhou'}",
+        "The tools returned: Hangzhou: sunny, 21 degrees",
+    ]
