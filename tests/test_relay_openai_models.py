@@ -206,8 +206,8 @@ async def test_a_bad_model_request_is_the_sdks_own_error(
     relay: Relay, sim: BailianSimulator
 ) -> None:
     """A tool message without its call id, tool_choice "required" (which a Qwen model has
-    no way to honour) and the service failing arrive as openai's typed errors; nothing
-    malformed reaches the service."""
+    no way to honour), the service failing and a stream failing midway arrive as openai's
+    typed errors; nothing malformed reaches the service."""
     before = len(sim.requests)
     no_call_id: list[Any] = [*ADA, {"role": "tool", "content": "sunny"}]
     async with client(relay) as api:
@@ -220,10 +220,26 @@ async def test_a_bad_model_request_is_the_sdks_own_error(
             await api.chat.completions.create(
                 model="qwen-plus", messages=ADA, tools=[WEATHER], tool_choice="required"
             )
+        too_long: list[Any] = [{"role": "user", "content": "x" * 9000}]
+        with pytest.raises(openai.BadRequestError) as long:
+            await api.chat.completions.create(model="qwen-plus", messages=too_long)
+        assert long.value.message.endswith("- messages[0].content is longer than 8000 characters")
         assert len(sim.requests) == before
         sim.inject(Fault.http(500))
         with pytest.raises(openai.InternalServerError):
             await api.chat.completions.create(model="qwen-plus", messages=ADA, stream=True)
+        sim.inject(Fault.stream_error(after=2, status=400, code="DataInspectionFailed"))
+        stream = await api.chat.completions.create(model="qwen-plus", messages=ADA, stream=True)
+        got: list[str] = []
+
+        async def read() -> None:
+            async for chunk in stream:
+                got.append(chunk.choices[0].delta.content or "")
+
+        with pytest.raises(openai.APIError) as failed:
+            await read()
+    assert "inappropriate" in failed.value.message
+    assert "".join(got)  # what came before the failure was delivered
 
 
 async def test_aliases_are_listed_and_reach_their_app_or_model(sim: BailianSimulator) -> None:

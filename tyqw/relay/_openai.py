@@ -237,12 +237,17 @@ def parse_model(body: dict[str, Any], host: Host) -> tuple[dict[str, Any], bool,
         },
         "parameters": parameters,
     }
-    checked = parse_generation(
-        dumps(generation).encode(),
-        models=host.models,
-        max_prompt=host.max_prompt,
-        max_messages=host.max_messages,
-    )
+    try:
+        checked = parse_generation(
+            dumps(generation).encode(),
+            models=host.models,
+            max_prompt=host.max_prompt,
+            max_messages=host.max_messages,
+        )
+    except Refused as refused:
+        # The checks name the service's fields; the client sent OpenAI's.
+        told = refused.message.replace("input.messages", "messages")
+        raise Refused(refused.status, refused.code, told) from None
     return checked, stream, include_usage, model
 
 
