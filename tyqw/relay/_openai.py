@@ -13,7 +13,6 @@ resends everything each turn, so a stored copy would hold the users' text twice 
 continue nothing. The relay never runs a tool: the model's calls go to the client as
 ``delta.tool_calls``, and the client sends their results back as ``tool`` messages.
 
-
 The answer is a ``chat.completion`` or, with ``"stream": true``, ``chat.completion.chunk``
 events and ``data: [DONE]``. Thoughts and reasoning come as ``reasoning_content``; citation
 markers as plain ``[n]``, with the cited documents listed under the reply. Errors have
