@@ -65,7 +65,9 @@ def reply_bytes(make: Callable[[str, str], dict[str, object]], events: int) -> b
 def decode_cost(make: Callable[[str, str], dict[str, object]], events: int) -> float:
     datas = [dumps(make("null", PIECE)) for _ in range(events)]
     decode = json.JSONDecoder().raw_decode
-    reader = ReplyReader(incremental=True, on_session_id=lambda _: None, model="qwen-plus")
+    reader = ReplyReader(
+        incremental=True, on_session_id=lambda _: None, model="qwen-plus", max_event_size=1 << 24
+    )
     message = reader.message
     start = time.process_time()
     for data in datas:

@@ -36,7 +36,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tyqw.stores import FileStore, MemoryStore, Store, begin_turn, end_turn
+from tyqw.stores import FileStore, MemoryStore, Store
+from tyqw.stores._base import begin_turn, end_turn
 
 TARGET_RATIO = 1.5
 

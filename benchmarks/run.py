@@ -145,8 +145,12 @@ class Server:
 # -- running ------------------------------------------------------------------------
 
 
-def runner_env() -> dict[str, str]:
+def runner_env(baseline: str = "") -> dict[str, str]:
+    """The runner's environment; ``baseline``: a folder whose ``tyqw`` package is
+    imported instead of this checkout's (``--baseline``)."""
     env = dict(os.environ)
+    if baseline:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (baseline, env.get("PYTHONPATH"))))
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env.pop("DASHSCOPE_API_KEY", None)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -154,13 +158,20 @@ def runner_env() -> dict[str, str]:
 
 
 def run_one(
-    server: Server, client: str, scenario: str, quick: bool, profile: str = ""
+    server: Server,
+    client: str,
+    scenario: str,
+    quick: bool,
+    profile: str = "",
+    baseline: str = "",
 ) -> dict[str, Any]:
+    """One runner process; a client named ``<client>@base`` runs on ``baseline``."""
+    name, on_baseline = client.removesuffix("@base"), client.endswith("@base")
     cmd = [
         sys.executable,
         str(HERE / "runner.py"),
         "--client",
-        client,
+        name,
         "--scenario",
         scenario,
         "--base-url",
@@ -173,7 +184,11 @@ def run_one(
     before = server.stats()
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=120 if quick else 900, env=runner_env()
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=120 if quick else 900,
+            env=runner_env(baseline if on_baseline else ""),
         )
     except subprocess.TimeoutExpired:
         return {"client": client, "scenario": scenario, "status": "error", "error": "timeout"}
@@ -194,6 +209,7 @@ def run_one(
             "status": "error",
             "error": f"exit {proc.returncode}, no result line: " + " | ".join(tail),
         }
+    result["client"] = client
     served = after["events"] - before["events"]
     result["server_cpu_s"] = after["cpu_s"] - before["cpu_s"]
     result["server_events"] = served
@@ -259,14 +275,14 @@ def import_times(samples: int) -> dict[str, Any]:
     return out
 
 
-def profile_text(path: Path, events: int, top: int = 25) -> str:
+def profile_text(path: Path, events: int, top: int = 25, scenario: str = "single") -> str:
     import pstats
 
     buf = io.StringIO()
     stats = pstats.Stats(str(path), stream=buf)
     total = stats.total_tt  # type: ignore[attr-defined]
     buf.write(
-        f"cProfile of the single-stream scenario: {total:.3f} s profiled for {events:,} "
+        f"cProfile of the {scenario} scenario: {total:.3f} s profiled for {events:,} "
         f"events = {total / events * 1e6:.1f} µs/event under the profiler "
         "(it inflates small functions)\n"
     )
@@ -312,7 +328,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chart", default=str(RESULTS / "cpu_per_event.png"))
     parser.add_argument("--out", default=str(RESULTS), help="folder for latest.json / latest.md")
     parser.add_argument(
-        "--profile", action="store_true", help="also cProfile the tyqw runners (single stream)"
+        "--profile", action="store_true", help="also cProfile the tyqw runners and the floor"
+    )
+    parser.add_argument(
+        "--profile-scenario", default="single", help="the scenario --profile runs (single)"
+    )
+    parser.add_argument(
+        "--baseline",
+        default="",
+        metavar="DIR",
+        help="also run each tyqw client with DIR/tyqw (e.g. an exported older commit) as "
+        "<client>@base, interleaved in the same repetitions",
     )
     parser.add_argument(
         "--from-json",
@@ -352,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     clients = [c for c in CLIENTS if c in args.clients]  # report order
     if FLOOR not in clients:
         clients.insert(0, FLOOR)  # every ratio needs it
+    if args.baseline:
+        args.baseline = str(Path(args.baseline).resolve())
+        clients += [f"{c}@base" for c in clients if c in TYQW]
     names = [s for s in table if s in args.scenarios]
     started = time.time()
     results: list[dict[str, Any]] = []
@@ -363,18 +392,19 @@ def main(argv: list[str] | None = None) -> int:
                 # Interleave: each repetition starts one client later (A B C, B C A, ...).
                 order = clients[rep % len(clients) :] + clients[: rep % len(clients)]
                 for client in order:
-                    result = run_one(server, client, name, args.quick)
+                    result = run_one(server, client, name, args.quick, baseline=args.baseline)
                     result["rep"] = rep
                     results.append(result)
                     _progress(rep, args.reps, result)
         if args.profile:
             out_dir = Path(args.out)
             out_dir.mkdir(parents=True, exist_ok=True)
+            what = args.profile_scenario
             for client in [c for c in clients if c in TYQW] + [FLOOR]:
                 path = out_dir / f"profile_{client}.prof"
-                r = run_one(server, client, "single", args.quick, profile=str(path))
+                r = run_one(server, client, what, args.quick, profile=str(path))
                 if r["status"] == "ok" and path.exists():
-                    profiles[client] = profile_text(path, r["events"])
+                    profiles[client] = profile_text(path, r["events"], scenario=what)
                     (out_dir / f"profile_{client}.txt").write_text(profiles[client])
                 else:
                     profiles[client] = f"not profiled: {r['status']} {r.get('error', '')}"

@@ -78,6 +78,8 @@ async def measure(client: BenchClient, sc: Scenario, profiler: Any) -> dict[str,
     out: dict[str, Any] = {}
     reply = sc.reply
     slots = sc.streams if sc.kind == "concurrent" else 1
+    client.shared_state = sc.shared_state
+    client.seed_history = sc.seed_history
     await call(client.open(slots))
     try:
         # Warm-up: the same pattern, so pools, caches and lazy imports are in place.
@@ -95,10 +97,13 @@ async def measure(client: BenchClient, sc: Scenario, profiler: Any) -> dict[str,
             profiler.enable()
         clock = Clock()
         if sc.kind == "concurrent":
-            results = await asyncio.gather(*(consume(client, reply, slot=i) for i in range(slots)))
-            events_seen = sum(e for e, _ in results)
-            chars = sum(c for _, c in results)
-            requests = slots
+            for _ in range(sc.repeat):
+                results = await asyncio.gather(
+                    *(consume(client, reply, slot=i) for i in range(slots))
+                )
+                events_seen += sum(e for e, _ in results)
+                chars += sum(c for _, c in results)
+            requests = slots * sc.repeat
         else:
             requests = sc.repeat
             for i in range(sc.repeat):

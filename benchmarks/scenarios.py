@@ -102,8 +102,14 @@ class Scenario:
     name: str
     kind: str  # "stream" | "concurrent" | "sequential" | "ttfe" | "memory"
     reply: Reply
-    repeat: int = 1  # sequential requests (stream, sequential, ttfe kinds)
+    repeat: int = 1  # sequential requests (stream, sequential, ttfe kinds); rounds (concurrent)
     streams: int = 1  # concurrent streams (concurrent kind)
+    # Every tyqw Session in ONE state folder (its own conversation name each), as a
+    # backend keeps them; otherwise one folder per Session.
+    shared_state: bool = False
+    # Exchanges already in each tyqw Session's transcript when it opens (a long-lived
+    # backend's conversations hold the default 200), so a turn's append meets a full file.
+    seed_history: int = 0
     warmup: Reply = field(default_factory=Reply)
     warmup_count: int = 1
     flat_window: int = 0  # events compared at the start and the end of the reply
@@ -157,6 +163,46 @@ def scenarios(quick: bool = False) -> dict[str, Scenario]:
             streams=q(200, 20),
             warmup=Reply(events=2),
             title=f"{q(200, 20)} concurrent streams x {q(200, 50)} events",
+        ),
+        # The server writes each reply in one go, as fast as the socket takes (a busy
+        # upstream, a relay behind a fast link): every read is a full buffer, so per-read
+        # costs shrink and what a client pays per turn and per event shows. The Sessions
+        # share one state folder, with the default FileStore and transcripts, as a
+        # chatbot backend keeps them.
+        Scenario(
+            "fast_single",
+            "stream",
+            Reply(events=200, burst=True),
+            repeat=q(100, 10),
+            shared_state=True,
+            seed_history=200,
+            warmup=Reply(events=200, burst=True),
+            warmup_count=3,
+            title=f"fast server: 1 stream, {q(100, 10)} x 200-event replies",
+        ),
+        Scenario(
+            "fast_concurrent",
+            "concurrent",
+            Reply(events=q(200, 50), burst=True),
+            streams=q(200, 20),
+            repeat=q(3, 1),
+            shared_state=True,
+            seed_history=200,
+            warmup=Reply(events=2, burst=True),
+            title=f"fast server: {q(200, 20)} concurrent streams x {q(200, 50)} events, "
+            "one state folder",
+        ),
+        Scenario(
+            "fast_sequential",
+            "sequential",
+            Reply(events=20, burst=True),
+            repeat=q(1_000, 50),
+            shared_state=True,
+            seed_history=200,
+            warmup_count=10,
+            warmup=Reply(events=20, burst=True),
+            title=f"fast server: per request, {q(1_000, 50):,} sequential 20-event streams",
+            unit="us/request",
         ),
         Scenario(
             "sequential",

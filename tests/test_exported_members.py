@@ -8,6 +8,8 @@ import inspect
 import types
 from pathlib import Path
 
+import pytest
+
 import tyqw
 import tyqw.sse
 import tyqw.testing
@@ -85,6 +87,21 @@ def test_every_public_name_of_0_1_is_still_there() -> None:
         module = importlib.import_module(module_name)
         for name in names.split():
             assert name in module.__all__ and hasattr(module, name), f"{module_name}.{name}"
+
+
+def test_tyqw_stores_exports_the_contract_and_the_shipped_stores() -> None:
+    """tyqw.stores lists the Store contract and the stores tyqw ships; the names it
+    listed before and dropped still import, with a DeprecationWarning."""
+    import tyqw.stores
+
+    assert "StoreError" not in tyqw.stores.__all__
+    assert not {"TurnLock", "begin_turn", "end_turn"} & set(tyqw.stores.__all__)
+    for name in ("StoreError", "TurnLock", "begin_turn", "end_turn"):
+        with pytest.deprecated_call(match=f"tyqw.stores.{name}"):
+            assert getattr(tyqw.stores, name) is not None
+    with pytest.deprecated_call():
+        from tyqw.stores import StoreError
+    assert StoreError is tyqw.StoreError
 
 
 def test_the_submodules_document_what_they_export() -> None:

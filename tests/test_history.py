@@ -467,6 +467,56 @@ async def test_a_torn_last_line_is_skipped_and_the_next_turn_appends(
     assert [e.prompt for e in await session.history()] == ["一", "二", "四"]
 
 
+async def test_an_exchange_another_process_appended_between_turns_keeps_its_place(
+    sim: BailianSimulator, make_session: SessionFactory
+) -> None:
+    """An exchange another process appends between two of this Session's turns keeps
+    its place: this process's next exchange is numbered after it, and all read back."""
+    session = make_session(name="alice")
+    await session.send("一")
+    store = session.store
+    assert isinstance(store, FileStore)
+    other = textwrap.dedent(
+        f"""
+        from tyqw.stores import FileStore
+        entry = {{"v": 1, "prompt": "二", "started_at": "2026-01-01T00:00:00+00:00",
+                  "ended_at": "2026-01-01T00:00:01+00:00",
+                  "reply": {{"text": "另一个进程", "finish_reason": "stop"}}}}
+        FileStore({str(store.directory)!r}).append_transcript_now(
+            {sim.app_id!r}, "alice", entry, 200
+        )
+        """
+    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", other)
+    assert await asyncio.wait_for(process.wait(), BOUND) == 0
+    await session.send("三")
+    assert [e.prompt for e in await session.history()] == ["一", "二", "三"]
+    lines = store.transcript_path(sim.app_id, "alice").read_bytes().splitlines()
+    assert [json.loads(line)["n"] for line in lines] == [1, 2, 3]
+
+
+async def test_a_transcript_rewritten_past_its_cap_keeps_the_most_recent_whole_exchanges(
+    sim: BailianSimulator, make_session: SessionFactory
+) -> None:
+    """A FileStore transcript rewritten past its cap keeps its most recent exchanges, a
+    line torn by a killed writer dropped, and each rewrite leaves only whole lines."""
+    session = make_session(name="alice", history=4)
+    for prompt in ("一", "二"):
+        await session.send(prompt)
+    store = session.store
+    assert isinstance(store, FileStore)
+    path = store.transcript_path(sim.app_id, "alice")
+    data = path.read_bytes()
+    last_line_start = data.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(data[: last_line_start + (len(data) - last_line_start) // 2])
+    for prompt in ("三", "四", "五", "六", "七"):
+        await session.send(prompt)
+    assert [e.prompt for e in await session.history()] == ["四", "五", "六", "七"]
+    lines = path.read_bytes().splitlines()
+    assert len(lines) <= 4 + 1  # the cap, and at most one append since the last rewrite
+    assert all(json.loads(line)["entry"]["prompt"] for line in lines)
+
+
 def test_a_transcript_line_head_means_what_the_parser_reads(tmp_path: Path) -> None:
     """FileStore's fast reading of a line's head agrees with parsing it whole, and a
     line cut anywhere is never an entry to a reader (at most a kept head)."""

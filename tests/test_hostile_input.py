@@ -362,11 +362,14 @@ async def test_frames_without_blank_lines_with_any_line_ending(
     ids=["whole-frame", "already-dispatched", "no-data", "half-line", "cr"],
 )
 def test_decoder_flush(fed: bytes, flushed: list[str]) -> None:
-    """flush() dispatches a pending block with data whose lines are all complete."""
+    """flush() (deprecated: it warns) dispatches a pending block with data whose lines
+    are all complete."""
     decoder = SSEDecoder()
     decoder.feed(fed)
-    assert [e.data for e in decoder.flush()] == flushed
-    assert decoder.flush() == []
+    with pytest.deprecated_call():
+        assert [e.data for e in decoder.flush()] == flushed
+    with pytest.deprecated_call():
+        assert decoder.flush() == []
     assert [e.data for e in decoder.feed(b"\n")] == []  # the late blank line is a no-op
 
 

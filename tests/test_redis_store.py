@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tyqw.stores import StoreError, begin_turn, end_turn
+from tyqw import StoreError
+from tyqw.stores._base import begin_turn, end_turn
 
 from .helpers import RedisProcess, TcpProxy
 

@@ -465,9 +465,9 @@ async def test_a_user_whose_session_was_dropped_continues_the_conversation(
 ) -> None:
     """Past the cap of Sessions kept in memory the idle ones are dropped; the store still
     holds their conversation, so such a user's next turn continues it."""
-    import tyqw.relay._conversations as conversations
+    import tyqw.relay._users as users
 
-    monkeypatch.setattr(conversations, "MAX_SESSIONS", 1)
+    monkeypatch.setattr(users, "MAX_SESSIONS", 1)
     async with Relay(sim) as relay:
         alice = await post(http, relay.url(), body("my name is Alice"), auth(ALICE))
         await post(http, relay.url(), body("my name is Bob"), auth(BOB))  # drops Alice's

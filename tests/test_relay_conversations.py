@@ -170,8 +170,10 @@ async def test_a_conversation_id_that_is_not_a_plain_name_is_refused(
         assert conversation == "a\u0000b"
         return
     assert answer.status == 400
-    assert "conversation id" in answer.json["message"]
     assert sim.requests == []
+    if conversation == "a\u0000b" and b"Invalid header value" in answer.raw:
+        return  # an older aiohttp server refuses the NUL itself, before the relay
+    assert "conversation id" in answer.json["message"]
 
 
 async def test_a_user_name_holding_a_nul_is_refused(

@@ -25,9 +25,10 @@ from typing import Any
 import pytest
 
 import tyqw
-import tyqw._conversation
+import tyqw._ledger
 from tyqw import Session
-from tyqw.stores import FileStore, begin_turn, end_turn
+from tyqw.stores import FileStore
+from tyqw.stores._base import begin_turn, end_turn
 from tyqw.testing import BailianSimulator
 
 from .helpers import SessionFactory, sim_session, stored_file
@@ -429,7 +430,7 @@ async def test_another_process_change_during_a_turn_is_not_undone(
 ) -> None:
     """Another process clears the conversation (or stores another id) while a turn runs:
     the turn's end does not write its older copy over that change."""
-    monkeypatch.setattr(tyqw._conversation, "USAGE_WRITE_INTERVAL", 0.0)  # every turn writes
+    monkeypatch.setattr(tyqw._ledger, "USAGE_WRITE_INTERVAL", 0.0)  # every turn writes
     session = make_session()
     await session.send("my name is Ada")
     app_id = session.app_id
@@ -487,7 +488,8 @@ async def test_a_lock_folder_deleted_under_a_turn_never_lets_a_stale_copy_win(
 
 TURN = """
     import asyncio, json, sys
-    from tyqw.stores import FileStore, begin_turn, end_turn
+    from tyqw.stores import FileStore
+    from tyqw.stores._base import begin_turn, end_turn
 
     directory, app_id, name, session_id = sys.argv[1:5]
 

@@ -22,18 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tyqw.stores import (
-    FileStore,
-    LocalStore,
-    MemoryStore,
-    Store,
-    StoreError,
-    TranscriptStore,
-    TurnLock,
-    begin_turn,
-    end_turn,
-    forget,
-)
+from tyqw import StoreError
+from tyqw.stores import FileStore, LocalStore, MemoryStore, Store, TranscriptStore, forget
+from tyqw.stores._base import TurnLock, begin_turn, end_turn
 
 from .helpers import DictStore, TranscriptDictStore
 
@@ -325,7 +316,8 @@ async def test_a_users_failing_store_gives_store_error_and_releases() -> None:
 
 WORKER = """
     import asyncio, json, sys
-    from tyqw.stores import FileStore, begin_turn, end_turn
+    from tyqw.stores import FileStore
+    from tyqw.stores._base import begin_turn, end_turn
 
     kind, where, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
@@ -391,7 +383,8 @@ def _redis_store(url: str) -> Store:
 
 HOLDER = """
     import asyncio, sys
-    from tyqw.stores import FileStore, begin_turn
+    from tyqw.stores import FileStore
+    from tyqw.stores._base import begin_turn
 
     kind, where = sys.argv[1], sys.argv[2]
 

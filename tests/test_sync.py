@@ -153,6 +153,18 @@ def test_the_session_is_the_same_constructor(tmp_path: Path) -> None:
         SyncSession("app", state_dir=tmp_path)
 
 
+def test_a_keyword_that_is_no_setting_is_a_type_error(tmp_path: Path) -> None:
+    """Session and SyncSession refuse an unknown keyword, and SyncSession http_session,
+    with the TypeError a signature gives, before anything is made."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'read_timout'"):
+        Session("app", api_key="sk-x", state_dir=tmp_path, read_timout=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'read_timout'"):
+        SyncSession("app", api_key="sk-x", state_dir=tmp_path, read_timout=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'http_session'"):
+        SyncSession("app", api_key="sk-x", http_session=None)  # type: ignore[call-arg]
+    assert not list(tmp_path.iterdir())
+
+
 # -- Events ----------------------------------------------------------------------------
 
 
@@ -299,6 +311,24 @@ def test_stream_is_a_plain_iterator_of_messages(make: Callable[..., SyncSession]
     assert session.last_reply == stream.reply
 
 
+def test_text_read_in_the_callers_thread_while_the_loop_reads_on(
+    server: SimThread, make: Callable[..., SyncSession]
+) -> None:
+    """message.text is right in the caller's thread across the text's merges of pieces."""
+    sim = server.sim
+    long = "".join(f"{i:05d}" for i in range(3_000))  # 15,000 characters: 3,000 events
+    sim.reply = lambda prompt, history: long
+    sim.chunk_size = 5
+    with make() as session:
+        seen = [(m.text, m.delta) for m in session.stream("long")]
+    assert len(seen) > 2 * 256
+    so_far = ""
+    for text, delta in seen:
+        so_far += delta
+        assert text == so_far
+    assert so_far == long
+
+
 def test_breaking_out_releases_the_turn_at_once(
     server: SimThread, make: Callable[..., SyncSession]
 ) -> None:
@@ -365,10 +395,10 @@ def test_a_slow_reader_gets_every_message_in_order(
     sim: BailianSimulator, make: Callable[..., SyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Backpressure (tiny water marks here) pauses the turn for a reader, losing nothing."""
-    from tyqw import _sync, _sync_stream
+    from tyqw import _sync
 
     monkeypatch.setattr(_sync, "HIGH_WATER", 4)
-    monkeypatch.setattr(_sync_stream, "LOW_WATER", 1)
+    monkeypatch.setattr(_sync, "LOW_WATER", 1)
     sim.reply = lambda prompt, history: LONG
     sim.chunk_size = 1
     with make() as session:

@@ -40,10 +40,11 @@ from ._history import Exchange, Expiry
 from ._models import Citation, Message, Reply, Thought, TokenUsage, ToolCall, WorkflowEvent
 from ._options import RagOptions
 from ._session import DEFAULT_BASE_URL, MessageStream, Options, Session
-from ._store import StoredConversation, stored_conversations
+from ._settings import SessionSettings
 from ._sync import SyncSession
 from ._telemetry import configure_telemetry
 from ._version import __version__
+from .stores._listing import StoredConversation, stored_conversations
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -73,6 +74,7 @@ __all__ = [
     "Reply",
     "Session",
     "SessionClosedError",
+    "SessionSettings",
     "StoreError",
     "StoredConversation",
     "StreamError",

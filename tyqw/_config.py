@@ -17,15 +17,18 @@ import sys
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from ._exceptions import MissingAPIKeyError
-from ._history import Expiry, check_expiry, check_history
+from ._history import check_expiry, check_history
 from ._options import HEADER_VALUE, check_seconds, check_workspace, kind
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._settings import SessionSettings
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -272,25 +275,8 @@ class Config:
         "workspace",
     )
 
-    def __init__(
-        self,
-        app_id: str | None,
-        *,
-        model: str | None = None,
-        api_key: str | None,
-        base_url: str | None,
-        workspace: str | None,
-        max_retries: int,
-        connect_timeout: float,
-        read_timeout: float,
-        deadline: float | None,
-        max_event_size: int,
-        allow_insecure_http: bool,
-        trust_env: bool,
-        proxy: str | None,
-        history: bool | int = True,
-        expiry: bool | Expiry = True,
-    ) -> None:
+    def __init__(self, app_id: str | None, settings: SessionSettings) -> None:
+        model = settings.get("model")
         if (app_id is None) == (model is None):
             # ValueError, as Session(None) always raised for an app id that is no id.
             raise ValueError(
@@ -299,18 +285,26 @@ class Config:
             )
         self.app_id = None if app_id is None else check_app_id(app_id)
         self.model = None if model is None else check_model(model)
-        key = require_api_key(api_key)
-        self.base_url = resolve_base_url(base_url, allow_insecure_http)
+        key = require_api_key(settings.get("api_key"))
+        self.base_url = resolve_base_url(
+            settings.get("base_url"), settings.get("allow_insecure_http", False)
+        )
         # workspace="" means "none", even when DASHSCOPE_WORKSPACE is set.
+        workspace = settings.get("workspace")
         self.workspace = check_workspace(
             os.environ.get(WORKSPACE_ENV) if workspace is None else workspace
         )
+        max_retries = settings.get("max_retries", 2)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError("max_retries must be an int >= 0")
         self.max_retries = max_retries
-        self.connect_timeout = check_seconds("connect_timeout", connect_timeout)
-        self.read_timeout = check_seconds("read_timeout", read_timeout)
+        self.connect_timeout = check_seconds(
+            "connect_timeout", settings.get("connect_timeout", 10.0)
+        )
+        self.read_timeout = check_seconds("read_timeout", settings.get("read_timeout", 120.0))
+        deadline = settings.get("deadline")
         self.deadline = None if deadline is None else check_seconds("deadline", deadline)
+        max_event_size = settings.get("max_event_size", 16 * 1024 * 1024)
         if isinstance(max_event_size, bool) or not isinstance(max_event_size, int):
             raise TypeError("max_event_size must be an int")
         if max_event_size < 1024:
@@ -322,9 +316,12 @@ class Config:
             else self.base_url + MODEL_PATH
         )
         self.timeout = self.client_timeout(self.read_timeout)
-        self.proxy = _proxy_for(self.base_url, proxy, trust_env)
-        self.history = check_history(history)  # exchanges kept per conversation; 0: none
-        self.expiry = check_expiry(expiry)  # the service's limits to watch; None: not watched
+        self.proxy = _proxy_for(
+            self.base_url, settings.get("proxy"), settings.get("trust_env", True)
+        )
+        # Exchanges kept per conversation (0: none); the service's limits to watch (None: not).
+        self.history = check_history(settings.get("history", True))
+        self.expiry = check_expiry(settings.get("expiry", True))
         headers = {
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",

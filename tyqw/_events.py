@@ -1,6 +1,7 @@
 """Events: the handler registry, the one loop that calls and awaits handlers, and the
 turn-level events derived from a turn's messages (each thought and each cited document
-once, each workflow node event, each piece of a model's reasoning).
+once, each workflow node event, each piece of a model's reasoning). ``TurnEvents.deliver``
+is what ``Session.send()`` does with each item of the turn's stream.
 
 Registration, ``once`` and removal are pyee's (``AsyncIOEventEmitter``); tyqw calls the
 handlers itself, so that a coroutine handler is awaited before the next handler runs
@@ -9,17 +10,18 @@ instead of being scheduled as a task.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from inspect import isawaitable
-from typing import Any, Literal, TypeVar, get_args, overload
+from typing import Any, Literal, TypeVar, cast, get_args, overload
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from ._exceptions import HandlerError, TyqwError
+from ._exceptions import HandlerError, StreamError, TyqwError
 from ._models import Citation, Message, Reply, Thought, ToolCall, WorkflowEvent
 
 __all__ = [
     "EVENTS",
+    "Announced",
     "Emitter",
     "Event",
     "Subscriptions",
@@ -161,8 +163,9 @@ class Emitter(AsyncIOEventEmitter):
         self._refresh()
 
 
-class TurnEvents:
-    """The turn-level events one turn has announced so far."""
+class Announced:
+    """The turn-level events a turn's messages announced so far: each thought and each
+    cited document once (the service repeats them on every event)."""
 
     __slots__ = ("references", "thoughts")
 
@@ -207,6 +210,53 @@ class TurnEvents:
         return found
 
 
+class TurnEvents(Announced):
+    """One turn's emission: what each item of its stream becomes for the handlers."""
+
+    __slots__ = ("emitter", "reply")
+
+    def __init__(self, emitter: Emitter, reply: ReplyFor) -> None:
+        super().__init__()
+        self.emitter = emitter
+        self.reply = reply
+
+    def deliver(self, item: Message | StreamError | ToolCall) -> Awaitable[None] | None:
+        """Emit one item of the turn's stream to its handlers: a ``Message`` (and what it
+        derives), a malformed event's ``StreamError``, a tool call. Returns ``None`` when
+        every handler has finished (the common case costs no coroutine), else what is
+        left to await; the handlers of one item finish before those of the next start."""
+        emitter = self.emitter
+        if item.__class__ is Message:
+            if not emitter.derived:
+                return emit(emitter, "message", emitter.message, item, self.reply)
+            # A thought comes before the text it led to; a citation after the text
+            # that cites it, and a workflow event after its piece of text.
+            return self._emit_each(self.derive(item, emitter.handlers))
+        if item.__class__ is ToolCall:
+            return emit(emitter, "tool_call", emitter.handlers["tool_call"], item, self.reply)
+        # A malformed event: reported, skipped, and the turn goes on.
+        error = cast(StreamError, item)
+        error.reply = self.reply(error)
+        return emit_error(emitter, error)
+
+    def _emit_each(self, events: list[tuple[str, Any]]) -> Awaitable[None] | None:
+        handlers = self.emitter.handlers
+        for position, (event, value) in enumerate(events):
+            pending = emit(self.emitter, event, handlers[event], value, self.reply)
+            if pending is not None:
+                return self._emit_rest(pending, events[position + 1 :])
+        return None
+
+    async def _emit_rest(self, pending: Awaitable[None], events: list[tuple[str, Any]]) -> None:
+        await pending
+        for event, value in events:
+            pending_next = emit(
+                self.emitter, event, self.emitter.handlers[event], value, self.reply
+            )
+            if pending_next is not None:
+                await pending_next
+
+
 def emit(
     emitter: Emitter, event: str, handlers: list[Handler], value: object, reply: ReplyFor
 ) -> Coroutine[Any, Any, None] | None:
@@ -231,7 +281,7 @@ async def _rest(
     index: int,
     value: object,
     reply: ReplyFor,
-    started: object,
+    started: Exception | Awaitable[object],
 ) -> None:
     """``emit()`` from handler ``index`` on, whose call raised or returned ``started``."""
     for position in range(index, len(handlers)):
@@ -239,7 +289,7 @@ async def _rest(
             if position == index:
                 if isinstance(started, Exception):
                     raise started
-                await started  # type: ignore[misc]
+                await started
             else:
                 result = handlers[position](value)
                 if result is not None and isawaitable(result):

@@ -1,4 +1,5 @@
-"""The one private event loop thread that every ``SyncSession`` of the process shares.
+"""The one private event loop thread that every ``SyncSession`` of the process shares,
+and the one way tyqw runs code on a loop from another thread (``on_loop``, ``call_on_loop``).
 
 Started by the first user, stopped (and joined) when the last one releases it; a daemon
 thread, so it never holds up interpreter exit.
@@ -7,9 +8,15 @@ thread, so it never holds up interpreter exit.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
-__all__ = ["LoopThread", "loop_thread"]
+__all__ = ["LoopThread", "call_on_loop", "loop_thread", "on_loop"]
+
+_T = TypeVar("_T")
 
 # How long a stopping loop lets the tasks still running (a session closing) finish
 # before it cancels them.
@@ -57,6 +64,37 @@ class LoopThread:
         else:
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:
+    """Call ``fn(*args)`` now when running on ``loop``, else as soon as ``loop`` can, from
+    any thread: ``call_soon_threadsafe`` wakes its selector whatever it waits for. Once
+    ``loop`` is closed nothing runs there any more, and neither does ``fn``."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        fn(*args)
+    elif not loop.is_closed():
+        # Closed since the check: what fn would act on is gone with it.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(fn, *args)
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], _T]) -> _T:
+    """``fn()`` run on ``loop``, waited for from another thread: its result or its
+    exception. Only for a thread other than the loop's (it would wait for itself)."""
+    future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    loop.call_soon_threadsafe(run)
+    return future.result()
 
 
 def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:

@@ -24,17 +24,19 @@ class _Text:
     per event alive.
 
     The text only grows, and a reader may run on another thread than the writer (a
-    ``SyncSession`` reads ``message.text`` in the caller's thread): a join that a merge
-    interrupted is done again, and the cache is one string whose length is its own.
+    ``SyncSession`` reads ``message.text`` in the caller's thread while the loop thread
+    reads on). So no lock: a merge never changes a list a reader may hold, it swaps in
+    new ones, and a reader joins the one ``view`` it took, which holds all the text
+    written before it took it.
     """
 
-    __slots__ = ("_joined", "chunks", "length", "merges", "recent")
+    __slots__ = ("_joined", "chunks", "length", "recent", "view")
 
     def __init__(self) -> None:
         self.chunks: list[str] = []
         self.recent: list[str] = []
+        self.view = (self.chunks, self.recent)
         self.length = 0
-        self.merges = 0
         self._joined = ""
 
     def append(self, piece: str) -> None:
@@ -42,22 +44,16 @@ class _Text:
         recent.append(piece)
         self.length += len(piece)
         if len(recent) == 256:
-            # A sequence lock: odd while the pieces move, so a reader retries.
-            self.merges += 1
-            self.chunks.append("".join(recent))
-            self.recent = []
-            self.merges += 1
+            chunks = self.chunks = [*self.chunks, "".join(recent)]
+            recent = self.recent = []
+            self.view = (chunks, recent)
 
     def upto(self, length: int) -> str:
         """The first ``length`` characters of the text."""
         joined = self._joined
         if len(joined) < length:
-            while True:
-                merges = self.merges
-                joined = "".join(self.chunks) + "".join(self.recent)
-                if merges == self.merges and not merges & 1:
-                    break
-            self._joined = joined
+            chunks, recent = self.view
+            joined = self._joined = "".join(chunks) + "".join(recent)
         return joined if len(joined) == length else joined[:length]
 
 
@@ -102,6 +98,8 @@ class Message:
             return NotImplemented
         return (self.text, self.delta, self.raw) == (other.text, other.delta, other.raw)
 
+    # Equal by value, and its raw dict is unhashable: so is the Message, as a dataclass
+    # with eq=True is; typeshed types __hash__ as a method, hence the ignore.
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:

@@ -1,5 +1,11 @@
-"""Bailian's JSON to tyqw's objects, in one place: events to ``Message``, a turn's events
-to its ``Reply``, error bodies and ``event:error`` frames to ``APIStatusError``.
+"""Bailian's bytes and JSON to tyqw's objects, in one place: a response's bytes to its
+events to ``Message`` objects, a turn's events to its ``Reply``, error bodies and
+``event:error`` frames to ``APIStatusError``.
+
+``ReplyReader.feed`` is the whole read path of an event stream: the fast path (one
+well-formed ``result`` object) and the slow one (``irregular``: error frames, several
+objects in one event, anything malformed) live side by side, so the irregular cases are
+handled once. The turn around it (``tyqw._turn``) only moves bytes and decides when to stop.
 
 An app's event carries ``output.text``; a model's (the text-generation endpoint)
 ``output.choices[0].message`` with ``content``, ``reasoning_content`` and ``tool_calls``
@@ -17,10 +23,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ._exceptions import APIStatusError, StreamError, TyqwError, error_for_status, excerpt
+from ._exceptions import (
+    APIStatusError,
+    EventTooLargeError,
+    StreamError,
+    TyqwError,
+    error_for_status,
+    excerpt,
+)
 from ._models import Message, Reply, TokenUsage, ToolCall, _Text, new_message
 from ._options import is_session_id
 from .sse import ServerSentEvent, SSEDecoder
@@ -40,6 +53,9 @@ _HTTP_STATUS = re.compile(r"HTTP_STATUS/(\d{3})")
 _NOT_FINAL = frozenset({"", "null", "none"})
 _MESSAGE_LIMIT = 2000
 _FAILED = object()
+# raw_decode is json.loads without its wrapping, which costs a third as much again as the
+# parse; anything it does not read whole takes the slow path (ReplyReader.irregular).
+_decode_json = json.JSONDecoder().raw_decode
 
 
 def parse_json(text: str | bytes) -> Any:
@@ -62,19 +78,23 @@ class _Malformed(Exception):
 
 
 class ReplyReader:
-    """Reads one turn's events: keeps the text (right in both wire modes), the ids, the
-    usage, thoughts and references seen so far, and builds the ``Reply``.
+    """Reads one turn's responses: decodes their bytes (``feed``), keeps the text (right
+    in both wire modes), the ids, the usage, thoughts and references seen so far, and
+    builds the ``Reply``.
 
-    ``on_session_id`` is called with each new conversation id the service sends.
+    ``on_session_id`` is called with each new conversation id the service sends;
+    ``max_event_size`` caps one event (and a JSON answer) in bytes.
     """
 
     __slots__ = (
         "calls",
         "cumulative",
+        "decoder",
         "doc_references",
         "finish_reason",
         "header_request_id",
         "incremental",
+        "max_event_size",
         "model",
         "on_session_id",
         "reasoning",
@@ -94,8 +114,11 @@ class ReplyReader:
         incremental: bool,
         on_session_id: Callable[[str], None],
         model: str | None = None,
+        max_event_size: int,
     ) -> None:
         self.incremental = incremental
+        self.max_event_size = max_event_size
+        self.decoder: SSEDecoder | None = None  # the event stream being read, if any
         self.model = model  # a model's turn: its usage counts under this name
         self.reasoning = _Text()
         self.reasoning_cumulative = ""
@@ -115,6 +138,50 @@ class ReplyReader:
         self.doc_references: list[dict[str, Any]] | None = None
 
     # -- events ------------------------------------------------------------------------
+
+    def open_stream(self) -> None:
+        """A new event-stream response begins (the first, or a tool round's next)."""
+        # Older gateways send no blank line after a frame: implicit dispatch ends each
+        # frame on its own lines, wherever the reads end.
+        self.decoder = SSEDecoder(max_size=self.max_event_size, implicit_dispatch=True)
+
+    def feed(self, chunk: bytes) -> Iterator[Message | StreamError]:
+        """The items of one read of the event stream (``b""``: the body ended), lazily,
+        so that a turn interrupted between two items decodes no further; stops after
+        the final event. A malformed event is yielded as a ``StreamError``; an error
+        frame raises its ``APIStatusError``.
+
+        Example (``reader.open_stream()`` first)::
+
+            for item in reader.feed(chunk):
+                print(item.delta if isinstance(item, Message) else item)
+        """
+        decoder = self.decoder
+        assert decoder is not None, "open_stream() first"
+        events = decoder.feed(chunk) if chunk else decoder.close(dispatch_incomplete=True)
+        # The hot loop: runs once per event, so it is kept flat (one frame, local names).
+        message = self.message
+        decode = _decode_json
+        for sse in events:
+            if sse.event == "result":
+                data = sse.data
+                try:
+                    obj, end = decode(data)
+                    output = obj["output"] if end == len(data) else None
+                except (ValueError, TypeError, KeyError, RecursionError):
+                    output = None
+                if output.__class__ is dict:
+                    try:
+                        item: Message | StreamError = message(obj, output)
+                    except _Malformed as exc:
+                        item = _malformed(sse, str(exc), data)
+                    yield item
+                    if self.finish_reason is not None:
+                        return
+                    continue
+            yield from self.irregular(sse)
+            if self.finish_reason is not None:
+                return
 
     def message(self, obj: dict[str, Any], output: dict[str, Any]) -> Message:
         """The ``Message`` of one result event; raises ``_Malformed`` and keeps nothing
@@ -333,11 +400,16 @@ class ReplyReader:
                 items.append(_malformed(sse, f"its data {what}", line))
         return items
 
-    def malformed(self, sse: ServerSentEvent, exc: _Malformed) -> StreamError:
-        return _malformed(sse, str(exc), sse.data)
-
-    def json_answer(self, obj: Any) -> Message:
-        """The one ``Message`` of a non-streaming (JSON) answer."""
+    def json_answer(self, body: bytes) -> Message:
+        """The one ``Message`` of a non-streaming (JSON) answer's body."""
+        limit = self.max_event_size
+        if len(body) > limit:
+            # A non-streaming answer is one event: the same cap applies.
+            raise EventTooLargeError(f"JSON answer larger than {limit} bytes", limit=limit)
+        obj = parse_json(body.decode("utf-8", "replace"))
+        if obj is _FAILED:
+            shown = excerpt(body)
+            raise StreamError(f"the answer is not valid JSON: {shown}", excerpt=shown)
         output = obj.get("output") if isinstance(obj, dict) else None
         if not isinstance(output, dict):
             shown = excerpt(_dumps(obj))

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,16 +18,18 @@ import aiohttp
 
 from ._config import DEFAULT_BASE_URL, Config, setup_logging
 from ._context import DEFAULT_HISTORY_CHARS, check_budget
-from ._conversation import Conversation
 from ._events import Emitter, Event, Subscriptions, TurnEvents, check_event, emit, emit_error
-from ._exceptions import StreamError, TyqwError
-from ._history import Exchange, Expiry
-from ._models import Message, Reply, TokenUsage, ToolCall
+from ._exceptions import TyqwError
+from ._history import Exchange
+from ._ledger import Ledger
+from ._loop_thread import on_loop
+from ._models import Message, Reply, TokenUsage
 from ._options import Options, TurnOptions, check_session_id, check_system
-from ._store import default_state_dir
-from ._tools import MAX_TOOL_ROUNDS, Toolbox, ToolSpec
-from ._turn import Slot, Turn, on_loop, refuse_inside_turn
+from ._settings import SessionSettings, check_keywords
+from ._tools import MAX_TOOL_ROUNDS, Toolbox
+from ._turn import Slot, Turn, refuse_inside_turn
 from .stores import FileStore, Store
+from .stores._file import default_state_dir
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -73,47 +74,17 @@ class Session(Subscriptions):
         self,
         app_id: str | None = None,
         *,
-        model: str | None = None,
-        system: str | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        max_tool_rounds: int = MAX_TOOL_ROUNDS,
-        max_history_chars: int = DEFAULT_HISTORY_CHARS,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        workspace: str | None = None,
-        name: str = "default",
-        state_dir: str | os.PathLike[str] | None = None,
-        store: Store | None = None,
         http_session: aiohttp.ClientSession | None = None,
-        max_retries: int = 2,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 120.0,
-        deadline: float | None = None,
-        max_event_size: int = 16 * 1024 * 1024,
-        allow_insecure_http: bool = False,
-        trust_env: bool = True,
-        proxy: str | None = None,
-        history: bool | int = True,
-        expiry: bool | Expiry = True,
+        **settings: Unpack[SessionSettings],
     ) -> None:
+        check_keywords(type(self).__name__, settings)
         setup_logging()
-        self._config = Config(
-            app_id,
-            model=model,
-            api_key=api_key,
-            base_url=base_url,
-            workspace=workspace,
-            max_retries=max_retries,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            deadline=deadline,
-            max_event_size=max_event_size,
-            allow_insecure_http=allow_insecure_http,
-            trust_env=trust_env,
-            proxy=proxy,
-            history=history,
-            expiry=expiry,
-        )
+        self._config = Config(app_id, settings)
+        model = settings.get("model")
+        name = settings.get("name", "default")
+        state_dir = settings.get("state_dir")
+        store = settings.get("store")
+        tools = settings.get("tools")
         if not isinstance(name, str) or not name:
             raise ValueError("name must be a non-empty string")
         if store is not None and state_dir is not None:
@@ -125,16 +96,17 @@ class Session(Subscriptions):
             store = FileStore(Path(state_dir) if state_dir is not None else default_state_dir())
         self.store: Store = store
         self.state_dir: Path | None = store.directory if isinstance(store, FileStore) else None
-        self._system = check_system(system)
+        self._system = check_system(settings.get("system"))
         if self._system is not None and model is None:
             raise TypeError("system= is for a model session; an app has its own prompt")
         if tools is not None and model is None:
             raise TypeError("tools= is for a model session; an app has its own plugins")
-        self._tools = None if not tools else Toolbox(tools, max_tool_rounds)
-        self._budget = check_budget(max_history_chars)
+        rounds = settings.get("max_tool_rounds", MAX_TOOL_ROUNDS)
+        self._tools = None if not tools else Toolbox(tools, rounds)
+        self._budget = check_budget(settings.get("max_history_chars", DEFAULT_HISTORY_CHARS))
         # A model's conversation id is tyqw's own, which the service cannot forget: no expiry.
         watched = self._config.expiry if model is None else None
-        self._conversation = Conversation(
+        self._conversation = Ledger(
             self.store, self._store_key, name, self._config.history, watched
         )
         if model is not None and not self._conversation.keep and self._config.history:
@@ -338,50 +310,30 @@ class Session(Subscriptions):
         """
         turn = self._turn(prompt, options)
         emitter = self._emitter
-        reply_for = turn.reply
-        derived = TurnEvents()
+        events = TurnEvents(emitter, turn.reply)
+        deliver = events.deliver
         items = turn.run(yield_malformed=True, yield_tools=bool(emitter.handlers["tool_call"]))
-        next_item = items.__anext__
         raised: TyqwError | None = None
+        in_handlers = False  # a TyqwError now is a handler's, not the stream's
         try:
-            while True:
-                try:
-                    item = await next_item()
-                except StopAsyncIteration:
-                    reply = turn.reply(None)
-                    break
-                except TyqwError as exc:
-                    reply = exc.reply or turn.reply(exc)
-                    if emitter.errors:
-                        await emit_error(emitter, exc)
-                    else:
-                        raised = exc
-                    break
-                if item.__class__ is ToolCall:
-                    called = emitter.handlers["tool_call"]
-                    pending = emit(emitter, "tool_call", called, item, reply_for)
+            try:
+                async for item in items:
+                    in_handlers = True
+                    pending = deliver(item)
                     if pending is not None:
                         await pending
-                    continue
-                if item.__class__ is not Message:
-                    # A malformed event: reported, skipped, and the turn goes on.
-                    assert isinstance(item, StreamError)
-                    item.reply = turn.reply(item)
-                    await emit_error(emitter, item)
-                    continue
-                if not emitter.derived:
-                    pending = emit(emitter, "message", emitter.message, item, reply_for)
-                    if pending is not None:
-                        await pending
-                    continue
-                # A thought comes before the text it led to; a citation after the text
-                # that cites it, and a workflow event after its piece of text.
-                handlers = emitter.handlers
-                assert isinstance(item, Message)
-                for event, value in derived.derive(item, handlers):
-                    pending = emit(emitter, event, handlers[event], value, reply_for)
-                    if pending is not None:
-                        await pending
+                    in_handlers = False
+                reply = turn.reply(None)
+            except TyqwError as exc:
+                if in_handlers:
+                    raise
+                # The stream failed: the error goes to the "error" handlers, or is raised
+                # once the "reply" handlers had the partial reply.
+                reply = exc.reply or turn.reply(exc)
+                if emitter.errors:
+                    await emit_error(emitter, exc)
+                else:
+                    raised = exc
         except TyqwError as exc:
             # A handler's HandlerError with no "error" handler (or what an "error"
             # handler raised) ends the turn: its exchange records that error.
@@ -391,7 +343,7 @@ class Session(Subscriptions):
         finally:
             await items.aclose()
         if emitter.replies:
-            pending = emit(emitter, "reply", emitter.replies, reply, reply_for)
+            pending = emit(emitter, "reply", emitter.replies, reply, turn.reply)
             if pending is not None:
                 await pending
         if raised is not None:
@@ -533,8 +485,8 @@ class MessageStream:
 
     def __anext__(self) -> Awaitable[Message]:
         # The generator's own awaitable, not a coroutine wrapping it: one less frame
-        # per message on the hot path. With yield_malformed=False it yields Messages only.
-        return self._iterator.__anext__()  # type: ignore[return-value]
+        # per message on the hot path.
+        return self._iterator.__anext__()
 
     @property
     def reply(self) -> Reply:
@@ -566,7 +518,7 @@ class MessageStream:
             return
         loop = turn.loop
         if loop is not None:
-            on_loop(loop, lambda: _keep(loop.create_task(pending)))  # type: ignore[arg-type]
+            on_loop(loop, lambda: _keep(loop.create_task(pending)))
 
 
 # Tasks that finish a stream left early: referenced until done, as asyncio asks.

@@ -4,37 +4,37 @@ Every ``SyncSession`` of the process shares one private event loop on a daemon t
 (``_loop_thread``), started by the first one and stopped when the last one is closed or
 the interpreter exits. The turn itself is ``Session.send()`` / ``Session.stream()``
 running there: ``send()`` waits for one future, ``stream()`` hands the messages over
-through a queue (``_sync_stream``), so a turn costs one thread hop, not one per event.
+through a queue (``SyncMessageStream``, below), so a turn costs one thread hop, not one
+per event.
 
 Calls (``send()`` or a started ``stream()``) of one SyncSession run one at a time, in
 the order they were made (``_calls``, on the loop thread); ``abort()`` and Ctrl-C stop
 the first of them, which is the one running or the one about to.
+
+One module, over 450 lines, because the stream and the session are one mechanism: the
+``Call`` record, the queue and its pause are shared by both sides and by no one else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
-import os
 import queue
+import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._context import DEFAULT_HISTORY_CHARS
 from ._events import Subscriptions
 from ._exceptions import SessionClosedError, TyqwError
-from ._history import Exchange, Expiry
-from ._loop_thread import loop_thread
+from ._history import Exchange
+from ._loop_thread import call_on_loop, loop_thread, on_loop
 from ._models import Message, Reply, TokenUsage
 from ._session import MessageStream, Options, Session
-from ._sync_stream import HIGH_WATER, Call, End, SyncMessageStream, resolve
-from ._tools import MAX_TOOL_ROUNDS, ToolSpec
-from .stores import Store
+from ._settings import SessionSettings, check_keywords
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self, Unpack
 
-__all__ = ["SyncSession"]
+__all__ = ["SyncMessageStream", "SyncSession"]
 
 logger = logging.getLogger("tyqw")
 
@@ -77,56 +77,9 @@ class SyncSession(Subscriptions):
                 print(message.delta, end="", flush=True)
     """
 
-    def __init__(
-        self,
-        app_id: str | None = None,
-        *,
-        model: str | None = None,
-        system: str | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        max_tool_rounds: int = MAX_TOOL_ROUNDS,
-        max_history_chars: int = DEFAULT_HISTORY_CHARS,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        workspace: str | None = None,
-        name: str = "default",
-        state_dir: str | os.PathLike[str] | None = None,
-        store: Store | None = None,
-        max_retries: int = 2,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 120.0,
-        deadline: float | None = None,
-        max_event_size: int = 16 * 1024 * 1024,
-        allow_insecure_http: bool = False,
-        trust_env: bool = True,
-        proxy: str | None = None,
-        history: bool | int = True,
-        expiry: bool | Expiry = True,
-    ) -> None:
-        self._session = Session(
-            app_id,
-            model=model,
-            system=system,
-            tools=tools,
-            max_tool_rounds=max_tool_rounds,
-            max_history_chars=max_history_chars,
-            api_key=api_key,
-            base_url=base_url,
-            workspace=workspace,
-            name=name,
-            state_dir=state_dir,
-            store=store,
-            max_retries=max_retries,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            deadline=deadline,
-            max_event_size=max_event_size,
-            allow_insecure_http=allow_insecure_http,
-            trust_env=trust_env,
-            proxy=proxy,
-            history=history,
-            expiry=expiry,
-        )
+    def __init__(self, app_id: str | None = None, **settings: Unpack[SessionSettings]) -> None:
+        check_keywords(type(self).__name__, settings)  # http_session among them: no
+        self._session = Session(app_id, **settings)
         self._loop, self._loop_ident = loop_thread.acquire()
         self._lock = threading.Lock()  # makes "closed?" and "submit" one step
         self._closed = False
@@ -307,10 +260,7 @@ class SyncSession(Subscriptions):
         """
         if self._closed:
             return
-        if threading.get_ident() == self._loop_ident:
-            self._abort_first()
-        else:
-            self._loop.call_soon_threadsafe(self._abort_first)
+        on_loop(self._loop, self._abort_first)
 
     def close(self) -> None:
         """Abort the turn in flight and close the connection; idempotent. The shared
@@ -387,26 +337,13 @@ class SyncSession(Subscriptions):
         """Run ``fn`` on the loop thread and return its result (directly when closed)."""
         if threading.get_ident() == self._loop_ident:
             return fn()
-        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-
         with self._lock:
             if self._closed:
                 return fn()  # nothing runs on the loop for this session any more
-            self._loop.call_soon_threadsafe(run)
-        return future.result()
+            return call_on_loop(self._loop, fn)
 
     def _stop_soon(self, call: Call) -> None:
-        if threading.get_ident() == self._loop_ident:
-            self._stop(call)
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: so is the turn
-                self._loop.call_soon_threadsafe(self._stop, call)
+        on_loop(self._loop, self._stop, call)  # once the loop is gone, so is the turn
 
     # -- the loop's side ---------------------------------------------------------
 
@@ -496,3 +433,172 @@ class SyncSession(Subscriptions):
             await call.paused
         call.paused = None
         call.attention = call.stopped
+
+
+# -- the stream -------------------------------------------------------------------
+#
+# The loop thread puts each ``Message`` on the call's queue and an ``End`` last; the
+# caller's thread takes them, so a message costs a queue put and get, not a thread hop.
+
+# A stream's loop side pauses when this many messages wait for the reader, and goes on
+# once no more than LOW_WATER do: a slow reader does not buffer a whole reply.
+HIGH_WATER = 1024
+LOW_WATER = 256
+
+
+def resolve(future: asyncio.Future[None] | None) -> None:
+    """Wake whoever awaits ``future`` (on the loop thread)."""
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+class End:
+    """The last item on a stream's queue: how the turn ended."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class Call:
+    """One ``send()`` or ``stream()``. The loop thread alone writes its fields, except
+    ``resume_asked``, which only the reading thread writes."""
+
+    __slots__ = ("attention", "go", "paused", "queue", "resume_asked", "running", "stopped")
+
+    def __init__(self, q: queue.SimpleQueue[Any] | None = None) -> None:
+        self.queue = q
+        self.go: asyncio.Future[None] | None = None  # resolved when its turn comes
+        self.running = False
+        self.stopped = False
+        self.paused: asyncio.Future[None] | None = None  # a stream waiting for its reader
+        self.attention = False  # stopped or paused: the reader leaves its fast path
+        self.resume_asked = False
+
+
+class SyncMessageStream:
+    """The iterator ``SyncSession.stream()`` returns; also a context manager.
+
+    ``reply`` is the ``Reply`` so far (complete once the loop ends). A loop that stops
+    early may have seen a few messages fewer than ``reply`` holds: it holds everything
+    received.
+
+    Example::
+
+        with session.stream("你好") as stream:
+            for message in stream:
+                print(message.delta, end="")
+        print(stream.reply.usage)
+    """
+
+    __slots__ = ("_call", "_future", "_get", "_inner", "_owner", "_state")
+
+    def __init__(self, owner: SyncSession, inner: MessageStream) -> None:
+        self._state = 0  # 0 not started, 1 running, 2 finished
+        self._owner = owner
+        self._inner = inner
+        self._call: Call | None = None
+        self._future: concurrent.futures.Future[None] | None = None
+        self._get: Callable[[], Any] = _no_item
+
+    def __iter__(self) -> SyncMessageStream:
+        return self
+
+    def __next__(self) -> Message:
+        if self._state != 1:
+            self._start()
+        try:
+            item = self._get()
+        except KeyboardInterrupt:
+            self.close()
+            raise
+        if item.__class__ is Message and not self._call.attention:  # type: ignore[union-attr]
+            return item
+        return self._attend(item)
+
+    @property
+    def reply(self) -> Reply:
+        """What the turn has produced so far."""
+        if self._state == 1:  # the loop thread may be adding to it: read it there
+            return self._owner._on_loop(lambda: self._inner.reply)
+        return self._inner.reply
+
+    def close(self) -> None:
+        """Stop the turn and release the HTTP response; returns once both are done."""
+        self._finish()
+
+    def __enter__(self) -> SyncMessageStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A loop left with break drops the last reference here: the turn ends now.
+        self._finish()
+
+    def _start(self) -> None:
+        if self._state == 2:
+            raise StopIteration
+        owner = self._owner
+        call = Call(queue.SimpleQueue())
+        self._future = owner._submit(call, lambda: owner._pump(call, self._inner))
+        self._call = call
+        owner._open_streams[call] = threading.get_ident()
+        assert call.queue is not None
+        self._get = call.queue.get if sys.platform != "win32" else _polling(call.queue)
+        self._state = 1
+
+    def _attend(self, item: Any) -> Message:
+        call = self._call
+        assert call is not None and call.queue is not None
+        if call.stopped:  # aborted: the loop ends here, whatever is still queued
+            self._finish()
+            raise StopIteration
+        if item.__class__ is Message:
+            paused = call.paused
+            if paused is not None and not call.resume_asked and call.queue.qsize() <= LOW_WATER:
+                call.resume_asked = True
+                on_loop(self._owner._loop, resolve, paused)
+            return item
+        self._finish(stop=False)
+        if item.error is not None:
+            raise item.error
+        raise StopIteration
+
+    def _finish(self, *, stop: bool = True) -> None:
+        """Mark the stream finished; unless its turn ended by itself, stop it and wait."""
+        started, self._state = self._state == 1, 2
+        if not started:
+            return
+        call, future = self._call, self._future
+        assert call is not None and future is not None
+        owner = self._owner
+        owner._open_streams.pop(call, None)
+        if stop and not future.done():
+            owner._stop_soon(call)
+            if threading.get_ident() != owner._loop_ident:
+                concurrent.futures.wait([future])
+
+
+def _no_item() -> Any:
+    raise StopIteration
+
+
+def _polling(q: queue.SimpleQueue[Any]) -> Callable[[], Any]:
+    """``q.get`` that Ctrl-C can interrupt on Windows, where a blocking get cannot be."""
+
+    def get() -> Any:
+        while True:
+            try:
+                return q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+    return get

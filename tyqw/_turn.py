@@ -1,5 +1,6 @@
-"""One turn: the turn slot of its Session and the one hot generator from response bytes
-to ``Message`` objects.
+"""One turn: the turn slot of its Session and the one generator that sends the request,
+hands the response's bytes to ``ReplyReader.feed`` (``tyqw._protocol``, which alone turns
+them into ``Message`` objects) and yields what it gets.
 
 The slot runs a Session's turns one at a time, refuses a turn started from inside a
 turn of the same Session (it would wait for itself), and lets ``abort()``, the deadline
@@ -14,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
+import enum
 import functools
 import io
 import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast, overload
 
 import aiohttp
 
@@ -28,7 +30,6 @@ from ._config import Config
 from ._context import history_messages
 from ._exceptions import (
     APITimeoutError,
-    EventTooLargeError,
     IncompleteStreamError,
     SessionClosedError,
     StoreError,
@@ -39,15 +40,15 @@ from ._exceptions import (
 )
 from ._history import Exchange, ended_now
 from ._http import read_body, redacted, scrub, unquote_secrets, wrap
+from ._loop_thread import on_loop
 from ._models import Message, Reply, TokenUsage, ToolCall
 from ._options import TurnOptions
-from ._protocol import _FAILED, ReplyReader, _Malformed, error_from_body, parse_json
+from ._protocol import ReplyReader, error_from_body
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
 from ._telemetry import TurnObserver, active
 from ._tools import Toolbox
-from .sse import SSEDecoder
 
-__all__ = ["Conversation", "Slot", "Turn", "on_loop", "refuse_inside_turn"]
+__all__ = ["Slot", "Turn", "TurnLedger", "TurnState", "refuse_inside_turn"]
 
 logger = logging.getLogger("tyqw")
 
@@ -56,7 +57,6 @@ logger = logging.getLogger("tyqw")
 _DRAIN_SECONDS = 0.01
 _ERROR_BODY_LIMIT = 64 * 1024
 _LARGE_BODY = 512 * 1024
-_decode_json = json.JSONDecoder().raw_decode
 
 Interruption = Literal["abort", "deadline", "lost", "send"]
 
@@ -67,8 +67,8 @@ _ACTIVE: contextvars.ContextVar[tuple[Turn, ...]] = contextvars.ContextVar(
 )
 
 
-class Conversation(Protocol):
-    """What a turn needs of its Session's conversation."""
+class TurnLedger(Protocol):
+    """What a turn needs of its Session's ledger (``_ledger.Ledger``)."""
 
     async def begin(
         self, on_lost: Callable[[StoreError], object]
@@ -115,15 +115,30 @@ class Slot:
             raise SessionClosedError("this Session is closed; create a new one")
 
 
+class TurnState(enum.Enum):
+    """Where a turn is in its life; it only moves forward, as listed."""
+
+    NEW = "new"  # made, not started
+    QUEUED = "queued"  # waiting for its Session's slot
+    HOLDING = "holding"  # holds the slot (and the conversation): nothing sent yet
+    SENT = "sent"  # the request went out: the turn ran, whatever comes back
+    DONE = "done"  # finish() ran: the slot and the conversation are given back
+
+
 class Turn:
-    """The state of one request and its reply."""
+    """The state of one request and its reply: a ``TurnState``, and the interruption
+    that ends it early (``interrupted``, with ``waiting`` telling whether that has a
+    wait to cancel). ``run()`` reads as its steps: ``_acquire`` (slot, conversation),
+    ``_open`` (transport and retry), ``ReplyReader.feed`` (bytes to messages),
+    ``_run_tools``, ``finish``.
+    """
 
     def __init__(
         self,
         config: Config,
         client: Callable[[], aiohttp.ClientSession],
         slot: Slot,
-        conversation: Conversation,
+        conversation: TurnLedger,
         options: TurnOptions,
     ) -> None:
         self.config = config
@@ -134,7 +149,10 @@ class Turn:
         # The reader tells the conversation of a new id once the turn holds it (see
         # _acquire); a callback into the Turn itself would make a reference cycle.
         self.reader = ReplyReader(
-            incremental=options.incremental, on_session_id=_ignore, model=config.model
+            incremental=options.incremental,
+            on_session_id=_ignore,
+            model=config.model,
+            max_event_size=config.max_event_size,
         )
         self.response: aiohttp.ClientResponse | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -142,8 +160,7 @@ class Turn:
         self.interrupted: Interruption | None = None
         self.waiting = False  # in an await that interrupt() may cancel
         self.cancelled: Interruption | None = None  # why interrupt() cancelled the task
-        self.done = False
-        self.holding = False
+        self.state = TurnState.NEW
         self.ticket: object = None
         self.timer: asyncio.TimerHandle | None = None
         self.started_at: dt.datetime | None = None
@@ -151,10 +168,17 @@ class Turn:
         # OpenTelemetry's view of the turn; None (every hook a None test) when it is off.
         self.observer: TurnObserver | None = None
         self.lost: StoreError | None = None  # why the store's lock was lost mid-turn
-        self.sent = False  # the request went out (the turn ran, whatever came back)
 
     # -- the one code path -------------------------------------------------------------
 
+    @overload
+    def run(
+        self, *, yield_malformed: Literal[False]
+    ) -> AsyncGenerator[Message, None]: ...  # what Session.stream() hands out
+    @overload
+    def run(
+        self, *, yield_malformed: Literal[True], yield_tools: bool = False
+    ) -> AsyncGenerator[Message | StreamError | ToolCall, None]: ...
     async def run(
         self, *, yield_malformed: bool, yield_tools: bool = False
     ) -> AsyncGenerator[Message | StreamError | ToolCall, None]:
@@ -177,57 +201,23 @@ class Turn:
                     if response is None:
                         pass  # aborted before an answer arrived
                     elif _media_type(response) == "text/event-stream":
-                        # The hot path: kept in this one generator, because every level of
-                        # async generator costs each message another resumption.
-                        # Older gateways send no blank line after a frame: implicit dispatch
-                        # ends each frame on its own lines, wherever the reads end.
-                        decoder = SSEDecoder(
-                            max_size=self.config.max_event_size, implicit_dispatch=True
-                        )
+                        # The hot path: one level of generator between the socket and the
+                        # caller (each level costs every message another resumption).
+                        reader.open_stream()
                         read = response.content.readany
-                        message = reader.message
-                        decode = _decode_json
+                        feed = reader.feed
                         while True:
                             chunk = await read()
-                            if chunk:
-                                events = decoder.feed(chunk)
-                            else:
-                                events = decoder.close(dispatch_incomplete=True)
-                            for sse in events:
+                            if self.interrupted:
+                                break
+                            for item in feed(chunk):
+                                if item.__class__ is not Message and not yield_malformed:
+                                    raise cast(StreamError, item)
+                                if observe is not None:
+                                    observe(item)
+                                yield item
                                 if self.interrupted:
-                                    break
-                                if sse.event == "result":
-                                    data = sse.data
-                                    try:
-                                        # raw_decode is json.loads without its wrapping,
-                                        # which costs a third as much again as the parse;
-                                        # anything it does not read whole takes the slow
-                                        # path below.
-                                        obj, end = decode(data)
-                                        output = obj["output"] if end == len(data) else None
-                                    except (ValueError, TypeError, KeyError, RecursionError):
-                                        output = None
-                                    if output.__class__ is dict:
-                                        try:
-                                            item: Message | StreamError = message(obj, output)
-                                        except _Malformed as exc:
-                                            item = reader.malformed(sse, exc)
-                                            if not yield_malformed:
-                                                raise item from None
-                                        if observe is not None:
-                                            observe(item)
-                                        yield item
-                                        if reader.finish_reason is not None:
-                                            break
-                                        continue
-                                for item in reader.irregular(sse):
-                                    if not yield_malformed and item.__class__ is not Message:
-                                        raise item  # type: ignore[misc]
-                                    if observe is not None:
-                                        observe(item)
-                                    yield item
-                                if reader.finish_reason is not None:
-                                    break
+                                    break  # decode no further
                             if not chunk or self.interrupted or reader.finish_reason is not None:
                                 break
                         if reader.finish_reason is not None and not self.interrupted:
@@ -313,6 +303,7 @@ class Turn:
                 observer.failed(exc)
             raise
         finally:
+            sent = self.state is TurnState.SENT
             pending = self.finish()
             if pending is not None:
                 try:
@@ -326,7 +317,7 @@ class Turn:
                             "recorded either: %s",
                             exc,
                         )
-                    elif not self.sent:  # aborted before its request went out
+                    elif not sent:  # aborted before its request went out
                         if exc.reply is None:
                             exc.reply = reader.reply(exc)
                         raise
@@ -394,11 +385,18 @@ class Turn:
             conversation_id=None,  # known at the end (a new conversation gets it then)
         )
 
+    def _advance(self, state: TurnState) -> bool:
+        """Move to ``state``; False (and no move) once the turn is done."""
+        if self.state is TurnState.DONE:
+            return False
+        self.state = state
+        return True
+
     def _enter(self) -> None:
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self.slot.check_open()
         refuse_inside_turn(self.slot, "send()/stream()")
-        _ACTIVE.set((*(turn for turn in _ACTIVE.get() if not turn.done), self))
+        _ACTIVE.set((*(turn for turn in _ACTIVE.get() if turn.state is not TurnState.DONE), self))
 
     async def _acquire(self) -> None:
         """Take the slot and the conversation, within the deadline."""
@@ -409,8 +407,12 @@ class Turn:
             self.timer = self.loop.call_later(deadline, self.interrupt, "deadline")
         self.waiting = True
         try:
+            self._advance(TurnState.QUEUED)
             await self.slot.lock.acquire()
-            self.holding = True
+            if not self._advance(TurnState.HOLDING):
+                # finish() ran while the slot was awaited (a stream dropped mid-wait):
+                # it took nothing back, so the lock is given back here.
+                self.slot.lock.release()
             self.slot.check_open()
             self.slot.active = self
             context = None
@@ -465,16 +467,8 @@ class Turn:
         dropped ``X-DashScope-SSE``) or something tyqw cannot read."""
         media_type = _media_type(response)
         if media_type == "application/json" or media_type.endswith("+json"):
-            # A non-streaming answer is one event: the same cap applies.
-            limit = self.config.max_event_size
-            body = await read_body(response.content, limit + 1)
-            if len(body) > limit:
-                raise EventTooLargeError(f"JSON answer larger than {limit} bytes", limit=limit)
-            obj = parse_json(body.decode("utf-8", "replace"))
-            if obj is _FAILED:
-                shown = excerpt(body)
-                raise StreamError(f"the answer is not valid JSON: {shown}", excerpt=shown)
-            return self.reader.json_answer(obj)
+            body = await read_body(response.content, self.config.max_event_size + 1)
+            return self.reader.json_answer(body)
         body = await read_body(response.content, 1024)
         content_type = response.headers.get("Content-Type", "")
         expected = "text/event-stream" if self.options.stream else "application/json"
@@ -518,7 +512,7 @@ class Turn:
             self.waiting = True
             if len(data) > _LARGE_BODY:
                 payload = io.BytesIO(data)
-            self.sent = True
+            self._advance(TurnState.SENT)
             try:
                 response = await http.post(
                     config.url,
@@ -604,12 +598,12 @@ class Turn:
 
     def abort(self) -> None:
         """``interrupt("abort")`` from any thread, at once."""
-        if self.loop is not None and not self.done:
+        if self.loop is not None and self.state is not TurnState.DONE:
             on_loop(self.loop, self.interrupt, "abort")
 
     def _lose(self, error: StoreError) -> None:
         """The store can no longer prove the conversation's lock is ours: stop now."""
-        if self.lost is None and not self.done:
+        if self.lost is None and self.state is not TurnState.DONE:
             self.lost = error
             if asyncio.current_task() is self.task:
                 # Told while taking the conversation: nothing to cancel, nothing is sent.
@@ -618,7 +612,7 @@ class Turn:
                 self.interrupt("lost")
 
     def interrupt(self, reason: Literal["abort", "deadline", "lost"]) -> None:
-        if self.interrupted or self.done or self.task is None:
+        if self.interrupted or self.state is TurnState.DONE or self.task is None:
             return
         self.interrupted = reason
         if self.response is not None:
@@ -654,13 +648,14 @@ class Turn:
             else:
                 response.close()
 
-    def finish(self) -> Awaitable[None] | None:
+    def finish(self) -> Coroutine[Any, Any, None] | None:
         """End the turn now: close the response, give the slot back. Idempotent and
         synchronous, so that a stream left early frees the Session at once; returns what
         is left to await when the conversation's store needs I/O."""
-        if self.done:
+        state = self.state
+        if state is TurnState.DONE:
             return None
-        self.done = True
+        self.state = TurnState.DONE
         if self.timer is not None:
             self.timer.cancel()
         observer = self.observer
@@ -688,9 +683,8 @@ class Turn:
             )
             self.ticket = None
             reader.on_session_id = _ignore
-        if not self.holding:
-            return pending
-        self.holding = False
+        if state is not TurnState.HOLDING and state is not TurnState.SENT:
+            return pending  # the slot's lock was never taken
         if pending is None:
             slot.lock.release()
             return None
@@ -711,7 +705,7 @@ def refuse_inside_turn(slot: Slot, what: str) -> None:
     """``RuntimeError`` if a turn of ``slot``'s Session runs in this task or its parent:
     ``what`` would wait for the conversation that turn holds, that is for itself."""
     for turn in _ACTIVE.get():
-        if turn.slot is slot and not turn.done:
+        if turn.slot is slot and turn.state is not TurnState.DONE:
             raise RuntimeError(
                 f"{what} called while a turn of the same Session runs in this "
                 "task or its parent (from a handler, a task a handler started, a stream "
@@ -719,19 +713,6 @@ def refuse_inside_turn(slot: Slot, what: str) -> None:
                 "itself. Close an unfinished stream with 'async with session.stream(...)' "
                 "or 'await stream.aclose()'"
             )
-
-
-def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:
-    """Call ``fn(*args)`` now when running on ``loop``, else as soon as ``loop`` can, from
-    any thread: ``call_soon_threadsafe`` wakes its selector whatever it waits for."""
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        fn(*args)
-    elif not loop.is_closed():
-        loop.call_soon_threadsafe(fn, *args)
 
 
 def _ignore(session_id: str) -> None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -326,8 +327,9 @@ class SSEDecoder:
         return self._interpret(lines, events)
 
     def flush(self) -> list[ServerSentEvent]:
-        """Dispatch the block being read now, as a blank line would, if it has data and
-        no line of it is still half-received; otherwise return ``[]``.
+        """Deprecated (tyqw reads no stream with it; it warns and goes in a later
+        release): dispatch the block being read now, as a blank line would, if it has
+        data and no line of it is still half-received; otherwise return ``[]``.
 
         Not part of the spec. What it dispatches depends on where the reads so far have
         ended: called after every ``feed()``, it can hand over half of an event whose data
@@ -338,10 +340,16 @@ class SSEDecoder:
 
         Example::
 
-            >>> decoder = SSEDecoder()
-            >>> decoder.feed(b"event:result\\ndata:{}\\n"), decoder.flush()
-            ([], [ServerSentEvent(event='result', data='{}', id='', retry=None, comment=None)])
+            >>> decoder = SSEDecoder(implicit_dispatch=True)   # use this instead
+            >>> decoder.feed(b"event:result\\ndata:{}\\n")
+            [ServerSentEvent(event='result', data='{}', id='', retry=None, comment=None)]
         """
+        warnings.warn(
+            "SSEDecoder.flush() is deprecated: what it dispatches depends on where reads "
+            "end; use SSEDecoder(implicit_dispatch=True)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         if self._closed or self._tail or self._block[1] is None:
             return []
         return self._interpret([""], [])

@@ -55,6 +55,10 @@ class BenchClient:
     sync: ClassVar[bool] = False
     # Scenarios this client is known not to handle; their failure is recorded, not an error.
     expected_failures: ClassVar[frozenset[str]] = frozenset()
+    # Set by the runner before ``open``: keep every stream's state in one folder (only
+    # clients that keep state, tyqw, care).
+    shared_state: bool = False
+    seed_history: int = 0  # exchanges already in each conversation's transcript (tyqw)
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import aiohttp
 from typing_extensions import assert_type
 
 import tyqw
@@ -101,3 +102,14 @@ async def models() -> None:
         async for message in session.stream("hi"):
             assert_type(message.reasoning, str)
         await session.send("hi", max_tokens="100")  # type: ignore[arg-type]
+
+
+async def settings(http: aiohttp.ClientSession) -> None:
+    keep: tyqw.SessionSettings = {"name": "alice", "read_timeout": 60.0, "history": 50}
+    async with Session("app", http_session=http, **keep) as session:
+        assert_type(session.name, str)
+    Session("app", read_timeout="60")  # type: ignore[arg-type]
+    Session("app", no_such_setting=1)  # type: ignore[call-arg]
+    with tyqw.SyncSession("app", max_retries=3, state_dir="state") as sync:
+        assert_type(sync.name, str)
+    tyqw.SyncSession("app", http_session=http)  # type: ignore[call-arg]

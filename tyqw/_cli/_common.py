@@ -377,8 +377,17 @@ def _unused_connection_flags(args: argparse.Namespace) -> list[str]:
 
 @contextlib.contextmanager
 def event_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    # One loop for the whole command: the Session and the simulator live on it across
-    # turns, and the REPL reads input between run_until_complete() calls.
+    """The command's own loop, on the main thread, driven with ``run_until_complete()``.
+
+    Why not ``SyncSession`` and its loop thread (``tyqw._loop_thread``): that thread is
+    for code that cannot own a loop. A command owns the process, so its loop runs on the
+    main thread, where Ctrl-C arrives: ``ctrl_c_aborts`` hooks SIGINT into the loop
+    itself (``add_signal_handler``) instead of catching ``KeyboardInterrupt`` in one
+    thread and handing it to another. One loop also holds the Session, its store and the
+    in-process simulator across a REPL's turns, reading input between
+    ``run_until_complete()`` calls; the turns themselves are ``Session.send()`` /
+    ``stream()``, the same code ``SyncSession`` drives.
+    """
     loop = asyncio.new_event_loop()
     try:
         yield loop
@@ -408,6 +417,8 @@ def ctrl_c_aborts(loop: asyncio.AbstractEventLoop, session: Session) -> Iterator
     try:
         loop.add_signal_handler(signal.SIGINT, on_sigint)
     except NotImplementedError:  # Windows: a plain handler that hands over to the loop
+        # Always a hand-over, never on_loop(): the handler interrupts the loop's own
+        # thread mid-step, where running abort() at once could find it half-changed.
         previous = signal.signal(
             signal.SIGINT, lambda signum, frame: loop.call_soon_threadsafe(on_sigint)
         )

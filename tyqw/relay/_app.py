@@ -46,7 +46,6 @@ from ._auth import (
     parse_origins,
     same_origin,
 )
-from ._conversations import CONVERSATION_ID, Conversations, NotCurrent, StoreChoice
 from ._gone import Writing, hang_up, read_within, unless_gone
 from ._openai import OpenAI
 from ._page import Page
@@ -55,6 +54,7 @@ from ._request import Refused, TurnRequest, invalid, parse_generation, parse_tur
 from ._responses import json_response, refusal, start_sse, upstream_error
 from ._trace import TraceUser, note_user, tracing
 from ._uistream import UIStream
+from ._users import CONVERSATION_ID, NotCurrent, UserSessions, store_location
 
 __all__ = ["create_app"]
 
@@ -191,7 +191,7 @@ def create_app(
         raise ValueError("max_prompt must be a number of characters >= 1")
     body_timeout = check_seconds("body_timeout", body_timeout)
     send_timeout = check_seconds("send_timeout", send_timeout)
-    choice = StoreChoice.parse(store)
+    where = store_location(store)
     extra = dict(session_options or {})
     unknown = sorted(set(extra) - _SESSION_OPTIONS)
     if unknown:
@@ -202,18 +202,18 @@ def create_app(
         raise ValueError(f"turn_options does not take {unknown[0]!r}")
     options = {"api_key": api_key, "base_url": base_url, "workspace": workspace, **extra}
 
-    conversations = Conversations(choice, options)
+    sessions = UserSessions(where, options)
     for app_id in ids:
-        conversations.check(app_id)  # a bad id, key or base_url fails here, not per turn
+        sessions.check(app_id)  # a bad id, key or base_url fails here, not per turn
     for model in served_models:
-        conversations.check_model(model)
+        sessions.check_model(model)
     named = _aliases(aliases, ids, served_models)
     relay = _Relay(
         app_ids=ids,
         authenticate=authenticate,
         cors=origins,
         rate=rate,
-        conversations=conversations,
+        sessions=sessions,
         max_prompt=max_prompt,
         biz_params=frozenset(biz_params),
         turn_options=fixed,
@@ -260,7 +260,7 @@ class _Relay:
         authenticate: Authenticate | None,
         cors: frozenset[str],
         rate: int | None,
-        conversations: Conversations,
+        sessions: UserSessions,
         max_prompt: int,
         biz_params: frozenset[str],
         turn_options: dict[str, Any],
@@ -280,7 +280,7 @@ class _Relay:
         self.authenticate = authenticate
         self.cors = cors
         self.rate = rate
-        self.conversations = conversations
+        self.sessions = sessions
         self.max_prompt = max_prompt
         self.biz_params = biz_params
         self.turn_options = turn_options
@@ -295,17 +295,17 @@ class _Relay:
         self.chat_page = Page.load()
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
-        await self.conversations.start()
+        await self.sessions.start()
         if self.rate is not None:
-            choice = self.conversations.choice
-            if choice.kind == "redis":  # one limit for every relay worker on this Redis
-                self.limit = RedisRateLimit(choice.location, self.rate)
+            location = self.sessions.location
+            if location is not None and location.kind == "redis":  # one limit for every worker
+                self.limit = RedisRateLimit(location.target, self.rate)
             else:
                 self.limit = MemoryRateLimit(self.rate)
         try:
             yield
         finally:
-            await self.conversations.aclose()
+            await self.sessions.aclose()
             if self.limit is not None:
                 await self.limit.aclose()
 
@@ -334,7 +334,7 @@ class _Relay:
             return answer
         # No session_id: a new conversation, as on the service. Any other id than the
         # user's current one is refused by the turn itself, under the store's lock.
-        async with self.conversations.use(app_id, user, turn.session_id, conversation) as session:
+        async with self.sessions.use(app_id, user, turn.session_id, conversation) as session:
             stream = session.stream(turn.prompt, **self._options(turn, sse))
             writing = Writing()
             if sse:
@@ -365,7 +365,7 @@ class _Relay:
             )
         except Refused as refused:
             return refusal(refused, request_id, sse, cors)
-        stream = self.conversations.forwarder()._forward(body, stream=sse)
+        stream = self.sessions.forwarder()._forward(body, stream=sse)
         writing = Writing()
         if sse:
             work = self._sse(request, stream, cors, request_id, writing)
@@ -405,7 +405,7 @@ class _Relay:
         cors = self._cors(request)
         try:
             app_id, user = await self._own(request)
-            listed = await self.conversations.listed(app_id, user)
+            listed = await self.sessions.listed(app_id, user)
         except Refused as refused:
             return refusal(refused, request_id, False, cors)
         except TyqwError as exc:
@@ -421,7 +421,7 @@ class _Relay:
             app_id, user = await self._own(request)
             conversation = _conversation(request.match_info["conversation"])
             assert conversation is not None
-            found = await self.conversations.read(app_id, user, conversation)
+            found = await self.sessions.read(app_id, user, conversation)
             if found is None:
                 raise Refused(404, "NotFound", "You have no conversation with that id.")
         except Refused as refused:
@@ -445,7 +445,7 @@ class _Relay:
             app_id, user = await self._own(request)
             conversation = _conversation(request.match_info["conversation"])
             assert conversation is not None
-            await self.conversations.forget(app_id, user, conversation)
+            await self.sessions.forget(app_id, user, conversation)
         except Refused as refused:
             return refusal(refused, request_id, False, cors)
         except TyqwError as exc:
@@ -462,7 +462,7 @@ class _Relay:
         except Refused as refused:
             return refusal(refused, request_id, False, cors)
         try:
-            session_id, exchanges = await self.conversations.current(app_id, user)
+            session_id, exchanges = await self.sessions.current(app_id, user)
         except TyqwError as exc:
             status, error = upstream_error(exc, request_id)
             return json_response(status, error, cors, request_id)

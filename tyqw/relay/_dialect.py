@@ -2,7 +2,7 @@
 continues, and a turn's messages as the parts a chat client shows.
 
 The OpenAI Chat Completions endpoint and the AI SDK UI stream differ only in their wire
-shapes. Both run their turn through the relay's own path (``Conversations.use()`` and
+shapes. Both run their turn through the relay's own path (``UserSessions.use()`` and
 ``Session.stream()``, bounded by the client's connection) and read it with ``Reading``.
 
 The conversation behind a stateless client. A chat client resends the whole history on
@@ -42,14 +42,14 @@ from typing import Any, Literal, Protocol
 from aiohttp import web
 
 from .. import TyqwError
-from .._events import TurnEvents
+from .._events import Announced
 from .._json import json_problem
 from .._models import Citation, Message, Reply, Thought, WorkflowEvent, plain_markers
 from ..stores import Store
-from ._conversations import CONVERSATION_ID, Conversations, session_name
 from ._gone import read_within
 from ._request import invalid
 from ._trace import note_user
+from ._users import CONVERSATION_ID, UserSessions, session_name
 
 __all__ = [
     "LIFETIME",
@@ -91,7 +91,7 @@ class Host(Protocol):
     models: tuple[str, ...]
     aliases: dict[str, str]  # alias -> a served app id or model
     max_messages: int
-    conversations: Conversations
+    sessions: UserSessions
     turn_options: dict[str, Any]
     max_prompt: int
     cors: frozenset[str]
@@ -319,7 +319,7 @@ class Reading:
     __slots__ = ("_events", "_held", "shown")
 
     def __init__(self) -> None:
-        self._events = TurnEvents()
+        self._events = Announced()
         self._held = ""
         self.shown: list[str] = []  # the text given out so far
 

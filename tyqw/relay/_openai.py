@@ -32,7 +32,6 @@ from .. import MessageStream, TyqwError
 from .._models import Reply
 from .._protocol import tool_call_fragments
 from .._wire import dumps
-from ._conversations import NotCurrent
 from ._dialect import (
     ChatTurn,
     Host,
@@ -53,6 +52,7 @@ from ._dialect import (
 from ._gone import Writing, hang_up, unless_gone
 from ._request import GEN_PARAMETERS, Refused, invalid, parse_generation
 from ._responses import upstream_error
+from ._users import NotCurrent
 
 __all__ = ["CONVERSATION_HEADER", "OpenAI"]
 
@@ -395,19 +395,17 @@ class OpenAI:
         if generation is not None:
             spoken = _ModelAnswer(model, request_id, include_usage, cors)
             # The native generation endpoint's path: one forwarded request.
-            upstream = host.conversations.forwarder()._forward(generation, stream=True)
+            upstream = host.sessions.forwarder()._forward(generation, stream=True)
             work = spoken.stream(request, upstream) if stream else spoken.whole(upstream)
             return await unless_gone(request, work, spoken.writing, host.send_timeout)
-        store = host.conversations.store
+        store = host.sessions.store
         try:
             how = await plan(store, turn)
         except TyqwError as exc:
             status, error = upstream_error(exc, request_id)
             return _refusal(Refused(status, error["code"], error["message"]), request_id, cors)
         reply = _Answer(turn, how, model, request_id, include_usage, _named(cors, how.key))
-        async with host.conversations.use(
-            turn.app_id, turn.user, how.session_id, how.key
-        ) as session:
+        async with host.sessions.use(turn.app_id, turn.user, how.session_id, how.key) as session:
             upstream = session.stream(turn.prompt, **turn_options(host, how))
             if stream:
                 work = reply.stream(request, upstream, store)

@@ -24,7 +24,6 @@ from aiohttp import web
 
 from .. import MessageStream, TyqwError
 from .._wire import dumps
-from ._conversations import NotCurrent
 from ._dialect import (
     ChatTurn,
     Host,
@@ -45,6 +44,7 @@ from ._dialect import (
 from ._gone import Writing, hang_up, unless_gone
 from ._request import Refused, invalid
 from ._responses import upstream_error
+from ._users import NotCurrent
 
 __all__ = ["UIStream"]
 
@@ -151,7 +151,7 @@ class UIStream:
             name = await user(host, request)
             await host._spend(name)
             turn = parse(await read_json(host, request), name, host)
-            store = host.conversations.store
+            store = host.sessions.store
             try:
                 how = await plan(store, turn)
             except TyqwError as exc:
@@ -161,9 +161,7 @@ class UIStream:
             refusing = _refusal(refused, request_id, cors)
             return await hang_up(request, refusing) if refused.status == 408 else refusing
         answer = _Answer(turn, how, request_id, cors)
-        async with host.conversations.use(
-            turn.app_id, turn.user, how.session_id, how.key
-        ) as session:
+        async with host.sessions.use(turn.app_id, turn.user, how.session_id, how.key) as session:
             upstream = session.stream(turn.prompt, **turn_options(host, how))
             work = answer.stream(request, upstream, store)
             return await unless_gone(request, work, answer.writing, host.send_timeout)

@@ -19,19 +19,9 @@ Example::
 """
 
 import typing as _typing
+import warnings as _warnings
 
-from .._exceptions import StoreError
-from ._base import (
-    LocalStore,
-    Store,
-    TranscriptStore,
-    TurnLock,
-    TurnStore,
-    begin_turn,
-    end_turn,
-    forget,
-    read_history,
-)
+from ._base import LocalStore, Store, TranscriptStore, TurnStore, forget, read_history
 from ._file import FileStore
 from ._location import StoreLocation
 from ._memory import MemoryStore
@@ -45,19 +35,38 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "Store",
-    "StoreError",
     "StoreLocation",
     "TranscriptStore",
-    "TurnLock",
     "TurnStore",
-    "begin_turn",
-    "end_turn",
     "forget",
     "read_history",
 ]
 
 
+# Public in 0.1 / 0.2, no part of the contract now: importable, with a warning. The turn
+# lock is how a Session takes its conversation; StoreError is ``tyqw.StoreError``.
+_DEPRECATED = {
+    "StoreError": "tyqw.StoreError",
+    "TurnLock": "a Session, which takes the conversation's lock itself",
+    "begin_turn": "a Session, which takes the conversation's lock itself",
+    "end_turn": "a Session, which takes the conversation's lock itself",
+}
+
+
 def __getattr__(name: str) -> _typing.Any:
+    if name in _DEPRECATED:
+        _warnings.warn(
+            f"tyqw.stores.{name} is deprecated; use {_DEPRECATED[name]}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if name == "StoreError":
+            from .._exceptions import StoreError
+
+            return StoreError
+        from . import _base
+
+        return getattr(_base, name)
     if name == "RedisStore":
         try:
             from ._redis import RedisStore

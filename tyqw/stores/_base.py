@@ -431,6 +431,17 @@ async def read_history(store: Store, app_id: str, name: str) -> list[Exchange]:
         for exchange in await tyqw.stores.read_history(store, "YOUR_APP_ID", user_id):
             print(exchange.prompt, "->", exchange.reply.text)
     """
+    exchanges = []
+    for entry in await transcript_entries(store, app_id, name):
+        exchange = _exchange(entry, name)
+        if exchange is not None:
+            exchanges.append(exchange)
+    return exchanges
+
+
+async def transcript_entries(store: Store, app_id: str, name: str) -> list[dict[str, Any]]:
+    """The stored entries of the transcript, oldest first, not decoded yet; errors as
+    ``read_history()``'s."""
     if not has_transcript_methods(store):
         raise StoreError(
             f"{type(store).__name__} keeps no transcripts: a store keeps them "
@@ -438,18 +449,35 @@ async def read_history(store: Store, app_id: str, name: str) -> list[Exchange]:
             "delete_transcript() (see tyqw.stores.TranscriptStore)"
         )
     try:
-        entries = await cast("TranscriptStore", store).read_transcript(app_id, name)
+        return await cast("TranscriptStore", store).read_transcript(app_id, name)
     except TyqwError:
         raise
     except Exception as exc:
         raise _store_error(store, "read the transcript", exc) from exc
-    exchanges = []
-    for entry in entries:
-        try:
-            exchanges.append(Exchange.from_dict(entry))
-        except ValueError as exc:
-            logger.warning("tyqw: skipping an unreadable exchange of %r: %s", name, exc)
-    return exchanges
+
+
+def recent_replied(entries: list[dict[str, Any]], name: str, count: int) -> list[Exchange]:
+    """The ``count`` most recent exchanges of ``entries`` that got reply text, oldest
+    first. Only those are decoded: a conversation the service forgot resends a few of
+    a transcript that holds up to hundreds, and decoding them all cost more than the
+    turn."""
+    picked: list[Exchange] = []
+    for entry in reversed(entries):
+        if len(picked) >= count:
+            break
+        exchange = _exchange(entry, name)
+        if exchange is not None and exchange.reply.text:
+            picked.append(exchange)
+    picked.reverse()
+    return picked
+
+
+def _exchange(entry: dict[str, Any], name: str) -> Exchange | None:
+    try:
+        return Exchange.from_dict(entry)
+    except ValueError as exc:
+        logger.warning("tyqw: skipping an unreadable exchange of %r: %s", name, exc)
+        return None
 
 
 async def forget(store: Store, app_id: str, name: str) -> None:

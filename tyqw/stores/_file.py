@@ -44,7 +44,7 @@ from ._keyed import KeyedLocks
 from ._oslock import lock_file, unlock_file
 from ._record import MAX_RECORD, conversation_key, copy_record, decode, encode
 
-__all__ = ["FileStore", "default_state_dir"]
+__all__ = ["FileStore", "default_state_dir", "stored_files"]
 
 logger = logging.getLogger("tyqw")
 
@@ -481,6 +481,12 @@ class FileStore(LocalStoreMethods):
             self.directory,
             exc.strerror or exc,
         )
+
+
+def stored_files(store: FileStore) -> list[tuple[str, str, dict[str, Any], Path]]:
+    """Every conversation file of ``store``: app id, name, record and path, read now (for
+    ``stored_conversations()``, in this package; a damaged file is logged and skipped)."""
+    return store._scan_list(store._paths(), None)
 
 
 def _damaged(path: Path, why: str) -> None:

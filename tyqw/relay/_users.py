@@ -1,4 +1,4 @@
-"""The relay's conversations: one ``Session`` per ``(app_id, user)``, all on one store.
+"""The relay's users: one ``Session`` per ``(app_id, user)``, all on one store.
 
 Every Session shares one ``aiohttp.ClientSession`` (one connection pool to the
 service), so a relay with thousands of users holds a few kept-alive connections, not
@@ -32,14 +32,12 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 
 from .. import Exchange, Session, TyqwError
 from ..stores import (
-    FileStore,
     LocalStore,
     MemoryStore,
     Store,
@@ -53,10 +51,10 @@ from ..stores._base import has_transcript_methods
 __all__ = [
     "CONVERSATION_ID",
     "MAX_SESSIONS",
-    "Conversations",
     "NotCurrent",
-    "StoreChoice",
+    "UserSessions",
     "session_name",
+    "store_location",
 ]
 
 logger = logging.getLogger("tyqw.relay")
@@ -79,57 +77,39 @@ class NotCurrent(TyqwError):
     """The request's ``session_id`` is not the user's current conversation."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoreChoice:
-    """Where conversations live: ``memory``, a ``folder``, ``redis`` (a URL), or a
-    ``given`` store, which the relay uses and never closes."""
+def store_location(store: Store | str | os.PathLike[str] | None) -> Store | StoreLocation:
+    """The store the relay is given (which it uses and never closes), or the location of
+    the one it makes and closes.
 
-    kind: Literal["memory", "folder", "redis", "given"]
-    location: str = ""
-    given: Store | None = None
-
-    @classmethod
-    def parse(cls, store: Store | str | os.PathLike[str] | None) -> StoreChoice:
-        """``None``: memory; text or a path: read by ``tyqw.stores.StoreLocation``, as
-        ``tyqw serve --store`` and the other commands read theirs; a
-        ``tyqw.stores.Store``: that store."""
-        if store is None:
-            return cls("memory")
-        if isinstance(store, (str, os.PathLike)):
-            location = StoreLocation.parse(store, memory=True)
-            return cls(location.kind, location.target)
-        if isinstance(store, Store):
-            return cls("given", given=store)
-        raise TypeError(
-            "store must be a tyqw.stores.Store, 'memory', a folder path or a redis:// URL, "
-            f"not {type(store).__name__}"
-        )
-
-    def open(self) -> Store:
-        """The store itself: made now (which connects to nothing yet), unless given."""
-        if self.given is not None:
-            return self.given
-        if self.kind == "redis":
-            from ..stores import RedisStore
-
-            return RedisStore.from_url(self.location)
-        if self.kind == "folder":
-            return FileStore(self.location)
-        return MemoryStore()
+    ``None``: memory; text or a path: read by ``tyqw.stores.StoreLocation``, as ``tyqw
+    serve --store`` and the other commands read theirs; a ``tyqw.stores.Store``: that
+    store.
+    """
+    if isinstance(store, Store):
+        return store
+    if store is None:
+        return StoreLocation("memory")
+    if isinstance(store, (str, os.PathLike)):
+        return StoreLocation.parse(store, memory=True)
+    raise TypeError(
+        "store must be a tyqw.stores.Store, 'memory', a folder path or a redis:// URL, "
+        f"not {type(store).__name__}"
+    )
 
 
-class Conversations:
-    """Sessions by ``(app_id, user)``; ``async with conversations.use(app, user, id)``."""
+class UserSessions:
+    """Sessions by ``(app_id, user)``; ``async with sessions.use(app, user, id)``."""
 
-    def __init__(self, choice: StoreChoice, session_options: dict[str, Any]) -> None:
-        self.choice = choice
+    def __init__(self, store: Store | StoreLocation, session_options: dict[str, Any]) -> None:
+        # None: the caller's store, which is never closed here.
+        self.location = store if isinstance(store, StoreLocation) else None
         self._options = session_options
         self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
         self._busy: dict[tuple[str, str], int] = {}
         self._http: aiohttp.ClientSession | None = None
         self._forwarder: Session | None = None
         # Made here, so that a URL the store refuses fails create_app(), not the start.
-        self._store: Store | None = choice.open()  # closed here if made here
+        self._store: Store | None = store.open() if isinstance(store, StoreLocation) else store
         self._checked = current_only(self._store)  # what the Sessions use: it checks ids
 
     @property
@@ -176,7 +156,7 @@ class Conversations:
         if self._http is not None:
             await self._http.close()
             self._http = None
-        if self._store is not None and self.choice.given is None:
+        if self._store is not None and self.location is not None:
             await self._store.aclose()
         self._store = None
 

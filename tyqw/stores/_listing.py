@@ -1,7 +1,8 @@
-"""Conversations on disk as the public API lists them: ``stored_conversations()``.
+"""Conversations on disk as the public API lists them: ``tyqw.stored_conversations()``.
 
-``FileStore`` (in ``tyqw.stores``) does the work; ``ConversationStore`` binds one to a
-single ``(app_id, name)`` for a Session that keeps the id itself.
+``FileStore`` does the reading (``stored_files``); this module turns what it finds into
+``StoredConversation`` values, newest first, for the ``tyqw conversations`` command and
+for users cleaning up a state folder.
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .stores._file import _TRANSCRIPT_SUFFIX, FileStore, default_state_dir
+from ._file import _TRANSCRIPT_SUFFIX, FileStore, stored_files
 
-__all__ = ["ConversationStore", "StoredConversation", "default_state_dir", "stored_conversations"]
+__all__ = ["StoredConversation", "stored_conversations"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,36 +63,7 @@ def stored_conversations(
             last_used=dt.datetime.fromtimestamp(record["updated_at"], dt.timezone.utc),
             path=path,
         )
-        for app_id, name, record, path in store._scan(store._paths())
+        for app_id, name, record, path in stored_files(store)
     ]
     found.sort(key=lambda c: c.last_used, reverse=True)
     return found
-
-
-class ConversationStore:
-    """The stored id of one conversation, in a ``FileStore``."""
-
-    def __init__(self, directory: Path, app_id: str, name: str) -> None:
-        self.directory = directory
-        self.app_id = app_id
-        self.name = name
-        self.files = FileStore(directory)
-        self.path = self.files.path(app_id, name)
-
-    def load(self) -> str | None:
-        record = self.files.get_now(self.app_id, self.name)
-        return None if record is None else str(record["session_id"])
-
-    def save(self, session_id: str) -> None:
-        """Replace the stored id: readers see the old file or the new one, never a mix."""
-        self.files.set_now(
-            self.app_id, self.name, {"session_id": session_id, "updated_at": time.time()}
-        )
-
-    def delete(self) -> None:
-        self.files.delete_now(self.app_id, self.name)
-
-    def touch(self) -> None:
-        """Record that the conversation was used now (its file's modification time)."""
-        with contextlib.suppress(OSError):
-            os.utime(self.path)

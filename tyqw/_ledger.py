@@ -1,5 +1,9 @@
-"""A Session's conversation: Bailian's ``session_id`` and the tokens used since it began,
-kept in a store, read and written under the store's lock at every turn.
+"""A Session's ledger of its conversation: Bailian's ``session_id`` and the tokens used
+since it began, kept in a store, read and written under the store's lock at every turn.
+
+(Names: the *conversation* is the dialogue the service knows by its ``session_id``; the
+*record* is what a store keeps of it; the ``Ledger`` is this object, the Session's
+bookkeeping of both.)
 
 With a local store (the default ``FileStore``, ``MemoryStore``) the id is read when the
 Session is made, and ``session_id = ...`` / ``clear()`` reach the store before they
@@ -41,25 +45,30 @@ from ._exceptions import StoreError, TyqwError
 from ._history import Exchange, Expiry, context_messages
 from ._models import TokenUsage
 from ._options import is_session_id
-from .stores import Store, TurnLock, begin_turn, end_turn
+from .stores import Store
 from .stores._base import (
     KEEP,
     TranscriptStore,
+    TurnLock,
     _Keep,
     _store_error,
+    begin_turn,
+    end_turn,
     forget,
     has_transcript_methods,
     has_turn_methods,
     is_local,
     read_history,
     read_now,
+    recent_replied,
+    transcript_entries,
     write_now,
 )
 from .stores._record import record_problem
 
 logger = logging.getLogger("tyqw")
 
-__all__ = ["USAGE_WRITE_INTERVAL", "Conversation"]
+__all__ = ["USAGE_WRITE_INTERVAL", "Ledger"]
 
 USAGE_WRITE_INTERVAL = 10.0
 
@@ -80,7 +89,7 @@ class _Ticket:
         self.resent = resent  # exchanges sent as messages in place of a dead id
 
 
-class Conversation:
+class Ledger:
     """The conversation a Session continues, as its turns and its store see it."""
 
     def __init__(
@@ -246,8 +255,10 @@ class Conversation:
     async def _context(self) -> list[dict[str, str]]:
         """The most recent exchanges of the transcript as ``input.messages``."""
         assert self.expiry is not None
-        exchanges = [e for e in await self.history() if e.reply.text]
-        return context_messages(exchanges[-self.expiry.resend :])
+        if self.transcript_ended:
+            return []  # cleared here; the store hears of it at the next turn
+        entries = await transcript_entries(self.store, self.app_id, self.name)
+        return context_messages(recent_replied(entries, self.name, self.expiry.resend))
 
     def seen(self, ticket: object, session_id: str) -> None:
         assert isinstance(ticket, _Ticket)
