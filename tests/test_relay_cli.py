@@ -142,6 +142,8 @@ def test_serve_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
         pytest.param(["--tokens", "short.txt"], "at least 16 characters", id="short-token"),
         pytest.param(["--cors", "*"], "cors origin '*'", id="cors-star"),
         pytest.param(["--prefix", "tyqw"], "--prefix must start with '/'", id="prefix"),
+        pytest.param(["--alias", "gpt-4o"], "NAME=TARGET", id="alias-form"),
+        pytest.param(["--alias", "gpt-4o=qwen-max"], "does not serve", id="alias-of-nothing"),
     ],
 )
 def test_serve_reports_a_bad_configuration_in_one_line(
@@ -249,6 +251,27 @@ async def test_serve_model_relays_the_generation_endpoint(
     assert told.json["output"]["text"].startswith("Your name is Ada.")
     assert other.status == 404
     assert "  models: qwen-plus" in served.stdout_lines
+
+
+async def test_serve_model_and_alias_speak_openai(serve: object) -> None:
+    """tyqw serve --model qwen-plus --alias gpt-4o=qwen-plus: openai-python lists the app,
+    the model and the alias, and chats with the model by its alias, the history resent."""
+    served: Served = await serve(  # type: ignore[operator]
+        "--delay", "0", "--model", "qwen-plus", "--alias", "gpt-4o=qwen-plus"
+    )
+    async with openai.AsyncOpenAI(
+        base_url=f"{served.root}/v1", api_key="local", max_retries=0, timeout=BOUND
+    ) as api:
+        listed = [m.id async for m in api.models.list()]
+        history: list[Any] = [
+            {"role": "user", "content": "my name is Ada"},
+            {"role": "assistant", "content": "Nice to meet you"},
+            {"role": "user", "content": "what's my name?"},
+        ]
+        answer = await api.chat.completions.create(model="gpt-4o", messages=history)
+    await served.stop()
+    assert listed[1:] == ["qwen-plus", "gpt-4o"]
+    assert (answer.choices[0].message.content or "").startswith("Your name is Ada.")
 
 
 async def stalled_head(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -33,7 +33,7 @@ async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
 
 
 async def run_dialects(
-    relay: Relay, kind: str, prompts: list[str], token: str = ALICE
+    relay: Relay, kind: str, prompts: list[str], token: str = ALICE, model: str | None = None
 ) -> list[dict[str, Any]]:
     node = need_binary("node", "no node: install Node.js 20 (Debian: apt-get install nodejs)")
     for package in ("openai", "ai"):
@@ -42,7 +42,7 @@ async def run_dialects(
     scenario = {
         "base": relay.root,
         "token": token,
-        "model": relay.app_ids[0],
+        "model": model or relay.app_ids[0],
         "kind": kind,
         "prompts": prompts,
     }
@@ -76,6 +76,25 @@ async def test_openai_npm_package_chats_and_the_app_remembers(
     assert second["text"] == "Your name is Ada. You told me earlier in this conversation."
     assert second["usage"]["completion_tokens"] == len(second["text"])
     assert sim.requests[-1].body["input"]["session_id"] == sim.requests[-2].session_id
+
+
+async def test_openai_npm_package_streams_a_model_with_its_history(
+    sim: BailianSimulator,
+) -> None:
+    """openai-node lists the served model and its alias, and streams two turns from a
+    model through the alias: the second answered from the history the client resent."""
+    async with Relay(sim, models=["qwen-plus"], aliases={"gpt-4o": "qwen-plus"}) as relay:
+        lines = await run_dialects(
+            relay, "openai", ["my name is Ada", "what's my name?"], model="gpt-4o"
+        )
+    assert lines[0] == {"models": [relay.app_ids[0], "qwen-plus", "gpt-4o"]}
+    first, second = lines[1:]
+    assert first["role"] == "assistant" and first["finish"] == "stop"
+    assert second["text"] == "Your name is Ada. You told me earlier in this conversation."
+    assert second["usage"]["completion_tokens"] == len(second["text"])
+    sent = sim.requests[-1].body
+    assert sent["model"] == "qwen-plus"
+    assert [m["role"] for m in sent["input"]["messages"]] == ["user", "assistant", "user"]
 
 
 async def test_openai_npm_package_raises_its_own_error(

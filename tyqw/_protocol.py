@@ -38,7 +38,14 @@ from ._models import Message, Reply, TokenUsage, ToolCall, _Text, new_message
 from ._options import is_session_id
 from .sse import ServerSentEvent, SSEDecoder
 
-__all__ = ["ReplyReader", "error_from_body", "error_from_frame", "is_final", "parse_json"]
+__all__ = [
+    "ReplyReader",
+    "error_from_body",
+    "error_from_frame",
+    "is_final",
+    "parse_json",
+    "tool_call_fragments",
+]
 
 logger = logging.getLogger("tyqw")
 
@@ -283,7 +290,7 @@ class ReplyReader:
         if reasoning.__class__ is not str:
             reasoning = _text_of(reasoning, "reasoning_content")
         tool_calls = message.get("tool_calls")
-        fragments = () if tool_calls is None else _fragments(tool_calls)
+        fragments = () if tool_calls is None else tool_call_fragments(tool_calls)
         finish = choice.get("finish_reason")
         if finish is None:
             finish = output.get("finish_reason")  # qwen-mt puts it beside the choices
@@ -477,8 +484,9 @@ def _text_of(value: Any, name: str) -> str:
     raise _Malformed(f"message.{name} is {_type(value)}, not a string or a list of parts")
 
 
-def _fragments(value: Any) -> list[tuple[int, str, str, str]]:
-    """The ``tool_calls`` fragments of one event: ``(index, id, name, arguments)``."""
+def tool_call_fragments(value: Any) -> list[tuple[int, str, str, str]]:
+    """The ``tool_calls`` fragments of one event: ``(index, id, name, arguments)``
+    (the relay passes a model's on to OpenAI clients as they come)."""
     if value is None:
         return []
     if value.__class__ is not list:

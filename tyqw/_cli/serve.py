@@ -84,6 +84,16 @@ def add_parser(commands: Any) -> None:
         "client keeping the history (repeat for more: an allow-list)",
     )
     serve.add_argument(
+        "--alias",
+        dest="aliases",
+        metavar="NAME=TARGET",
+        type=_alias,
+        action="append",
+        default=[],
+        help="another name for a served app id or model, listed by /v1/models and "
+        "taken by OpenAI clients, like gpt-4o=YOUR_APP_ID (repeat for more)",
+    )
+    serve.add_argument(
         "--store",
         metavar="URL",
         help="where each user's conversation lives: memory (the default unless TYQW_STORE "
@@ -186,6 +196,16 @@ def rate(value: str) -> int:
     return int(match.group(1))
 
 
+def _alias(value: str) -> tuple[str, str]:
+    """``--alias NAME=TARGET``."""
+    name, equals, target = value.partition("=")
+    if not equals or not name.strip() or not target.strip():
+        raise argparse.ArgumentTypeError(
+            f"must be NAME=TARGET (like gpt-4o=APP_ID), not {value!r}"
+        )
+    return name.strip(), target.strip()
+
+
 def _store(args: argparse.Namespace) -> str | Path:
     """``--store``, else ``TYQW_STORE``, else memory, read as every command reads them
     (a mistake is a usage error naming its source); what ``create_app`` takes."""
@@ -237,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
                 cors=args.cors,
                 rate=args.rate,
                 models=args.models,
+                aliases=dict(args.aliases),
                 trace_user=args.trace_user,
                 body_timeout=args.body_timeout,
                 send_timeout=args.send_timeout,
@@ -298,6 +319,8 @@ def _serve(
         if app_ids:
             print(f"  OpenAI clients: base URL {base}/v1; AI SDK useChat: POST {base}/api/chat")
             print(f"  apps: {', '.join(app_ids)}")
+        else:
+            print(f"  OpenAI clients: base URL {base}/v1")
         if models:
             print(f"  API: POST {base}/api/v1/services/aigc/text-generation/generation")
             print(f"  models: {', '.join(models)}")

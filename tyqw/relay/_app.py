@@ -98,6 +98,7 @@ def create_app(
     trace_user: TraceUser = None,
     models: Iterable[str] = (),
     max_messages: int = 100,
+    aliases: Mapping[str, str] | None = None,
 ) -> web.Application:
     """A relay that lets browsers and SDKs chat with Bailian apps without the key.
 
@@ -140,7 +141,11 @@ def create_app(
       ``POST /api/v1/services/aigc/text-generation/generation``, the client's body sent
       on as it is once checked: a model of this list, 1 to ``max_messages`` messages of
       at most ``max_prompt`` characters each, and only the generation parameters a
-      chat needs. The client keeps the history there, as with the service.
+      chat needs. The client keeps the history there, as with the service. OpenAI
+      clients reach them at ``/v1/chat/completions`` too (docs/openai.md).
+    - ``aliases``: other names for a served app id or model, ``{"gpt-4o": "APP_ID"}``,
+      for clients that offer a fixed list of model names: ``GET /v1/models`` lists them
+      and ``/v1/chat/completions`` and ``/api/chat`` take them.
     - Clients that stall: a request body not received within ``body_timeout`` seconds
       (default 30) is answered 408 ``RequestTimeOut`` and its connection closed; a
       client that reads nothing of a streamed answer for ``send_timeout`` seconds
@@ -202,6 +207,7 @@ def create_app(
         sessions.check(app_id)  # a bad id, key or base_url fails here, not per turn
     for model in served_models:
         sessions.check_model(model)
+    named = _aliases(aliases, ids, served_models)
     relay = _Relay(
         app_ids=ids,
         authenticate=authenticate,
@@ -217,6 +223,7 @@ def create_app(
         offline=api_key == OFFLINE_KEY,
         models=served_models,
         max_messages=max_messages,
+        aliases=named,
     )
     app = web.Application(middlewares=[tracing(trace_user)])
     app.cleanup_ctx.append(relay.lifetime)
@@ -263,8 +270,10 @@ class _Relay:
         offline: bool,
         models: tuple[str, ...] = (),
         max_messages: int = 100,
+        aliases: dict[str, str] | None = None,
     ) -> None:
         self.app_ids = app_ids
+        self.aliases = aliases or {}
         self.offline = offline  # the upstream is tyqw's simulator: the page says so
         self.models = models
         self.max_messages = max_messages
@@ -644,3 +653,22 @@ def _app_ids(app_ids: str | Iterable[str] | None, *, allow_none: bool) -> tuple[
     if not ids and not allow_none:
         raise ValueError("no app ids: pass the Bailian app ids to serve (or set DASHSCOPE_APP_ID)")
     return tuple(dict.fromkeys(ids))
+
+
+def _aliases(
+    aliases: Mapping[str, str] | None, app_ids: tuple[str, ...], models: tuple[str, ...]
+) -> dict[str, str]:
+    """``{alias: target}``, each target served and each alias a name of its own."""
+    named: dict[str, str] = {}
+    for alias, target in (aliases or {}).items():
+        if not isinstance(alias, str) or not alias.strip() or not isinstance(target, str):
+            raise ValueError(f"an alias is a name for a served app id or model, not {alias!r}")
+        if alias in app_ids or alias in models:
+            raise ValueError(f"the alias {alias!r} is already the name of a served app or model")
+        if target not in app_ids and target not in models:
+            raise ValueError(
+                f"the alias {alias!r} names {target!r}, which this relay does not serve "
+                "(pass it as an app id or a model)"
+            )
+        named[alias] = target
+    return named

@@ -88,6 +88,9 @@ class Host(Protocol):
     """What a dialect uses of the relay (``_app._Relay``)."""
 
     app_ids: tuple[str, ...]
+    models: tuple[str, ...]
+    aliases: dict[str, str]  # alias -> a served app id or model
+    max_messages: int
     sessions: UserSessions
     turn_options: dict[str, Any]
     max_prompt: int

@@ -1,10 +1,20 @@
 """The OpenAI Chat Completions dialect: ``POST /v1/chat/completions`` and ``GET /v1/models``.
 
 A client's base URL is the relay's root plus ``/v1``; its API key is the user's relay
-token. Each served app id is a model. The request's messages become one turn (see
-``_dialect``: the conversation it continues, or a new one seeded with the history);
-the answer is a ``chat.completion`` or, with ``"stream": true``, ``chat.completion.chunk``
-events and ``data: [DONE]``. An app's thoughts come as ``reasoning_content``; citation
+token. Each served app id, each served Qwen model and each alias of one is a model.
+
+An app's request becomes one turn (see ``_dialect``: the conversation it continues, or a
+new one seeded with the history). A model's request is the service's own generation
+request, sent through the relay's forwarder as the native generation endpoint sends
+one: the client's messages (system, assistant tool calls and tool results included)
+are the history, its ``tools`` and sampling knobs the parameters. The relay keeps no
+transcript of a model chat: the model keeps nothing between requests and the client
+resends everything each turn, so a stored copy would hold the users' text twice and
+continue nothing. The relay never runs a tool: the model's calls go to the client as
+``delta.tool_calls``, and the client sends their results back as ``tool`` messages.
+
+The answer is a ``chat.completion`` or, with ``"stream": true``, ``chat.completion.chunk``
+events and ``data: [DONE]``. Thoughts and reasoning come as ``reasoning_content``; citation
 markers as plain ``[n]``, with the cited documents listed under the reply. Errors have
 OpenAI's shape: an HTTP status with ``{"error": {...}}`` before the stream, a
 ``data: {"error": {...}}`` event inside it, so OpenAI's SDKs raise their own errors.
@@ -19,6 +29,8 @@ from typing import Any
 from aiohttp import web
 
 from .. import MessageStream, TyqwError
+from .._models import Reply
+from .._protocol import tool_call_fragments
 from .._wire import dumps
 from ._dialect import (
     ChatTurn,
@@ -38,7 +50,7 @@ from ._dialect import (
     user,
 )
 from ._gone import Writing, hang_up, unless_gone
-from ._request import Refused, invalid
+from ._request import GEN_PARAMETERS, Refused, invalid, parse_generation
 from ._responses import upstream_error
 from ._users import NotCurrent
 
@@ -119,8 +131,8 @@ def _text(content: object, where: str) -> str:
                 raise invalid(f"{where}.content has a text part without text")
             else:
                 raise invalid(
-                    f"{where}.content has a {part.get('type')!r} part; a Bailian app "
-                    "takes text only here"
+                    f"{where}.content has a {part.get('type')!r} part; the relay takes "
+                    "text only here"
                 )
         return "".join(texts)
     raise invalid(f"{where}.content must be a string or a list of parts")
@@ -132,27 +144,181 @@ def conversation_header(request: web.Request) -> str | None:
     return None if key is None else check_key(key, CONVERSATION_HEADER)
 
 
-def parse(
-    body: dict[str, Any], name: str, host: Host, key: str | None = None
-) -> tuple[ChatTurn, bool, bool, str]:
-    """The turn, whether to stream, whether to report usage, and the model asked for."""
+def served(host: Host) -> list[tuple[str, str]]:
+    """Every model a client may name, with its kind: the app ids, the Qwen models, then
+    the aliases (each of its target's kind)."""
+    kinds = dict.fromkeys(host.app_ids, "bailian-app")
+    kinds.update((model, "bailian-model") for model in host.models)
+    listed = list(kinds.items())
+    listed.extend((alias, kinds[target]) for alias, target in host.aliases.items())
+    return listed
+
+
+def asked_model(body: dict[str, Any], host: Host) -> str:
+    """The request's ``model``, as the client named it: one the relay serves."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("model is required: one of the ids GET /v1/models lists")
-    if model not in host.app_ids:
+    if model not in host.app_ids and model not in host.models and model not in host.aliases:
         raise Refused(
             404,
             "model_not_found",
             f"The model {model!r} does not exist on this relay: GET /v1/models lists them.",
         )
+    return model
+
+
+def is_model(body: dict[str, Any], host: Host) -> bool:
+    """Whether the request names a served Qwen model (or an alias of one), not an app."""
+    model = asked_model(body, host)
+    return host.aliases.get(model, model) in host.models
+
+
+def _streaming(body: dict[str, Any]) -> tuple[bool, bool]:
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    return body.get("stream") is True, include_usage
+
+
+# OpenAI's request fields a model takes, by their name in the service's ``parameters``.
+# Anything else (``user``, ``metadata``, ``logprobs`` ...) is ignored, as OpenAI-compatible
+# servers do with fields they have no use for.
+_MODEL_KNOBS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens",
+    "stop": "stop",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "response_format": "response_format",
+    "tools": "tools",
+    "tool_choice": "tool_choice",
+    "parallel_tool_calls": "parallel_tool_calls",
+    # Qwen's own, which OpenAI clients send as extra body fields.
+    "top_k": "top_k",
+    "repetition_penalty": "repetition_penalty",
+    "enable_thinking": "enable_thinking",
+    "thinking_budget": "thinking_budget",
+    "enable_search": "enable_search",
+    "search_options": "search_options",
+}
+assert set(_MODEL_KNOBS.values()) <= GEN_PARAMETERS
+
+
+def parse_model(body: dict[str, Any], host: Host) -> tuple[dict[str, Any], bool, bool, str]:
+    """A model's generation request (checked as the native generation endpoint checks
+    one), whether to stream, whether to report usage, and the model asked for."""
+    model = asked_model(body, host)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid("messages must be a non-empty list")
+    if body.get("n", 1) not in (1, None):
+        raise invalid("n must be 1: the relay gives one answer per request")
+    stream, include_usage = _streaming(body)
+    parameters: dict[str, Any] = {}
+    for name, native in _MODEL_KNOBS.items():
+        if body.get(name) is not None:
+            parameters[native] = body[name]
+    if parameters.get("tool_choice") == "required":
+        raise invalid(
+            "tool_choice 'required' has no equivalent on a Qwen model: send 'auto', "
+            "'none' or {'type': 'function', 'function': {'name': ...}}"
+        )
+    # Streamed increments whatever the client asked: the relay reads one way.
+    parameters["result_format"] = "message"
+    parameters["incremental_output"] = True
+    generation = {
+        "model": host.aliases.get(model, model),
+        "input": {
+            "messages": [_model_message(m, f"messages[{i}]") for i, m in enumerate(messages)]
+        },
+        "parameters": parameters,
+    }
+    try:
+        checked = parse_generation(
+            dumps(generation).encode(),
+            models=host.models,
+            max_prompt=host.max_prompt,
+            max_messages=host.max_messages,
+        )
+    except Refused as refused:
+        # The checks name the service's fields; the client sent OpenAI's.
+        told = refused.message.replace("input.messages", "messages")
+        raise Refused(refused.status, refused.code, told) from None
+    return checked, stream, include_usage, model
+
+
+def _model_message(message: object, where: str) -> dict[str, Any]:
+    """One OpenAI message as the service takes it: ``developer`` as ``system``, an
+    assistant's ``tool_calls`` and a ``tool`` message's ``tool_call_id`` kept, the
+    echoed reasoning dropped (the model has no use for it)."""
+    if not isinstance(message, dict):
+        raise invalid(f"{where} must be an object")
+    role = message.get("role")
+    content = _text(message.get("content"), where)
+    if role in ("system", "developer"):
+        return {"role": "system", "content": content}
+    if role == "user":
+        return {"role": "user", "content": content}
+    if role == "assistant":
+        said: dict[str, Any] = {"role": "assistant", "content": content}
+        calls = message.get("tool_calls")
+        if calls:
+            said["tool_calls"] = _calls(calls, where)
+        return said
+    if role == "tool":
+        call_id = message.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise invalid(f"{where}.tool_call_id must name the tool call this answers")
+        return {"role": "tool", "content": content, "tool_call_id": call_id}
+    raise invalid(
+        f"{where}.role {role!r} is not one a model takes (system, developer, user, "
+        "assistant, tool)"
+    )
+
+
+def _calls(calls: object, where: str) -> list[dict[str, Any]]:
+    if not isinstance(calls, list):
+        raise invalid(f"{where}.tool_calls must be a list")
+    out = []
+    for index, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if (
+            not isinstance(call, dict)
+            or not isinstance(call.get("id"), str)
+            or not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("arguments"), str)
+        ):
+            raise invalid(
+                f"{where}.tool_calls[{index}] must be {{id, type: 'function', "
+                "function: {name, arguments}}"
+            )
+        out.append(
+            {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": function["name"], "arguments": function["arguments"]},
+            }
+        )
+    return out
+
+
+def parse(
+    body: dict[str, Any], name: str, host: Host, key: str | None = None
+) -> tuple[ChatTurn, bool, bool, str]:
+    """The turn, whether to stream, whether to report usage, and the model asked for."""
+    model = asked_model(body, host)
+    app_id = host.aliases.get(model, model)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid("messages must be a non-empty list")
     if body.get("n", 1) not in (1, None):
         raise invalid("n must be 1: a Bailian app gives one answer per turn")
-    stream = body.get("stream") is True
-    options = body.get("stream_options")
-    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    stream, include_usage = _streaming(body)
     said: list[tuple[Role, str]] = []
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
@@ -169,7 +335,7 @@ def parse(
     role, prompt = said[-1]
     if role != "user":
         raise invalid("The last message must be the user's, with some text.")
-    turn = ChatTurn(model, name, tuple(said[:-1]), prompt, key, resume=True)
+    turn = ChatTurn(app_id, name, tuple(said[:-1]), prompt, key, resume=True)
     return check_prompt(turn, host.max_prompt), stream, include_usage, model
 
 
@@ -193,7 +359,7 @@ class OpenAI:
             await user(self.host, request)
         except Refused as refused:
             return _refusal(refused, request_id, cors)
-        data = [_model(app_id) for app_id in self.host.app_ids]
+        data = [_model(name, kind) for name, kind in served(self.host)]
         return _json(200, {"object": "list", "data": data}, request_id, cors)
 
     async def model(self, request: web.Request) -> web.Response:
@@ -202,11 +368,12 @@ class OpenAI:
         try:
             await user(self.host, request)
             model = request.match_info["model"]
-            if model not in self.host.app_ids:
+            kind = dict(served(self.host)).get(model)
+            if kind is None:
                 raise Refused(404, "model_not_found", f"The model {model!r} does not exist.")
         except Refused as refused:
             return _refusal(refused, request_id, cors)
-        return _json(200, _model(model), request_id, cors)
+        return _json(200, _model(model, kind), request_id, cors)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         host = self.host
@@ -217,16 +384,26 @@ class OpenAI:
             await host._spend(name)
             key = conversation_header(request)
             body = await read_json(host, request)
-            turn, stream, include_usage, model = parse(body, name, host, key)
-            store = host.sessions.store
-            try:
-                how = await plan(store, turn)
-            except TyqwError as exc:
-                status, error = upstream_error(exc, request_id)
-                raise Refused(status, error["code"], error["message"]) from None
+            if is_model(body, host):
+                generation, stream, include_usage, model = parse_model(body, host)
+            else:
+                generation = None
+                turn, stream, include_usage, model = parse(body, name, host, key)
         except Refused as refused:
             answer = _refusal(refused, request_id, cors)
             return await hang_up(request, answer) if refused.status == 408 else answer
+        if generation is not None:
+            spoken = _ModelAnswer(model, request_id, include_usage, cors)
+            # The native generation endpoint's path: one forwarded request.
+            upstream = host.sessions.forwarder()._forward(generation, stream=True)
+            work = spoken.stream(request, upstream) if stream else spoken.whole(upstream)
+            return await unless_gone(request, work, spoken.writing, host.send_timeout)
+        store = host.sessions.store
+        try:
+            how = await plan(store, turn)
+        except TyqwError as exc:
+            status, error = upstream_error(exc, request_id)
+            return _refusal(Refused(status, error["code"], error["message"]), request_id, cors)
         reply = _Answer(turn, how, model, request_id, include_usage, _named(cors, how.key))
         async with host.sessions.use(turn.app_id, turn.user, how.session_id, how.key) as session:
             upstream = session.stream(turn.prompt, **turn_options(host, how))
@@ -246,24 +423,16 @@ def _named(cors: dict[str, str], key: str) -> dict[str, str]:
     return headers
 
 
-def _model(app_id: str) -> dict[str, Any]:
-    return {"id": app_id, "object": "model", "created": _STARTED, "owned_by": "bailian-app"}
+def _model(name: str, kind: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": _STARTED, "owned_by": kind}
 
 
-class _Answer:
-    """One completion's answer, streamed or whole."""
+class _Chunks:
+    """The wire of one completion's answer: its chunks, their writing, its end."""
 
     def __init__(
-        self,
-        turn: ChatTurn,
-        how: Plan,
-        model: str,
-        request_id: str,
-        include_usage: bool,
-        cors: dict[str, str],
+        self, model: str, request_id: str, include_usage: bool, cors: dict[str, str]
     ) -> None:
-        self.turn = turn
-        self.how = how
         self.model = model
         self.request_id = request_id
         self.include_usage = include_usage
@@ -285,6 +454,86 @@ class _Answer:
 
     def _whole_chunk(self, body: dict[str, Any]) -> bytes:
         return b"data: " + dumps(body).encode() + b"\n\n"
+
+    def _end(self, finish_reason: str, usage: dict[str, Any]) -> list[bytes]:
+        """The last chunks: the finish, the usage if asked for, ``[DONE]``."""
+        out = [self.prefix + b'{},"finish_reason":' + dumps(finish_reason).encode()]
+        out[0] += b',"logprobs":null}]}\n\n'
+        if self.include_usage:
+            chunk = {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": usage,
+            }
+            out.append(self._whole_chunk(chunk))
+        out.append(b"data: [DONE]\n\n")
+        return out
+
+    def _whole(
+        self, said: dict[str, Any], finish_reason: str, usage: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "message": said, "finish_reason": finish_reason, "logprobs": None}
+            ],
+            "usage": usage,
+        }
+
+    def _failed(self, exc: TyqwError) -> tuple[int, dict[str, Any], str]:
+        status, error = upstream_error(exc, self.request_id)
+        return status, error_json(status, error["code"], error["message"]), error["request_id"]
+
+    async def _start(self, request: web.Request, request_id: str | None) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200,
+            headers={**_SSE_HEADERS, "x-request-id": request_id or self.request_id, **self.cors},
+        )
+        self.writing.since = time.monotonic()
+        await response.prepare(request)
+        self.writing.since = None
+        return response
+
+    async def _send(self, response: web.StreamResponse, data: bytes, last: bool = False) -> None:
+        # Watched by unless_gone(): a client that stops reading blocks this write.
+        self.writing.since = time.monotonic()
+        await response.write(data)
+        if last:
+            await response.write_eof()
+        self.writing.since = None
+
+    async def _fail(self, response: web.StreamResponse, status: int, code: str, text: str) -> None:
+        # openai-python and openai-node raise APIError on a chunk with an error; the
+        # stream then ends without [DONE], as OpenAI ends a failed stream.
+        await self._send(response, self._whole_chunk(error_json(status, code, text)), last=True)
+
+    def _stopping(self) -> web.Response:
+        """The relay is stopping: the turn ended before any event."""
+        body = error_json(503, "ServiceUnavailable", "The relay is stopping.")
+        return _json(503, body, self.request_id, self.cors)
+
+
+class _Answer(_Chunks):
+    """An app's answer, streamed or whole; the conversation moved on after it."""
+
+    def __init__(
+        self,
+        turn: ChatTurn,
+        how: Plan,
+        model: str,
+        request_id: str,
+        include_usage: bool,
+        cors: dict[str, str],
+    ) -> None:
+        super().__init__(model, request_id, include_usage, cors)
+        self.turn = turn
+        self.how = how
 
     async def stream(
         self, request: web.Request, upstream: MessageStream, store: Any
@@ -321,9 +570,8 @@ class _Answer:
                 await self._fail(response, status, error["code"], error["message"])
                 return response
             reply = upstream.reply
-        if response is None:  # the relay is stopping: the turn ended before any event
-            body = error_json(503, "ServiceUnavailable", "The relay is stopping.")
-            return _json(503, body, self.request_id, self.cors)
+        if response is None:
+            return self._stopping()
         held = reading.rest()
         listed = sources(reply.citations)
         reading.shown.append(listed)
@@ -331,18 +579,7 @@ class _Answer:
         if session_id is not None:
             await advance(store, self.turn, self.how, session_id, "".join(reading.shown))
         out = [self.chunk({"content": tail})] if tail else []
-        out.append(self.prefix + b'{},"finish_reason":"stop","logprobs":null}]}\n\n')
-        if self.include_usage:
-            usage = {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": _usage(reply),
-            }
-            out.append(self._whole_chunk(usage))
-        out.append(b"data: [DONE]\n\n")
+        out.extend(self._end("stop", _usage(reply)))
         await self._send(response, b"".join(out), last=True)
         return response
 
@@ -367,8 +604,7 @@ class _Answer:
                 return _json(status, body, error["request_id"], self.cors)
             reply = upstream.reply
         if session_id is None:
-            body = error_json(503, "ServiceUnavailable", "The relay is stopping.")
-            return _json(503, body, self.request_id, self.cors)
+            return self._stopping()
         reading.rest()
         reading.shown.append(sources(reply.citations))
         content = "".join(reading.shown)
@@ -376,40 +612,124 @@ class _Answer:
         said: dict[str, Any] = {"role": "assistant", "content": content}
         if reasoning:
             said["reasoning_content"] = "".join(reasoning)
-        body = {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "message": said, "finish_reason": "stop", "logprobs": None}],
-            "usage": _usage(reply),
-        }
-        return _json(200, body, request_id, self.cors)
-
-    async def _start(self, request: web.Request, request_id: str | None) -> web.StreamResponse:
-        response = web.StreamResponse(
-            status=200,
-            headers={**_SSE_HEADERS, "x-request-id": request_id or self.request_id, **self.cors},
-        )
-        self.writing.since = time.monotonic()
-        await response.prepare(request)
-        self.writing.since = None
-        return response
-
-    async def _send(self, response: web.StreamResponse, data: bytes, last: bool = False) -> None:
-        # Watched by unless_gone(): a client that stops reading blocks this write.
-        self.writing.since = time.monotonic()
-        await response.write(data)
-        if last:
-            await response.write_eof()
-        self.writing.since = None
-
-    async def _fail(self, response: web.StreamResponse, status: int, code: str, text: str) -> None:
-        # openai-python and openai-node raise APIError on a chunk with an error; the
-        # stream then ends without [DONE], as OpenAI ends a failed stream.
-        await self._send(response, self._whole_chunk(error_json(status, code, text)), last=True)
+        return _json(200, self._whole(said, "stop", _usage(reply)), request_id, self.cors)
 
 
 def _usage(reply: Any) -> dict[str, Any]:
     read, wrote = token_counts(reply)
     return {"prompt_tokens": read, "completion_tokens": wrote, "total_tokens": read + wrote}
+
+
+class _ModelAnswer(_Chunks):
+    """A model's answer, streamed or whole: text, reasoning and tool calls as they come."""
+
+    async def stream(self, request: web.Request, upstream: MessageStream) -> web.StreamResponse:
+        response: web.StreamResponse | None = None
+        opened: set[int] = set()  # the tool calls whose first delta went out
+        async with upstream:
+            try:
+                async for message in upstream:
+                    out = []
+                    if response is None:
+                        response = await self._start(request, message.request_id)
+                        out.append(self.chunk({"role": "assistant", "content": ""}))
+                    if message.reasoning:
+                        out.append(self.chunk({"reasoning_content": message.reasoning}))
+                    if message.delta:
+                        out.append(self.chunk({"content": message.delta}))
+                    out.extend(self._calls(message.raw, opened))
+                    if out:
+                        await self._send(response, b"".join(out))
+            except TyqwError as exc:
+                status, body, request_id = self._failed(exc)
+                if response is None:
+                    return _json(status, body, request_id, self.cors)
+                await self._fail(response, status, body["error"]["code"], body["error"]["message"])
+                return response
+            reply = upstream.reply
+        if response is None:
+            return self._stopping()
+        await self._send(
+            response, b"".join(self._end(_finish(reply), _model_usage(reply))), last=True
+        )
+        return response
+
+    def _calls(self, raw: dict[str, Any], opened: set[int]) -> list[bytes]:
+        """The tool call fragments of one event as OpenAI deltas: one call per chunk, its
+        id, type and name on its first (NextChat reads only ``tool_calls[0]`` and opens a
+        call on each id it sees), its arguments in pieces after."""
+        choices = raw.get("output", {}).get("choices")
+        message = choices[0].get("message") if choices else None
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        if not calls:
+            return []
+        out = []
+        for index, call_id, name, arguments in tool_call_fragments(calls):
+            delta: dict[str, Any]
+            if index not in opened:
+                opened.add(index)
+                function = {"name": name, "arguments": arguments}
+                delta = {"index": index, "id": call_id, "type": "function", "function": function}
+            elif arguments:
+                delta = {"index": index, "function": {"arguments": arguments}}
+            else:
+                continue
+            out.append(self.chunk({"tool_calls": [delta]}))
+        return out
+
+    async def whole(self, upstream: MessageStream) -> web.Response:
+        request_id = self.request_id
+        async with upstream:
+            try:
+                async for message in upstream:
+                    request_id = message.request_id or request_id
+            except TyqwError as exc:
+                status, body, failed_id = self._failed(exc)
+                return _json(status, body, failed_id, self.cors)
+            reply = upstream.reply
+        if reply.finish_reason is None:
+            return self._stopping()
+        said: dict[str, Any] = {"role": "assistant", "content": reply.text}
+        if reply.reasoning:
+            said["reasoning_content"] = reply.reasoning
+        if reply.tool_calls:
+            said["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in reply.tool_calls
+            ]
+        body = self._whole(said, _finish(reply), _model_usage(reply))
+        return _json(200, body, request_id, self.cors)
+
+
+def _finish(reply: Reply) -> str:
+    """OpenAI's finish_reason of a model's reply: ``tool_calls`` whenever it made calls
+    (the service ends a forced call with ``stop``), else its own when OpenAI has it."""
+    if reply.tool_calls:
+        return "tool_calls"
+    finish = reply.finish_reason
+    return finish if finish in ("length", "content_filter") else "stop"
+
+
+def _model_usage(reply: Reply) -> dict[str, Any]:
+    """A model's usage, the service's running total at the end of the reply."""
+    usage = reply.usage if isinstance(reply.usage, dict) else {}
+    read, wrote = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
+    counted: dict[str, Any] = {
+        "prompt_tokens": read,
+        "completion_tokens": wrote,
+        "total_tokens": read + wrote,
+    }
+    details = usage.get("output_tokens_details")
+    if isinstance(details, dict) and _count(details.get("reasoning_tokens")):
+        counted["completion_tokens_details"] = {
+            "reasoning_tokens": _count(details.get("reasoning_tokens"))
+        }
+    return counted
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -99,6 +99,8 @@ def parse(body: dict[str, Any], name: str, host: Host) -> ChatTurn:
         raise invalid("id must be the chat's id, a string")
     check_key(chat_id, "id (the chat's id)")
     model = body.get("model", host.app_ids[0] if host.app_ids else None)
+    if isinstance(model, str):
+        model = host.aliases.get(model, model)
     if model not in host.app_ids:
         raise Refused(404, "NotFound", "This relay does not serve that app id.")
     messages = body.get("messages")
