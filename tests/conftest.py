@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from tyqw import Session, _config
 from tyqw._config import ENV_NAMES
+from tyqw.stores import FileStore, MemoryStore, Store
 from tyqw.testing import BailianSimulator
 
 from .helpers import (
@@ -24,6 +26,8 @@ from .helpers import (
     Script,
     SessionFactory,
     TcpServerFactory,
+    TranscriptDictStore,
+    missing,
     read_request,
     sim_session,
 )
@@ -150,3 +154,27 @@ def redis_url(redis_process: RedisProcess) -> str:
         redis_process.start()  # a test stopped it
     redis_process.command("FLUSHALL")
     return redis_process.url
+
+
+@pytest.fixture(params=["file", "memory", "redis", "user"])
+async def transcript_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Each store that keeps transcripts, empty: local and lazily written (file, memory),
+    shared (redis), and a user's."""
+    made: Store
+    if request.param == "file":
+        made = FileStore(tmp_path / "state")
+    elif request.param == "memory":
+        made = MemoryStore()
+    elif request.param == "redis":
+        try:
+            from tyqw.stores import RedisStore
+        except ImportError:  # pragma: no cover - the dev extra installs redis-py
+            missing("RedisStore needs redis-py: pip install 'tyqw[redis]'")
+        made = RedisStore.from_url(
+            request.getfixturevalue("redis_url"),
+            key_prefix=f"transcripts-{os.getpid()}-{id(request)}:",
+        )
+    else:
+        made = TranscriptDictStore()
+    yield made
+    await made.aclose()

@@ -18,7 +18,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,36 +25,19 @@ import pytest
 
 import tyqw
 from tyqw import Exchange, RecordedError, Reply, Session, StoreError, SyncSession
-from tyqw.stores import FileStore, MemoryStore, Store
+from tyqw.stores import FileStore, Store
 from tyqw.testing import BailianSimulator, Fault
 
-from .helpers import DictStore, SessionFactory, TranscriptDictStore, missing, sim_session
+from .helpers import DictStore, SessionFactory, sim_session
 
 BOUND = 30.0
 UTC = dt.timezone.utc
 
 
-@pytest.fixture(params=["file", "memory", "redis", "user"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+@pytest.fixture
+def store(transcript_store: Store) -> Store:
     """Each store that keeps transcripts: the shipped ones and a user's."""
-    made: Store
-    if request.param == "file":
-        made = FileStore(tmp_path / "state")
-    elif request.param == "memory":
-        made = MemoryStore()
-    elif request.param == "redis":
-        try:
-            from tyqw.stores import RedisStore
-        except ImportError:  # pragma: no cover - the dev extra installs redis-py
-            missing("RedisStore needs redis-py: pip install 'tyqw[redis]'")
-        made = RedisStore.from_url(
-            request.getfixturevalue("redis_url"),
-            key_prefix=f"history-{os.getpid()}-{id(request)}:",
-        )
-    else:
-        made = TranscriptDictStore()
-    yield made
-    await made.aclose()
+    return transcript_store
 
 
 def files_in(folder: Path) -> dict[Path, bytes]:
