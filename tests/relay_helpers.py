@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -24,7 +25,7 @@ from tyqw.relay import create_app
 from tyqw.sse import ServerSentEvent, SSEDecoder
 from tyqw.testing import BailianSimulator
 
-from .helpers import missing
+from .helpers import missing, need_binary
 
 T = TypeVar("T")
 
@@ -33,6 +34,7 @@ BOB = "bob-token-8e6d4c2a0f1b9"
 TOKENS = {ALICE: "alice", BOB: "bob"}
 SSE_HEADERS = {"X-DashScope-SSE": "enable"}
 BOUND = 10.0  # seconds: never reached when things work
+JS = Path(__file__).parent / "js"  # the npm clients: npm ci --prefix tests/js
 
 
 class Relay:
@@ -206,3 +208,28 @@ class RelayThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(BOUND)
             self.loop.close()
+
+
+async def run_node_script(script: str, scenario: dict[str, Any], *packages: str) -> list[Any]:
+    """Run ``tests/js/<script>`` under node with ``scenario`` as its JSON argument and
+    return the JSON lines it prints; skip when node or one of the npm ``packages`` is
+    missing."""
+    node = need_binary("node", "no node: install Node.js 20 (Debian: apt-get install nodejs)")
+    for package in packages:
+        if not (JS / "node_modules" / package).is_dir():
+            missing(f"no {package} npm package: run npm ci --prefix tests/js")
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(JS / script),
+        json.dumps(scenario),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), BOUND)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()
+    return [json.loads(line) for line in stdout.decode().splitlines()]
