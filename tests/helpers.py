@@ -9,7 +9,10 @@ import asyncio
 import collections
 import contextlib
 import os
+import re
 import shutil
+import subprocess
+import sys
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +50,36 @@ def need_binary(name: str, hint: str) -> str:
     if path is None:
         missing(hint)
     return path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def docs_python_blocks(page: str) -> list[str]:
+    """The ``python`` code blocks of ``docs/<page>``, in order."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def env_without(*prefixes: str) -> dict[str, str]:
+    """This process's environment without the variables that start with ``prefixes``."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
+def run_python(
+    code: str, *, cwd: Path, env: Mapping[str, str], flags: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new Python (``python *flags -c code``) and wait for it to end;
+    its output is captured as text. A minute at most."""
+    return subprocess.run(
+        [sys.executable, *flags, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
 
 
 def sim_session(sim: BailianSimulator, state_dir: Path, **kwargs: Any) -> Session:
