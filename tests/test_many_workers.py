@@ -204,6 +204,27 @@ async def stored_id(kind: str, where: str, app_id: str, name: str) -> str | None
     return None if record is None else str(record["session_id"])
 
 
+async def overlapping_turns(
+    workers: list[Worker], arrivals: Arrivals, users: int, turns: int, rng: random.Random
+) -> dict[str, list[dict[str, Any]]]:
+    """``users`` users (``user00``...) each send ``turns`` prompts (``<name> says <n>``),
+    each to a random worker and sent while the previous one is still being answered;
+    each user's answers, in order."""
+
+    async def user(name: str) -> list[dict[str, Any]]:
+        answers = []
+        for turn in range(turns):
+            prompt = f"{name} says {turn}"
+            answer = rng.choice(workers).send(name, prompt)
+            answers.append(answer)
+            # The next turn goes out while this one runs: only the store keeps them apart.
+            await arrivals.arrived(prompt, answer)
+        return [await asyncio.wait_for(answer, BOUND) for answer in answers]
+
+    names = [f"user{n:02d}" for n in range(users)]
+    return dict(zip(names, await asyncio.gather(*map(user, names)), strict=True))
+
+
 # -- many workers -------------------------------------------------------------------------
 
 
@@ -223,20 +244,7 @@ async def test_three_workers_keep_each_users_conversation_whole(
     arrivals = Arrivals(sim)
     sim.delay = 0.002  # a turn takes a while: time enough to overlap, were it possible
     workers = await start_workers(3, where)
-    rng = random.Random(20240610)
-
-    async def user(name: str) -> list[dict[str, Any]]:
-        answers = []
-        for turn in range(5):
-            prompt = f"{name} says {turn}"
-            answer = rng.choice(workers).send(name, prompt)
-            answers.append(answer)
-            # The next turn goes out while this one runs: only the store keeps them apart.
-            await arrivals.arrived(prompt, answer)
-        return [await asyncio.wait_for(answer, BOUND) for answer in answers]
-
-    names = [f"user{n:02d}" for n in range(50)]
-    results = dict(zip(names, await asyncio.gather(*map(user, names)), strict=True))
+    results = await overlapping_turns(workers, arrivals, 50, 5, random.Random(20240610))
 
     assert arrivals.overlaps == []
     assert len(sim.requests) == 250  # no turn sent twice
@@ -275,19 +283,7 @@ async def test_three_workers_write_one_transcript_per_user(
     arrivals = Arrivals(sim)
     sim.delay = 0.002
     workers = await start_workers(3, where)
-    rng = random.Random(20261207)
-
-    async def user(name: str) -> list[dict[str, Any]]:
-        answers = []
-        for turn in range(6):
-            prompt = f"{name} says {turn}"
-            answer = rng.choice(workers).send(name, prompt)
-            answers.append(answer)
-            await arrivals.arrived(prompt, answer)
-        return [await asyncio.wait_for(answer, BOUND) for answer in answers]
-
-    names = [f"user{n:02d}" for n in range(30)]
-    results = dict(zip(names, await asyncio.gather(*map(user, names)), strict=True))
+    results = await overlapping_turns(workers, arrivals, 30, 6, random.Random(20261207))
 
     store = RedisStore.from_url(where) if kind == "redis" else FileStore(where)
     try:
