@@ -8,6 +8,7 @@ and the relay on a loop of their own, for tests whose client blocks (Selenium).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import socket
@@ -93,6 +94,45 @@ class Relay:
 
     def url(self, app_id: str | None = None) -> str:
         return f"{self.base_url}/apps/{app_id or self.app_ids[0]}/completion"
+
+
+def post_head(relay: Relay, path: str, length: int, **headers: str) -> bytes:
+    """The raw head of Alice's JSON POST of ``length`` bytes to ``path`` on ``relay``,
+    for a test that writes (or withholds) the body itself."""
+    port = relay.root.split("/")[2].rsplit(":", 1)[1]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {length}",
+        f"Authorization: Bearer {ALICE}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def connect(
+    relay: Relay, receive_buffer: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection to ``relay``; with ``receive_buffer`` (bytes) set before it
+    connects, a client whose socket fills at once when it stops reading."""
+    port = int(relay.root.split("/")[2].rsplit(":", 1)[1])
+    if receive_buffer is None:
+        return await asyncio.open_connection("127.0.0.1", port)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
+async def until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the relay sends until it closes the connection (each read bounded)."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), BOUND):
+            data += chunk
+    return data
 
 
 def outside_address() -> str:
