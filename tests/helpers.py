@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -151,6 +152,20 @@ def bailian_stream(pieces: Sequence[str], session_id: str = "s" * 32) -> bytes:
 
 
 # -- real components ----------------------------------------------------------------------
+
+
+def transcript_events(raw: bytes) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """A recorded transcript read line by line, as a reference reader would: each
+    ``data:`` line is one event of the type the last ``event:`` line named, under the
+    status the last ``:HTTP_STATUS/`` line gave; yields ``(event, status, data)``."""
+    event, status = "result", 200
+    for line in raw.decode().split("\n"):
+        if line.startswith("event:"):
+            event = line[len("event:") :]
+        elif line.startswith(":HTTP_STATUS/"):
+            status = int(line[len(":HTTP_STATUS/") :])
+        elif line.startswith("data:"):
+            yield event, status, json.loads(line[len("data:") :])
 
 
 def free_port() -> int:
