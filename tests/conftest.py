@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tyqw import Session, _config
@@ -31,6 +32,7 @@ from .helpers import (
     read_request,
     sim_session,
 )
+from .relay_helpers import Relay
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +54,20 @@ def state_dir(tmp_path: Path) -> Path:
 async def sim() -> AsyncIterator[BailianSimulator]:
     async with BailianSimulator() as simulator:
         yield simulator
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp client session, closed after the test."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
+    """A relay with the default options in front of ``sim`` (a module may define its own)."""
+    async with Relay(sim) as running:
+        yield running
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
 
@@ -20,13 +19,6 @@ from tyqw.testing import BailianSimulator, Fault, default_reply
 
 from .helpers import missing
 from .relay_helpers import ALICE, TOKENS, Relay, run_node_script
-
-
-@pytest.fixture
-async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
-    async with Relay(sim) as running:
-        yield running
-
 
 # -- @microsoft/fetch-event-source, used as the original TypeScript class used it --------
 

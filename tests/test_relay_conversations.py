@@ -5,7 +5,6 @@ listed, read and deleted only by their user (``X-Tyqw-Conversation`` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,6 @@ from tyqw.testing import BailianSimulator
 
 from .helpers import docs_python_blocks, env_without, run_python
 from .relay_helpers import ALICE, BOB, BOUND, Relay, auth, body, post
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
-    async with Relay(sim) as running:
-        yield running
 
 
 async def turn(

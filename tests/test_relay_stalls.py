@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
 from tyqw.testing import BailianSimulator
 
@@ -26,12 +24,6 @@ from .relay_helpers import (
     post_head,
     until_closed,
 )
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def head(relay: Relay, length: int, **headers: str) -> bytes:

@@ -35,12 +35,6 @@ async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
         yield running
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def user(text: str, n: int = 0) -> dict[str, Any]:
     return {"id": f"u{n}", "role": "user", "parts": [{"type": "text", "text": text}]}
 
