@@ -45,6 +45,11 @@ def files_in(folder: Path) -> dict[Path, bytes]:
     return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
 
+def top_files(state_dir: Path) -> list[Path]:
+    """The files directly in ``state_dir`` (records and transcripts, not ``.tmp``)."""
+    return [path for path in files_in(state_dir) if path.parent == state_dir]
+
+
 def on(sim: BailianSimulator, store: Store, **kwargs: Any) -> Session:
     return sim_session(sim, None, store=store, **kwargs)  # type: ignore[arg-type]
 
@@ -263,11 +268,11 @@ async def test_forget_removes_the_files(
     """With a FileStore, forget() leaves no file of the conversation behind."""
     session = make_session(name="alice")
     await session.send("我叫小明")
-    kept = [p for p in files_in(state_dir) if p.parent == state_dir]
+    kept = top_files(state_dir)
     assert {p.name.split(".", 1)[1] for p in kept} == {"json", "transcript.jsonl"}
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in kept)
     await session.forget()
-    assert [p for p in files_in(state_dir) if p.parent == state_dir] == []
+    assert top_files(state_dir) == []
 
 
 async def test_forget_from_a_handler_is_refused_not_a_deadlock(
@@ -299,7 +304,7 @@ async def test_deleting_a_listed_conversation_removes_its_transcript(
     [listed] = tyqw.stored_conversations(state_dir)
     listed.delete()
     assert await session.history() == []
-    assert [p for p in files_in(state_dir) if p.parent == state_dir] == []
+    assert top_files(state_dir) == []
 
 
 # -- a store without transcripts ----------------------------------------------------------
