@@ -147,6 +147,13 @@ def values(spans: list[ReadableSpan]) -> list[str]:
 # -- app turns -------------------------------------------------------------------------
 
 
+def assert_inside(child: ReadableSpan, parent: ReadableSpan) -> None:
+    """``child`` started and ended while ``parent`` was open."""
+    assert child.start_time is not None and parent.start_time is not None
+    assert child.end_time is not None and parent.end_time is not None
+    assert parent.start_time <= child.start_time <= child.end_time <= parent.end_time
+
+
 async def test_app_turn_is_an_invoke_agent_client_span(
     telemetry: Telemetry, secret_sim: BailianSimulator, state_dir: Path
 ) -> None:
@@ -245,9 +252,7 @@ async def test_workflow_nodes_are_child_spans(
         assert node.parent is not None and node.parent.span_id == turn.context.span_id
         assert node.attributes is not None
         assert node.attributes["dashscope.workflow.node.id"] in {e.node_id for e in events}
-        assert node.start_time is not None and turn.start_time is not None
-        assert node.end_time is not None and turn.end_time is not None
-        assert turn.start_time <= node.start_time <= node.end_time <= turn.end_time
+        assert_inside(node, turn)
 
 
 async def test_a_reply_that_cites_documents_has_a_retrieval_span(
@@ -266,9 +271,7 @@ async def test_a_reply_that_cites_documents_has_a_retrieval_span(
     assert attributes[OPERATION] == "retrieval"
     assert attributes[DATA_SOURCE_ID] == "kb-7"
     assert DOCUMENTS not in attributes
-    assert retrieval.start_time is not None and turn.start_time is not None
-    assert retrieval.end_time is not None and turn.end_time is not None
-    assert turn.start_time <= retrieval.start_time <= retrieval.end_time <= turn.end_time
+    assert_inside(retrieval, turn)
 
 
 async def test_a_retried_turn_shows_each_retry(
