@@ -272,12 +272,7 @@ class FileStore(LocalStoreMethods):
 
     def delete_transcript_now(self, app_id: str, name: str) -> None:
         """Forget the transcript: remove its file."""
-        try:
-            os.unlink(self.transcript_path(app_id, name))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            self._unusable("write", exc)
+        self._remove(self.transcript_path(app_id, name))
 
     async def append_transcript(
         self, app_id: str, name: str, entry: dict[str, Any], keep: int
@@ -316,8 +311,13 @@ class FileStore(LocalStoreMethods):
         """Forget the conversation: remove its file."""
         with _in_memory_guard:
             _in_memory.pop((self.directory, app_id, name), None)
+        self._remove(self.path(app_id, name))
+
+    def _remove(self, path: Path) -> None:
+        """Remove one file of a conversation: one already gone is fine; a folder that
+        refuses is reported as any refused write is (a warning once per folder)."""
         try:
-            os.unlink(self.path(app_id, name))
+            os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
