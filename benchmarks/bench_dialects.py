@@ -25,7 +25,6 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_relay  # noqa: E402  (beside this file: its upstream and relay processes)
+from children import stop  # noqa: E402  (beside this file)
 
 FULL = {"long": (1, 20_000), "concurrent": (100, 200), "match": (200, 2_000)}
 QUICK = {"long": (1, 2_000), "concurrent": (20, 50), "match": (200, 100)}
@@ -135,13 +135,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
                     runs[dialect].append(await measure(dialect, root, cpu_url, streams, events))
             results[scenario] = {"size": [streams, events], **runs}
     finally:
-        for process in (relay, upstream):
-            assert process.stdin is not None
-            process.stdin.close()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(relay, upstream, timeout=10)
     messages, repeats = sizes["match"]
     results["match"] = {"messages": messages, **await matching(messages, repeats)}
     return results

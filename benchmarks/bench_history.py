@@ -30,10 +30,8 @@ import argparse
 import asyncio
 import datetime as dt
 import gc
-import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_stores import redis_server  # noqa: E402  (a sibling script, not a package)
+from children import start_server, stop  # noqa: E402
 
 APP_ID = "0123456789abcdef0123456789abcdef"
 API_KEY = "sk-bench-0000"
@@ -54,18 +53,6 @@ PROMPT = "你好，请介绍一下杭州的西湖"
 PARAMETERS = {"bench_events": 20, "bench_mode": "inc"}
 TURN_TARGET = 1.05
 APPEND_TARGET = 1.5
-
-
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "server.py"), "--port", "0", "--watch-stdin"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    port = json.loads(server.stdout.readline())["port"]
-    return server, f"http://127.0.0.1:{port}/api/v1"
 
 
 # -- a turn with and without the transcript ----------------------------------------------
@@ -240,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 with redis_server() as (redis_url, _):
                     ok = asyncio.run(run(base_url, Path(root), redis_url, args.quick))
     finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(10)
+        stop(server)
     if args.quick:
         return 0  # the sizes are too small for the targets to mean anything
     return 0 if ok else 1

@@ -37,6 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from children import start_role, stop  # noqa: E402  (beside this file)
+
 from tyqw._wire import dumps, frame  # noqa: E402  (the one Bailian frame writer)
 
 APP_ID = "bench"
@@ -211,17 +213,8 @@ async def measure(target: Target, scenario: str, size: Any, state: Path) -> dict
 
 
 def start(role: str, *args: str) -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--role", role, *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        raise SystemExit(f"the {role} process did not start")
-    return process, int(json.loads(line)["port"])
+    """Start this script as ``role``; return the process and the port it serves on."""
+    return start_role(__file__, role, *args)
 
 
 def report(results: dict[str, dict[str, list[dict[str, float]]]]) -> str:
@@ -300,13 +293,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
                         measured = await measure(target, scenario, size, fresh)
                         results[scenario][target.name].append(measured)
     finally:
-        for process in (relay, upstream):
-            assert process.stdin is not None
-            process.stdin.close()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(relay, upstream, timeout=10)
     return results
 
 

@@ -28,13 +28,14 @@ import asyncio
 import gc
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from children import start_server, stop  # beside this script, which runs from here
 
 from tyqw import Message, Session, SyncSession
 
@@ -129,18 +130,6 @@ def check(chars: int, turns: int, events: int) -> None:
 # -- the run -------------------------------------------------------------------------
 
 
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "server.py"), "--port", "0", "--watch-stdin"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    port = json.loads(server.stdout.readline())["port"]
-    return server, f"http://127.0.0.1:{port}/api/v1"
-
-
 def measure(base_url: str, scenarios: tuple[str, ...], reps: int, quick: bool) -> dict[str, Any]:
     clients: dict[str, Callable[[str, str, str, bool], float]] = {
         "async": lambda *a: asyncio.run(run_async(*a)),
@@ -203,10 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = measure(base_url, scenarios, reps, args.quick)
     finally:
-        assert server.stdin is not None and server.stdout is not None
-        server.stdin.close()  # the server exits when its stdin closes
-        server.wait(30)
-        server.stdout.close()
+        stop(server)
     print(report(results, reps))
     if args.json:
         args.json.write_text(json.dumps({"reps": reps, "quick": args.quick, **results}, indent=2))

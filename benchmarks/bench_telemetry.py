@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from children import start_server, stop  # beside this script, which runs from here
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 APP_ID = "0123456789abcdef0123456789abcdef"
@@ -131,18 +133,6 @@ async def turns_cpu(base_url: str, turns: int) -> float:
 
 
 # -- the run -----------------------------------------------------------------------------
-
-
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "server.py"), "--port", "0", "--watch-stdin"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    port = json.loads(server.stdout.readline())["port"]
-    return server, f"http://127.0.0.1:{port}/api/v1"
 
 
 def run_child(state: str, base_url: str, turns: int, baseline: Path | None) -> float:
@@ -244,10 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             run_child("observer", base_url, turns, None) / turns * 1e6 for _ in range(reps)
         )
     finally:
-        assert server.stdin is not None and server.stdout is not None
-        server.stdin.close()  # the server exits when its stdin closes
-        server.wait(30)
-        server.stdout.close()
+        stop(server)
     print(report(results, reps, turns, observer))
     if args.json:
         raw = {"reps": reps, "turns": turns, "observer_us_per_turn": observer, **results}

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tyqw import Session, _config
 from tyqw._config import ENV_NAMES
+from tyqw.stores import FileStore, MemoryStore, Store
 from tyqw.testing import BailianSimulator
 
 from .helpers import (
@@ -24,9 +27,12 @@ from .helpers import (
     Script,
     SessionFactory,
     TcpServerFactory,
+    TranscriptDictStore,
+    missing,
     read_request,
     sim_session,
 )
+from .relay_helpers import Relay
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +54,20 @@ def state_dir(tmp_path: Path) -> Path:
 async def sim() -> AsyncIterator[BailianSimulator]:
     async with BailianSimulator() as simulator:
         yield simulator
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp client session, closed after the test."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
+    """A relay with the default options in front of ``sim`` (a module may define its own)."""
+    async with Relay(sim) as running:
+        yield running
 
 
 @pytest.fixture
@@ -150,3 +170,27 @@ def redis_url(redis_process: RedisProcess) -> str:
         redis_process.start()  # a test stopped it
     redis_process.command("FLUSHALL")
     return redis_process.url
+
+
+@pytest.fixture(params=["file", "memory", "redis", "user"])
+async def transcript_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Each store that keeps transcripts, empty: local and lazily written (file, memory),
+    shared (redis), and a user's."""
+    made: Store
+    if request.param == "file":
+        made = FileStore(tmp_path / "state")
+    elif request.param == "memory":
+        made = MemoryStore()
+    elif request.param == "redis":
+        try:
+            from tyqw.stores import RedisStore
+        except ImportError:  # pragma: no cover - the dev extra installs redis-py
+            missing("RedisStore needs redis-py: pip install 'tyqw[redis]'")
+        made = RedisStore.from_url(
+            request.getfixturevalue("redis_url"),
+            key_prefix=f"transcripts-{os.getpid()}-{id(request)}:",
+        )
+    else:
+        made = TranscriptDictStore()
+    yield made
+    await made.aclose()

@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -47,6 +51,36 @@ def need_binary(name: str, hint: str) -> str:
     if path is None:
         missing(hint)
     return path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def docs_python_blocks(page: str) -> list[str]:
+    """The ``python`` code blocks of ``docs/<page>``, in order."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def env_without(*prefixes: str) -> dict[str, str]:
+    """This process's environment without the variables that start with ``prefixes``."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
+def run_python(
+    code: str, *, cwd: Path, env: Mapping[str, str], flags: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new Python (``python *flags -c code``) and wait for it to end;
+    its output is captured as text. A minute at most."""
+    return subprocess.run(
+        [sys.executable, *flags, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
 
 
 def sim_session(sim: BailianSimulator, state_dir: Path, **kwargs: Any) -> Session:
@@ -118,6 +152,20 @@ def bailian_stream(pieces: Sequence[str], session_id: str = "s" * 32) -> bytes:
 
 
 # -- real components ----------------------------------------------------------------------
+
+
+def transcript_events(raw: bytes) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """A recorded transcript read line by line, as a reference reader would: each
+    ``data:`` line is one event of the type the last ``event:`` line named, under the
+    status the last ``:HTTP_STATUS/`` line gave; yields ``(event, status, data)``."""
+    event, status = "result", 200
+    for line in raw.decode().split("\n"):
+        if line.startswith("event:"):
+            event = line[len("event:") :]
+        elif line.startswith(":HTTP_STATUS/"):
+            status = int(line[len(":HTTP_STATUS/") :])
+        elif line.startswith("data:"):
+            yield event, status, json.loads(line[len("data:") :])
 
 
 def free_port() -> int:

@@ -8,12 +8,14 @@ and the relay on a loop of their own, for tests whose client blocks (Selenium).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import socket
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -24,7 +26,7 @@ from tyqw.relay import create_app
 from tyqw.sse import ServerSentEvent, SSEDecoder
 from tyqw.testing import BailianSimulator
 
-from .helpers import missing
+from .helpers import missing, need_binary
 
 T = TypeVar("T")
 
@@ -33,6 +35,7 @@ BOB = "bob-token-8e6d4c2a0f1b9"
 TOKENS = {ALICE: "alice", BOB: "bob"}
 SSE_HEADERS = {"X-DashScope-SSE": "enable"}
 BOUND = 10.0  # seconds: never reached when things work
+JS = Path(__file__).parent / "js"  # the npm clients: npm ci --prefix tests/js
 
 
 class Relay:
@@ -91,6 +94,45 @@ class Relay:
 
     def url(self, app_id: str | None = None) -> str:
         return f"{self.base_url}/apps/{app_id or self.app_ids[0]}/completion"
+
+
+def post_head(relay: Relay, path: str, length: int, **headers: str) -> bytes:
+    """The raw head of Alice's JSON POST of ``length`` bytes to ``path`` on ``relay``,
+    for a test that writes (or withholds) the body itself."""
+    port = relay.root.split("/")[2].rsplit(":", 1)[1]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {length}",
+        f"Authorization: Bearer {ALICE}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def connect(
+    relay: Relay, receive_buffer: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection to ``relay``; with ``receive_buffer`` (bytes) set before it
+    connects, a client whose socket fills at once when it stops reading."""
+    port = int(relay.root.split("/")[2].rsplit(":", 1)[1])
+    if receive_buffer is None:
+        return await asyncio.open_connection("127.0.0.1", port)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
+async def until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the relay sends until it closes the connection (each read bounded)."""
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), BOUND):
+            data += chunk
+    return data
 
 
 def outside_address() -> str:
@@ -206,3 +248,28 @@ class RelayThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(BOUND)
             self.loop.close()
+
+
+async def run_node_script(script: str, scenario: dict[str, Any], *packages: str) -> list[Any]:
+    """Run ``tests/js/<script>`` under node with ``scenario`` as its JSON argument and
+    return the JSON lines it prints; skip when node or one of the npm ``packages`` is
+    missing."""
+    node = need_binary("node", "no node: install Node.js 20 (Debian: apt-get install nodejs)")
+    for package in packages:
+        if not (JS / "node_modules" / package).is_dir():
+            missing(f"no {package} npm package: run npm ci --prefix tests/js")
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(JS / script),
+        json.dumps(scenario),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), BOUND)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()
+    return [json.loads(line) for line in stdout.decode().splitlines()]

@@ -7,8 +7,6 @@ whose clock ``tyqw.testing.advance_clock()`` moves together with tyqw's.
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +14,18 @@ import pytest
 
 import tyqw
 from tyqw import Expiry, Session
-from tyqw.stores import FileStore, MemoryStore, Store
+from tyqw.stores import MemoryStore, Store
 from tyqw.testing import BailianSimulator, advance_clock
 
-from .helpers import TranscriptDictStore, missing, sim_session
+from .helpers import sim_session
 
 HOUR = 3600.0
 
 
-@pytest.fixture(params=["file", "memory", "redis", "user"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+@pytest.fixture
+def store(transcript_store: Store) -> Store:
     """Each kind of store: local and lazily written (file, memory), shared (redis, a user's)."""
-    made: Store
-    if request.param == "file":
-        made = FileStore(tmp_path / "state")
-    elif request.param == "memory":
-        made = MemoryStore()
-    elif request.param == "redis":
-        try:
-            from tyqw.stores import RedisStore
-        except ImportError:  # pragma: no cover - the dev extra installs redis-py
-            missing("RedisStore needs redis-py: pip install 'tyqw[redis]'")
-        made = RedisStore.from_url(
-            request.getfixturevalue("redis_url"),
-            key_prefix=f"expiry-{os.getpid()}-{id(request)}:",
-        )
-    else:
-        made = TranscriptDictStore()
-    yield made
-    await made.aclose()
+    return transcript_store
 
 
 def on(sim: BailianSimulator, store: Store, **kwargs: Any) -> Session:

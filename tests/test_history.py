@@ -18,7 +18,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,41 +25,29 @@ import pytest
 
 import tyqw
 from tyqw import Exchange, RecordedError, Reply, Session, StoreError, SyncSession
-from tyqw.stores import FileStore, MemoryStore, Store
+from tyqw.stores import FileStore, Store
 from tyqw.testing import BailianSimulator, Fault
 
-from .helpers import DictStore, SessionFactory, TranscriptDictStore, missing, sim_session
+from .helpers import DictStore, SessionFactory, sim_session
 
 BOUND = 30.0
 UTC = dt.timezone.utc
 
 
-@pytest.fixture(params=["file", "memory", "redis", "user"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+@pytest.fixture
+def store(transcript_store: Store) -> Store:
     """Each store that keeps transcripts: the shipped ones and a user's."""
-    made: Store
-    if request.param == "file":
-        made = FileStore(tmp_path / "state")
-    elif request.param == "memory":
-        made = MemoryStore()
-    elif request.param == "redis":
-        try:
-            from tyqw.stores import RedisStore
-        except ImportError:  # pragma: no cover - the dev extra installs redis-py
-            missing("RedisStore needs redis-py: pip install 'tyqw[redis]'")
-        made = RedisStore.from_url(
-            request.getfixturevalue("redis_url"),
-            key_prefix=f"history-{os.getpid()}-{id(request)}:",
-        )
-    else:
-        made = TranscriptDictStore()
-    yield made
-    await made.aclose()
+    return transcript_store
 
 
 def files_in(folder: Path) -> dict[Path, bytes]:
     """Every file under ``folder`` and what it holds."""
     return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def top_files(state_dir: Path) -> list[Path]:
+    """The files directly in ``state_dir`` (records and transcripts, not ``.tmp``)."""
+    return [path for path in files_in(state_dir) if path.parent == state_dir]
 
 
 def on(sim: BailianSimulator, store: Store, **kwargs: Any) -> Session:
@@ -281,11 +268,11 @@ async def test_forget_removes_the_files(
     """With a FileStore, forget() leaves no file of the conversation behind."""
     session = make_session(name="alice")
     await session.send("我叫小明")
-    kept = [p for p in files_in(state_dir) if p.parent == state_dir]
+    kept = top_files(state_dir)
     assert {p.name.split(".", 1)[1] for p in kept} == {"json", "transcript.jsonl"}
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in kept)
     await session.forget()
-    assert [p for p in files_in(state_dir) if p.parent == state_dir] == []
+    assert top_files(state_dir) == []
 
 
 async def test_forget_from_a_handler_is_refused_not_a_deadlock(
@@ -317,7 +304,7 @@ async def test_deleting_a_listed_conversation_removes_its_transcript(
     [listed] = tyqw.stored_conversations(state_dir)
     listed.delete()
     assert await session.history() == []
-    assert [p for p in files_in(state_dir) if p.parent == state_dir] == []
+    assert top_files(state_dir) == []
 
 
 # -- a store without transcripts ----------------------------------------------------------

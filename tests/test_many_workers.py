@@ -204,6 +204,38 @@ async def stored_id(kind: str, where: str, app_id: str, name: str) -> str | None
     return None if record is None else str(record["session_id"])
 
 
+async def overlapping_turns(
+    sim: BailianSimulator,
+    start_workers: WorkerFactory,
+    where: str,
+    users: int,
+    turns: int,
+    seed: int,
+) -> tuple[list[Worker], Arrivals, dict[str, list[dict[str, Any]]]]:
+    """Three workers sharing the store at ``where``; ``users`` users (``user00``...) each
+    send ``turns`` prompts (``<name> says <n>``), each to a random worker and sent while
+    the previous one is still being answered. The workers, what arrived, and each user's
+    answers in order."""
+    arrivals = Arrivals(sim)
+    sim.delay = 0.002  # a turn takes a while: time enough to overlap, were it possible
+    workers = await start_workers(3, where)
+    rng = random.Random(seed)
+
+    async def user(name: str) -> list[dict[str, Any]]:
+        answers = []
+        for turn in range(turns):
+            prompt = f"{name} says {turn}"
+            answer = rng.choice(workers).send(name, prompt)
+            answers.append(answer)
+            # The next turn goes out while this one runs: only the store keeps them apart.
+            await arrivals.arrived(prompt, answer)
+        return [await asyncio.wait_for(answer, BOUND) for answer in answers]
+
+    names = [f"user{n:02d}" for n in range(users)]
+    answers = await asyncio.gather(*map(user, names))
+    return workers, arrivals, dict(zip(names, answers, strict=True))
+
+
 # -- many workers -------------------------------------------------------------------------
 
 
@@ -220,23 +252,9 @@ async def test_three_workers_keep_each_users_conversation_whole(
     the user's previous turn is still being answered: each user ends with exactly one
     conversation holding their 5 prompts in order, and no two turns of a user overlap."""
     where = shared(kind, request, tmp_path)
-    arrivals = Arrivals(sim)
-    sim.delay = 0.002  # a turn takes a while: time enough to overlap, were it possible
-    workers = await start_workers(3, where)
-    rng = random.Random(20240610)
-
-    async def user(name: str) -> list[dict[str, Any]]:
-        answers = []
-        for turn in range(5):
-            prompt = f"{name} says {turn}"
-            answer = rng.choice(workers).send(name, prompt)
-            answers.append(answer)
-            # The next turn goes out while this one runs: only the store keeps them apart.
-            await arrivals.arrived(prompt, answer)
-        return [await asyncio.wait_for(answer, BOUND) for answer in answers]
-
-    names = [f"user{n:02d}" for n in range(50)]
-    results = dict(zip(names, await asyncio.gather(*map(user, names)), strict=True))
+    workers, arrivals, results = await overlapping_turns(
+        sim, start_workers, where, 50, 5, 20240610
+    )
 
     assert arrivals.overlaps == []
     assert len(sim.requests) == 250  # no turn sent twice
@@ -272,22 +290,7 @@ async def test_three_workers_write_one_transcript_per_user(
     one is answered: each user's transcript in the shared store holds exactly their 6
     prompts, in order, each with its reply; none missing, none twice."""
     where = shared(kind, request, tmp_path)
-    arrivals = Arrivals(sim)
-    sim.delay = 0.002
-    workers = await start_workers(3, where)
-    rng = random.Random(20261207)
-
-    async def user(name: str) -> list[dict[str, Any]]:
-        answers = []
-        for turn in range(6):
-            prompt = f"{name} says {turn}"
-            answer = rng.choice(workers).send(name, prompt)
-            answers.append(answer)
-            await arrivals.arrived(prompt, answer)
-        return [await asyncio.wait_for(answer, BOUND) for answer in answers]
-
-    names = [f"user{n:02d}" for n in range(30)]
-    results = dict(zip(names, await asyncio.gather(*map(user, names)), strict=True))
+    *_, results = await overlapping_turns(sim, start_workers, where, 30, 6, 20261207)
 
     store = RedisStore.from_url(where) if kind == "redis" else FileStore(where)
     try:

@@ -19,7 +19,7 @@ import pytest
 
 from tyqw import APIStatusError, BadRequestError, Message, Reply, Session, TokenUsage, TyqwError
 
-from .helpers import RawServerFactory
+from .helpers import RawServerFactory, transcript_events
 from .test_transcripts import slices
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
@@ -70,45 +70,39 @@ def read_transcript(raw: bytes) -> Expected:
     """The protocol reference's accumulator: text and reasoning concatenate, tool calls
     group by index, the finish reason is the last one that is not "null", usage the last."""
     expected = Expected([], None, [], None, None)
-    event, status, text, reasoning = "result", 200, "", ""
+    text, reasoning = "", ""
     calls: dict[int, list[str]] = {}
-    for line in raw.decode().split("\n"):
-        if line.startswith("event:"):
-            event = line[len("event:") :]
-        elif line.startswith(":HTTP_STATUS/"):
-            status = int(line[len(":HTTP_STATUS/") :])
-        elif line.startswith("data:"):
-            obj = json.loads(line[len("data:") :])
-            if event == "error":
-                expected.error = {**obj, "status": status}
-                continue
-            out = obj["output"]
-            if "choices" in out:
-                choice = out["choices"][0]
-                message, finish = choice["message"], choice["finish_reason"]
-            else:
-                message, finish = {"content": out["text"]}, out["finish_reason"]
-            delta = _text(message.get("content"))
-            thought = _text(message.get("reasoning_content"))
-            for fragment in message.get("tool_calls", ()):
-                call = calls.setdefault(fragment["index"], ["", "", ""])
-                call[0] = call[0] or fragment.get("id", "")
-                call[1] += fragment.get("function", {}).get("name", "")
-                call[2] += fragment.get("function", {}).get("arguments", "")
-            text += delta
-            reasoning += thought
-            if obj["usage"]:
-                expected.usage = obj["usage"]
-            expected.messages.append(
-                Seen(
-                    delta=delta,
-                    text=text,
-                    reasoning=thought,
-                    finish_reason=None if finish == "null" else finish,
-                    request_id=obj["request_id"],
-                    output_tokens=obj["usage"].get("output_tokens"),
-                )
+    for event, status, obj in transcript_events(raw):
+        if event == "error":
+            expected.error = {**obj, "status": status}
+            continue
+        out = obj["output"]
+        if "choices" in out:
+            choice = out["choices"][0]
+            message, finish = choice["message"], choice["finish_reason"]
+        else:
+            message, finish = {"content": out["text"]}, out["finish_reason"]
+        delta = _text(message.get("content"))
+        thought = _text(message.get("reasoning_content"))
+        for fragment in message.get("tool_calls", ()):
+            call = calls.setdefault(fragment["index"], ["", "", ""])
+            call[0] = call[0] or fragment.get("id", "")
+            call[1] += fragment.get("function", {}).get("name", "")
+            call[2] += fragment.get("function", {}).get("arguments", "")
+        text += delta
+        reasoning += thought
+        if obj["usage"]:
+            expected.usage = obj["usage"]
+        expected.messages.append(
+            Seen(
+                delta=delta,
+                text=text,
+                reasoning=thought,
+                finish_reason=None if finish == "null" else finish,
+                request_id=obj["request_id"],
+                output_tokens=obj["usage"].get("output_tokens"),
             )
+        )
     expected.reasoning = reasoning or None
     expected.tool_calls = [tuple(calls[i]) for i in sorted(calls)]  # type: ignore[misc]
     return expected

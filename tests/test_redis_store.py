@@ -375,17 +375,24 @@ def reachable(value: object, depth: int = 0, seen: set[int] | None = None) -> li
     return texts
 
 
+def password_user(redis_process: RedisProcess) -> tuple[RedisStore, RedisStore]:
+    """A Redis user with ``PASSWORD``, and two stores for it: one with that password, one
+    with a wrong one."""
+    port = redis_process.port
+    redis_process.command("ACL", "SETUSER", "tyqw-test", "on", f">{PASSWORD}", "~*", "+@all")
+    good = RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}@127.0.0.1:{port}/0")
+    wrong = RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}x@127.0.0.1:{port}/0")
+    return good, wrong
+
+
 async def test_the_password_never_leaks(
     redis_process: RedisProcess, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Wrong password, server down, bad URL: no error, repr or log holds the password."""
     caplog.set_level(logging.DEBUG)
-    port = redis_process.port
-    redis_process.command("ACL", "SETUSER", "tyqw-test", "on", f">{PASSWORD}", "~*", "+@all")
     texts: list[str] = []
+    good, wrong = password_user(redis_process)
     try:
-        good = RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}@127.0.0.1:{port}/0")
-        wrong = RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}x@127.0.0.1:{port}/0")
         texts += [repr(good), str(good)]
         await good.set(APP, "alice", record())
         with pytest.raises(StoreError) as wrong_password:
@@ -443,12 +450,9 @@ def frame_locals(error: BaseException) -> list[str]:
 async def test_the_password_is_in_no_frame_of_an_error(redis_process: RedisProcess) -> None:
     """A refused password or a server gone: no frame local of the error's chain (what
     Sentry records) holds the password."""
-    port = redis_process.port
-    redis_process.command("ACL", "SETUSER", "tyqw-test", "on", f">{PASSWORD}", "~*", "+@all")
     errors: list[BaseException] = []
+    good, wrong = password_user(redis_process)
     try:
-        good = RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}@127.0.0.1:{port}/0")
-        wrong = RedisStore.from_url(f"redis://tyqw-test:{PASSWORD}x@127.0.0.1:{port}/0")
         await good.set(APP, "alice", record())
         for call in (
             lambda: wrong.get(APP, "alice"),

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +38,6 @@ from .relay_helpers import (
 )
 
 FRAME = re.compile(rb"id:(\d+)\nevent:(result|error)\n:HTTP_STATUS/(\d{3})\ndata:([^\n]+)\n\n")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
-    async with Relay(sim) as running:
-        yield running
 
 
 async def test_sse_answer_is_framed_exactly_as_the_service_frames_it(

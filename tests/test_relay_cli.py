@@ -92,12 +92,6 @@ async def serve(tmp_path: Path) -> AsyncIterator[object]:
             await process.wait()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def test_serve_works_offline_on_a_fresh_machine(
     serve: object, http: aiohttp.ClientSession
 ) -> None:

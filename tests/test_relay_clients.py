@@ -8,11 +8,8 @@ and the SDK's blocking calls in a thread, so the loop keeps serving them.
 from __future__ import annotations
 
 import asyncio
-import json
 import warnings
-from collections.abc import AsyncIterator
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,18 +17,8 @@ from aiohttp import web
 
 from tyqw.testing import BailianSimulator, Fault, default_reply
 
-from .helpers import missing, need_binary
-from .relay_helpers import ALICE, BOUND, TOKENS, Relay
-
-JS = Path(__file__).parent / "js"
-FETCH_EVENT_SOURCE = JS / "node_modules" / "@microsoft" / "fetch-event-source"
-
-
-@pytest.fixture
-async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
-    async with Relay(sim) as running:
-        yield running
-
+from .helpers import missing
+from .relay_helpers import ALICE, TOKENS, Relay, run_node_script
 
 # -- @microsoft/fetch-event-source, used as the original TypeScript class used it --------
 
@@ -39,25 +26,8 @@ async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
 async def run_node(
     relay: Relay, steps: list[dict[str, Any]], token: str = ALICE
 ) -> list[dict[str, Any]]:
-    node = need_binary("node", "no node: install Node.js 20 (Debian: apt-get install nodejs)")
-    if not FETCH_EVENT_SOURCE.is_dir():
-        missing("no @microsoft/fetch-event-source: run npm ci --prefix tests/js")
     scenario = {"base": relay.root, "app_id": relay.app_ids[0], "token": token, "steps": steps}
-    process = await asyncio.create_subprocess_exec(
-        node,
-        str(JS / "tyqw_client.mjs"),
-        json.dumps(scenario),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), BOUND)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()
-    return [json.loads(line) for line in stdout.decode().splitlines()]
+    return await run_node_script("tyqw_client.mjs", scenario, "@microsoft/fetch-event-source")
 
 
 def step(lines: list[dict[str, Any]], n: int, kind: str) -> list[dict[str, Any]]:

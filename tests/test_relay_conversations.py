@@ -5,11 +5,6 @@ listed, read and deleted only by their user (``X-Tyqw-Conversation`` and
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +13,8 @@ import pytest
 
 from tyqw.testing import BailianSimulator
 
+from .helpers import docs_python_blocks, env_without, run_python
 from .relay_helpers import ALICE, BOB, BOUND, Relay, auth, body, post
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
-    async with Relay(sim) as running:
-        yield running
 
 
 async def turn(
@@ -191,19 +173,10 @@ async def test_a_user_name_holding_a_nul_is_refused(
 def test_the_docs_example_runs_as_written(tmp_path: Path) -> None:
     """docs/chat-page.md's Python example runs on the offline simulator and prints two
     conversations, newest first, and the first one's exchange."""
-    page = (ROOT / "docs" / "chat-page.md").read_text(encoding="utf-8")
-    [block] = re.findall(r"```python\n(.*?)```", page, re.S)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASHSCOPE_", "TYQW_"))}
+    [block] = docs_python_blocks("chat-page.md")
+    env = env_without("DASHSCOPE_", "TYQW_")
     env["XDG_STATE_HOME"] = str(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", block],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
+    done = run_python(block, cwd=tmp_path, env=env, flags=["-W", "error"])
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[2] == "[('work', 'hello'), ('trip', 'my name is Ada')]"

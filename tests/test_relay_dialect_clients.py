@@ -8,9 +8,7 @@ and LangChain's blocking calls in a thread, so the loop keeps serving them.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +18,7 @@ from pydantic import SecretStr
 
 from tyqw.testing import BailianSimulator, Fault, default_reply
 
-from .helpers import missing, need_binary
-from .relay_helpers import ALICE, BOUND, Relay
-
-JS = Path(__file__).parent / "js"
+from .relay_helpers import ALICE, Relay, run_node_script
 
 
 @pytest.fixture
@@ -35,10 +30,6 @@ async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
 async def run_dialects(
     relay: Relay, kind: str, prompts: list[str], token: str = ALICE, model: str | None = None
 ) -> list[dict[str, Any]]:
-    node = need_binary("node", "no node: install Node.js 20 (Debian: apt-get install nodejs)")
-    for package in ("openai", "ai"):
-        if not (JS / "node_modules" / package).is_dir():
-            missing(f"no {package} npm package: run npm ci --prefix tests/js")
     scenario = {
         "base": relay.root,
         "token": token,
@@ -46,21 +37,7 @@ async def run_dialects(
         "kind": kind,
         "prompts": prompts,
     }
-    process = await asyncio.create_subprocess_exec(
-        node,
-        str(JS / "dialects.mjs"),
-        json.dumps(scenario),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), BOUND)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()
-    return [json.loads(line) for line in stdout.decode().splitlines()]
+    return await run_node_script("dialects.mjs", scenario, "openai", "ai")
 
 
 async def test_openai_npm_package_chats_and_the_app_remembers(

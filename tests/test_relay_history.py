@@ -7,7 +7,6 @@ Chromium is in ``test_relay_browser.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,6 @@ from tyqw import Exchange
 from tyqw.testing import BailianSimulator
 
 from .relay_helpers import ALICE, BOB, BOUND, Relay, auth, body, post
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def history(

@@ -4,10 +4,8 @@ server, the body checked (model allow-list, message caps, known parameters only)
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,11 +13,19 @@ import pytest
 
 from tyqw.testing import BailianSimulator, default_reply
 
-from .helpers import missing, need_binary
-from .relay_helpers import ALICE, BOUND, SSE_HEADERS, Relay, RelayThread, auth, post
+from .helpers import missing
+from .relay_helpers import (
+    ALICE,
+    BOUND,
+    SSE_HEADERS,
+    Relay,
+    RelayThread,
+    auth,
+    post,
+    run_node_script,
+)
 
 PATH = "/services/aigc/text-generation/generation"
-JS = Path(__file__).parent / "js"
 
 
 def generation(*messages: tuple[str, str], model: str = "qwen-plus", **params: Any) -> Any:
@@ -135,25 +141,8 @@ def test_the_official_sdk_through_the_relay(relay_thread: RelayThread) -> None:
 
 async def run_article(url: str, token: str, messages: list[dict[str, str]]) -> list[Any]:
     """The article's fetch-event-source code under node, against ``url``."""
-    node = need_binary("node", "no node: install Node.js 20 (Debian: apt-get install nodejs)")
-    if not (JS / "node_modules" / "@microsoft" / "fetch-event-source").is_dir():
-        missing("no @microsoft/fetch-event-source: run npm ci --prefix tests/js")
     scenario = {"url": url, "token": token, "messages": messages, "model": "qwen-plus"}
-    process = await asyncio.create_subprocess_exec(
-        node,
-        str(JS / "model_client.mjs"),
-        json.dumps(scenario),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), BOUND)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()
-    return [json.loads(line) for line in stdout.decode().splitlines()]
+    return await run_node_script("model_client.mjs", scenario, "@microsoft/fetch-event-source")
 
 
 async def test_the_article_browser_code_against_the_simulator_and_the_relay(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -32,18 +31,6 @@ from .relay_helpers import (
 )
 
 CANARY = "sk-canary-relay-7d3f9b1c5e2a"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
-    async with Relay(sim) as running:
-        yield running
 
 
 @pytest.mark.parametrize(

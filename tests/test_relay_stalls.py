@@ -7,45 +7,27 @@ lock); each is dropped within the relay's bound, over real sockets that stall.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
 from tyqw.testing import BailianSimulator
 
-from .relay_helpers import ALICE, BOUND, SSE_HEADERS, Relay, auth, body, post
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def until_closed(reader: asyncio.StreamReader) -> bytes:
-    """Everything the relay sends until it closes the connection (each read bounded)."""
-    data = b""
-    with contextlib.suppress(ConnectionResetError):
-        while chunk := await asyncio.wait_for(reader.read(1 << 20), BOUND):
-            data += chunk
-    return data
+from .relay_helpers import (
+    BOUND,
+    SSE_HEADERS,
+    Relay,
+    auth,
+    body,
+    connect,
+    post,
+    post_head,
+    until_closed,
+)
 
 
 def head(relay: Relay, length: int, **headers: str) -> bytes:
-    path = relay.url().split("/", 3)[3]
-    lines = [
-        f"POST /{path} HTTP/1.1",
-        "Host: 127.0.0.1",
-        "Content-Type: application/json",
-        f"Content-Length: {length}",
-        f"Authorization: Bearer {ALICE}",
-        *(f"{name}: {value}" for name, value in headers.items()),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return post_head(relay, "/" + relay.url().split("/", 3)[3], length, **headers)
 
 
 async def test_a_body_that_stops_arriving_is_a_408_and_the_connection_closes(
@@ -54,8 +36,7 @@ async def test_a_body_that_stops_arriving_is_a_408_and_the_connection_closes(
     """A client that announces a body and stops sending it gets 408 RequestTimeOut
     within body_timeout and its connection is closed; nothing reaches the service."""
     async with Relay(sim, body_timeout=0.5) as relay:
-        port = int(relay.root.rsplit(":", 1)[1])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await connect(relay)
         writer.write(head(relay, 1000) + b'{"input":{"prompt":"')
         answer = await until_closed(reader)
         writer.close()
@@ -80,12 +61,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_its_conversation_unloc
     sim.reply = reply
     sim.chunk_size = 1000
     async with Relay(sim, send_timeout=0.5) as relay:
-        port = int(relay.root.rsplit(":", 1)[1])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock)
+        reader, writer = await connect(relay, receive_buffer=4096)
         payload = json.dumps(body("tell me everything")).encode()
         writer.write(head(relay, len(payload), **SSE_HEADERS) + payload)
         await asyncio.wait_for(arrived.wait(), BOUND)

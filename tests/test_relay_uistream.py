@@ -7,9 +7,7 @@ it with the ``ai`` package's own reader and transport under node.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,19 +16,23 @@ import pytest
 
 from tyqw.testing import BailianSimulator, Fault, default_reply
 
-from .relay_helpers import ALICE, BOB, BOUND, Relay, auth, post
+from .relay_helpers import (
+    ALICE,
+    BOB,
+    BOUND,
+    Relay,
+    auth,
+    connect,
+    post,
+    post_head,
+    until_closed,
+)
 
 
 @pytest.fixture
 async def relay(sim: BailianSimulator) -> AsyncIterator[Relay]:
     async with Relay(sim, session_options={"max_retries": 0}) as running:
         yield running
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def user(text: str, n: int = 0) -> dict[str, Any]:
@@ -247,30 +249,11 @@ async def test_a_user_name_holding_a_nul_is_refused(
     assert sim.requests == []
 
 
-def _head(port: int, path: str, length: int) -> bytes:
-    lines = [
-        f"POST {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Content-Type: application/json",
-        f"Content-Length: {length}",
-        f"Authorization: Bearer {ALICE}",
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
 def _dialect_request(path: str, model: str, prompt: str) -> bytes:
     if path == "/api/chat":
         return json.dumps({"id": "c", "messages": [user(prompt)]}).encode()
     messages = [{"role": "user", "content": prompt}]
     return json.dumps({"model": model, "messages": messages, "stream": True}).encode()
-
-
-async def _until_closed(reader: asyncio.StreamReader) -> bytes:
-    data = b""
-    with contextlib.suppress(ConnectionResetError):
-        while chunk := await asyncio.wait_for(reader.read(1 << 20), BOUND):
-            data += chunk
-    return data
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat"])
@@ -280,10 +263,9 @@ async def test_a_dialect_body_that_stops_arriving_is_a_408(
     """A body announced and never finished: 408 within body_timeout, the connection
     closed, nothing sent to the service."""
     async with Relay(sim, body_timeout=0.5) as relay:
-        port = int(relay.root.rsplit(":", 1)[1])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(_head(port, path, 1000) + b'{"messages":[')
-        answer = await _until_closed(reader)
+        reader, writer = await connect(relay)
+        writer.write(post_head(relay, path, 1000) + b'{"messages":[')
+        answer = await until_closed(reader)
         writer.close()
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"0.5s" in answer
@@ -305,14 +287,9 @@ async def test_a_dialect_client_that_stops_reading_is_dropped(
     sim.reply = reply
     sim.chunk_size = 100_000
     async with Relay(sim, send_timeout=0.5) as relay:
-        port = int(relay.root.rsplit(":", 1)[1])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock)
+        reader, writer = await connect(relay, receive_buffer=4096)
         payload = _dialect_request(path, relay.app_ids[0], "tell me everything")
-        writer.write(_head(port, path, len(payload)) + payload)
+        writer.write(post_head(relay, path, len(payload)) + payload)
         await asyncio.wait_for(arrived.wait(), BOUND)
         upstream = sim.requests[-1]
         await asyncio.wait_for(upstream.done.wait(), BOUND)  # the relay gave the turn up
@@ -320,7 +297,7 @@ async def test_a_dialect_client_that_stops_reading_is_dropped(
         sim.reply = lambda prompt, history: "short"
         chunks = await asyncio.wait_for(chat(http, relay, [user("hello")], chat_id="c2"), BOUND)
         assert text(chunks) == "short"
-        await _until_closed(reader)  # what it had not read, then the end
+        await until_closed(reader)  # what it had not read, then the end
         writer.close()
 
 

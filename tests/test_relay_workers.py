@@ -22,12 +22,6 @@ from .helpers import DictStore
 from .relay_helpers import ALICE, BOB, BOUND, SSE_HEADERS, Relay, auth, body, post
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def connected_clients(redis_process: Any) -> int:
     info = redis_process.command("INFO", "clients").decode()
     return int(info.split("connected_clients:")[1].split()[0])

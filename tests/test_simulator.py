@@ -28,12 +28,6 @@ async def sim() -> AsyncIterator[BailianSimulator]:
         yield simulator
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 class Reply:
     """What came back from one request."""
 

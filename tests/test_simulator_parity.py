@@ -14,7 +14,6 @@ import gzip
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,6 @@ from tyqw.testing import BailianSimulator, Fault
 FIXTURES = Path(__file__).parent / "fixtures"
 MARKER = re.compile(r"<ref>((?:\[\d+\])+)</ref>")
 BAD_APP = "Required parameter(AppId) missing or invalid, please check the request parameters."
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def events(raw: bytes) -> list[tuple[str, int, Any]]:

@@ -8,10 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import re
-import subprocess
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -31,13 +27,12 @@ from opentelemetry.semconv.attributes import error_attributes, server_attributes
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tyqw
-from tests.helpers import sim_session
+from tests.helpers import ROOT, docs_python_blocks, env_without, run_python, sim_session
 from tests.relay_helpers import ALICE, SSE_HEADERS, Relay, auth, body, post
 from tyqw import _telemetry
 from tyqw.relay import create_app
 from tyqw.testing import BailianSimulator, Fault
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-telemetry-secret-7c1f9e2b4d"
 BOUND = 10.0
 
@@ -152,6 +147,13 @@ def values(spans: list[ReadableSpan]) -> list[str]:
 # -- app turns -------------------------------------------------------------------------
 
 
+def assert_inside(child: ReadableSpan, parent: ReadableSpan) -> None:
+    """``child`` started and ended while ``parent`` was open."""
+    assert child.start_time is not None and parent.start_time is not None
+    assert child.end_time is not None and parent.end_time is not None
+    assert parent.start_time <= child.start_time <= child.end_time <= parent.end_time
+
+
 async def test_app_turn_is_an_invoke_agent_client_span(
     telemetry: Telemetry, secret_sim: BailianSimulator, state_dir: Path
 ) -> None:
@@ -250,9 +252,7 @@ async def test_workflow_nodes_are_child_spans(
         assert node.parent is not None and node.parent.span_id == turn.context.span_id
         assert node.attributes is not None
         assert node.attributes["dashscope.workflow.node.id"] in {e.node_id for e in events}
-        assert node.start_time is not None and turn.start_time is not None
-        assert node.end_time is not None and turn.end_time is not None
-        assert turn.start_time <= node.start_time <= node.end_time <= turn.end_time
+        assert_inside(node, turn)
 
 
 async def test_a_reply_that_cites_documents_has_a_retrieval_span(
@@ -271,9 +271,7 @@ async def test_a_reply_that_cites_documents_has_a_retrieval_span(
     assert attributes[OPERATION] == "retrieval"
     assert attributes[DATA_SOURCE_ID] == "kb-7"
     assert DOCUMENTS not in attributes
-    assert retrieval.start_time is not None and turn.start_time is not None
-    assert retrieval.end_time is not None and turn.end_time is not None
-    assert turn.start_time <= retrieval.start_time <= retrieval.end_time <= turn.end_time
+    assert_inside(retrieval, turn)
 
 
 async def test_a_retried_turn_shows_each_retry(
@@ -554,16 +552,7 @@ asyncio.run(main())
 def test_the_global_providers_need_no_call() -> None:
     """With the application's global providers set, turns report to them without any tyqw
     call, from the first turn after they are set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_GLOBAL_RUN)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
+    done = run_python(textwrap.dedent(_GLOBAL_RUN), cwd=ROOT, env=env_without("OTEL_"))
     assert done.returncode == 0, done.stderr
     spans, metrics = done.stdout.strip().split("] [")
     assert spans == "['invoke_agent'"
@@ -608,16 +597,7 @@ def test_tyqw_runs_without_opentelemetry(block: bool) -> None:
     """tyqw imports and runs a turn with OpenTelemetry not installed, and, installed but
     not configured, never imports it."""
     script = f"BLOCK = {block}\n" + textwrap.dedent(_BLOCKED_RUN)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
+    done = run_python(script, cwd=ROOT, env=env_without("OTEL_"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "stop []"
 
@@ -625,21 +605,12 @@ def test_tyqw_runs_without_opentelemetry(block: bool) -> None:
 def test_the_docs_example_runs_and_prints_the_spans(tmp_path: Path) -> None:
     """docs/telemetry.md's Python example runs as written and prints the turn's span and
     its retrieval child, as the page shows."""
-    page = (ROOT / "docs" / "telemetry.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    blocks = docs_python_blocks("telemetry.md")
     assert blocks
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env = env_without("OTEL_")
     env["XDG_STATE_HOME"] = str(tmp_path)
     for block in blocks:
-        done = subprocess.run(
-            [sys.executable, "-c", block],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-            env=env,
-            check=False,
-        )
+        done = run_python(block, cwd=tmp_path, env=env)
         assert done.returncode == 0, done.stderr
         assert '"name": "retrieval kb-handbook"' in done.stdout
         assert '"name": "invoke_agent ' in done.stdout

@@ -17,7 +17,7 @@ import pytest
 
 from tyqw import APIStatusError, BadRequestError, Message, TyqwError
 
-from .helpers import RawServerFactory, raw_session
+from .helpers import RawServerFactory, raw_session, transcript_events
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CUMULATIVE = {"agent-cumulative.sse"}
@@ -60,36 +60,30 @@ def read_transcript(raw: bytes, cumulative: bool) -> tuple[list[Seen], dict[str,
     line is one event of the type the last ``event:`` line named."""
     messages: list[Seen] = []
     error: dict[str, Any] | None = None
-    event, status, text = "result", 200, ""
-    for line in raw.decode().split("\n"):
-        if line.startswith("event:"):
-            event = line[len("event:") :]
-        elif line.startswith(":HTTP_STATUS/"):
-            status = int(line[len(":HTTP_STATUS/") :])
-        elif line.startswith("data:"):
-            obj = json.loads(line[len("data:") :])
-            if event == "error":
-                error = {**obj, "status": status}
-                continue
-            out = obj["output"]
-            wire = out.get("text", "")
-            delta = wire[len(text) :] if cumulative else wire
-            text += delta
-            node = out.get("workflow_message")
-            models = obj["usage"].get("models") or [{}]
-            messages.append(
-                Seen(
-                    delta=delta,
-                    text=text,
-                    finish_reason=None if out["finish_reason"] == "null" else out["finish_reason"],
-                    session_id=out["session_id"],
-                    request_id=obj["request_id"],
-                    references=tuple(r["index_id"] for r in out.get("doc_references", ())),
-                    thoughts=tuple(t["action_type"] for t in out.get("thoughts", ())),
-                    node=None if node is None else _node(node),
-                    output_tokens=models[0].get("output_tokens"),
-                )
+    text = ""
+    for event, status, obj in transcript_events(raw):
+        if event == "error":
+            error = {**obj, "status": status}
+            continue
+        out = obj["output"]
+        wire = out.get("text", "")
+        delta = wire[len(text) :] if cumulative else wire
+        text += delta
+        node = out.get("workflow_message")
+        models = obj["usage"].get("models") or [{}]
+        messages.append(
+            Seen(
+                delta=delta,
+                text=text,
+                finish_reason=None if out["finish_reason"] == "null" else out["finish_reason"],
+                session_id=out["session_id"],
+                request_id=obj["request_id"],
+                references=tuple(r["index_id"] for r in out.get("doc_references", ())),
+                thoughts=tuple(t["action_type"] for t in out.get("thoughts", ())),
+                node=None if node is None else _node(node),
+                output_tokens=models[0].get("output_tokens"),
             )
+        )
     return messages, error
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._history import Exchange
+from ._tools import round_messages
 
 __all__ = ["DEFAULT_HISTORY_CHARS", "check_budget", "exchange_messages", "history_messages"]
 
@@ -47,26 +48,7 @@ def exchange_messages(exchange: Exchange) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [{"role": "user", "content": exchange.prompt}]
     answered = [c for c in reply.tool_calls if c.result is not None or c.error is not None]
     if answered:
-        messages.append(
-            {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [
-                    {
-                        "index": index,
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": call.arguments},
-                    }
-                    for index, call in enumerate(answered)
-                ],
-            }
-        )
-        for call in answered:
-            content = call.result if call.error is None else f"Error: {call.error}"
-            messages.append(
-                {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
-            )
+        messages.extend(round_messages("", answered))
     messages.append({"role": "assistant", "content": reply.text})
     return messages
 

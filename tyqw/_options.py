@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._tools import Toolbox
 
 from ._json import check_json
+from ._tools import round_messages
 
 __all__ = ["Options", "RagOptions", "TurnOptions"]
 
@@ -407,27 +408,7 @@ class TurnOptions:
     def add_round(self, text: str, calls: Sequence[ToolCall], last: bool) -> None:
         """After a round of tool calls: the model's call message and each result go at the
         end of ``input.messages``; on the ``last`` round the model must answer in text."""
-        messages = self.body["input"]["messages"]
-        messages.append(
-            {
-                "role": "assistant",
-                "content": text,
-                "tool_calls": [
-                    {
-                        "index": index,
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": call.arguments},
-                    }
-                    for index, call in enumerate(calls)
-                ],
-            }
-        )
-        for call in calls:
-            content = call.result if call.error is None else f"Error: {call.error}"
-            messages.append(
-                {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
-            )
+        self.body["input"]["messages"].extend(round_messages(text, calls))
         if last:
             self.body["parameters"]["tool_choice"] = "none"
 

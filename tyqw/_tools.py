@@ -100,6 +100,34 @@ class Toolbox:
         return ToolCall(call.id, call.name, call.arguments, _text(result))
 
 
+def round_messages(text: str, calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    """A round of tool calls as the model is told it in ``input.messages``: its own
+    message with the calls, then one ``tool`` message per call with the result (or the
+    error, as ``Error: ...``). Both a model turn's next round and the history of earlier
+    exchanges send these."""
+    messages: list[dict[str, Any]] = [
+        {
+            "role": "assistant",
+            "content": text,
+            "tool_calls": [
+                {
+                    "index": index,
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for index, call in enumerate(calls)
+            ],
+        }
+    ]
+    for call in calls:
+        content = call.result if call.error is None else f"Error: {call.error}"
+        messages.append(
+            {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
+        )
+    return messages
+
+
 def _call(handler: Callable[..., Any], arguments: dict[str, Any], *, spread: bool) -> Any:
     """Call ``handler``: a coroutine function is called here (its awaitable returned), a
     plain function in a worker thread, so a slow one never blocks the event loop."""

@@ -33,7 +33,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, final
 
@@ -184,23 +184,8 @@ class FileStore(LocalStoreMethods):
             self._keep_in_memory(memory_key, record)
             return
         path = self.path(app_id, name)
-        temporaries = self.directory / ".tmp"
         try:
-            try:
-                fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
-            except FileNotFoundError:
-                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-                temporaries.mkdir(mode=0o700, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
-            # mkstemp made the file 0600, in the folder, so the rename is atomic.
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            _replace(path, data, self.directory / ".tmp", self._make_folders)
         except IsADirectoryError:  # damage in place of this one file, not the folder
             logger.warning(
                 "tyqw: cannot replace %s (a folder is in its place); the conversation is "
@@ -215,7 +200,12 @@ class FileStore(LocalStoreMethods):
             return
         with _in_memory_guard:
             _in_memory.pop(memory_key, None)
-        _remove_stale_temporaries(temporaries)
+        _remove_stale_temporaries(self.directory / ".tmp")
+
+    def _make_folders(self) -> None:
+        """The state folder and its ``.tmp``, owner-only, where a write finds them missing."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.directory / ".tmp").mkdir(mode=0o700, exist_ok=True)
 
     # -- the transcript: appended, never rewritten but to drop the oldest --------------
 
@@ -282,12 +272,7 @@ class FileStore(LocalStoreMethods):
 
     def delete_transcript_now(self, app_id: str, name: str) -> None:
         """Forget the transcript: remove its file."""
-        try:
-            os.unlink(self.transcript_path(app_id, name))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            self._unusable("write", exc)
+        self._remove(self.transcript_path(app_id, name))
 
     async def append_transcript(
         self, app_id: str, name: str, entry: dict[str, Any], keep: int
@@ -320,24 +305,19 @@ class FileStore(LocalStoreMethods):
             return
         keep = lines[-1][1][1]
         data = b"".join(line + b"\n" for line, _ in lines[-keep:])
-        temporaries = self.directory / ".tmp"
-        temporaries.mkdir(mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _replace(path, data, self.directory / ".tmp", self._make_folders)
 
     def delete_now(self, app_id: str, name: str) -> None:
         """Forget the conversation: remove its file."""
         with _in_memory_guard:
             _in_memory.pop((self.directory, app_id, name), None)
+        self._remove(self.path(app_id, name))
+
+    def _remove(self, path: Path) -> None:
+        """Remove one file of a conversation: one already gone is fine; a folder that
+        refuses is reported as any refused write is (a warning once per folder)."""
         try:
-            os.unlink(self.path(app_id, name))
+            os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -629,6 +609,26 @@ _FIRST_TAIL = 4096  # most lines are shorter: one small read finds the last one
 # The head of every line tyqw writes, so that an append and a compaction need not parse
 # the entries (see _line_head).
 _HEAD = re.compile(rb'\{"n":(\d{1,18}),"keep":(\d{1,18}),"entry":\{')
+
+
+def _replace(path: Path, data: bytes, temporaries: Path, make_folders: Callable[[], None]) -> None:
+    """Put ``data`` at ``path`` in one step: a temporary file in ``temporaries`` (the same
+    filesystem), then ``os.replace``, so a reader sees the old file or the new one, never
+    a part. ``make_folders`` runs once when ``temporaries`` does not exist yet."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
+    except FileNotFoundError:
+        make_folders()
+        fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
+    # mkstemp made the file 0600, in the folder, so the rename is atomic.
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _write_all(fd: int, data: bytes) -> None:
