@@ -398,7 +398,7 @@ async def test_a_killed_worker_blocks_its_user_only_until_the_lease_expires(
     assert waited < lease + 1.0
 
 
-# -- the README's bot -------------------------------------------------------------------
+# -- the bot of docs/many-workers.md ----------------------------------------------------
 
 
 def readme_bot() -> str:
