@@ -398,15 +398,14 @@ async def test_a_killed_worker_blocks_its_user_only_until_the_lease_expires(
     assert waited < lease + 1.0
 
 
-# -- the README's bot -------------------------------------------------------------------
+# -- the bot of docs/many-workers.md ----------------------------------------------------
 
 
 def readme_bot() -> str:
-    """The Python block under "## Many workers" in README.md."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Many workers\n", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, re.S)
-    assert block is not None, "no Python block under Many workers in README.md"
+    """The first Python block of docs/many-workers.md."""
+    text = (ROOT / "docs" / "many-workers.md").read_text(encoding="utf-8")
+    block = re.search(r"```python\n(.*?)```", text, re.S)
+    assert block is not None, "no Python block in docs/many-workers.md"
     return block.group(1)
 
 
@@ -414,8 +413,8 @@ def readme_bot() -> str:
 async def test_the_readme_bot_runs_as_is_on_two_workers(
     sim: BailianSimulator, redis_url: str, tmp_path: Path
 ) -> None:
-    """The README's bot, run twice over one Redis: a user's second message, sent to the
-    other worker, continues the first; both workers stop cleanly."""
+    """The docs' many-workers bot, run twice over one Redis: a user's second message, sent
+    to the other worker, continues the first; both workers stop cleanly."""
     bot = tmp_path / "bot.py"
     bot.write_text(readme_bot(), encoding="utf-8")
     env = clean_env(

@@ -29,7 +29,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WAIT = 15.0
 SCREENSHOT_ENV = "TYQW_RELAY_SCREENSHOT"
-"""Set to a path (docs/relay.png) to keep the README's screenshot from the test."""
+"""Set to a path (docs/relay.png) to keep the relay page's screenshot from the test."""
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning:selenium")
 
@@ -503,7 +503,7 @@ def test_usable_at_phone_width(browser: Any, served: RelayThread) -> None:
 
 
 def test_screenshot_of_a_conversation(browser: Any, served: RelayThread, tmp_path: Path) -> None:
-    """A conversation with thoughts and citations opened, saved as a PNG (the README's
+    """A conversation with thoughts and citations opened, saved as a PNG (the relay page's
     picture when TYQW_RELAY_SCREENSHOT names where to keep it)."""
     prompt = open_page(browser, served, size=(900, 860))
     prompt.send_keys("你好，我叫小明\n")

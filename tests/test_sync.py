@@ -1,4 +1,4 @@
-"""SyncSession: the README's examples written without asyncio, threads, Ctrl-C, lifetimes.
+"""SyncSession: the docs' examples written without asyncio, threads, Ctrl-C, lifetimes.
 
 The simulator runs on its own thread and event loop (``SimThread``), so that the tests
 call SyncSession from plain blocking code, as a script would.

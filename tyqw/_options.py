@@ -52,7 +52,7 @@ class RagOptions(TypedDict, total=False):
 class Options(TypedDict, total=False):
     """Keyword options of ``Session.send()`` and ``Session.stream()``.
 
-    Each goes where the Bailian API expects it (the README's Options table says where);
+    Each goes where the Bailian API expects it (the Options page of the docs says where);
     ``input`` / ``parameters`` dicts are merged in last, for keys tyqw does not know yet.
     ``headers``, ``workspace``, ``read_timeout``, ``deadline`` and ``session_id`` change
     this turn only, never the Session.
