@@ -51,7 +51,7 @@ from ._dialect import (
 )
 from ._gone import Writing, hang_up, unless_gone
 from ._request import GEN_PARAMETERS, Refused, invalid, parse_generation
-from ._responses import upstream_error
+from ._responses import json_response, upstream_error
 from ._users import NotCurrent
 
 __all__ = ["CONVERSATION_HEADER", "OpenAI"]
@@ -87,24 +87,9 @@ def error_json(status: int, code: str, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-def _json(
-    status: int, body: dict[str, Any], request_id: str, headers: dict[str, str]
-) -> web.Response:
-    return web.Response(
-        status=status,
-        body=dumps(body).encode(),
-        headers={
-            "Content-Type": "application/json",
-            "Cache-Control": "no-store",
-            "x-request-id": request_id,
-            **headers,
-        },
-    )
-
-
 def _refusal(refused: Refused, request_id: str, cors: dict[str, str]) -> web.Response:
     body = error_json(refused.status, refused.code, refused.message)
-    return _json(refused.status, body, request_id, {**cors, **refused.headers})
+    return json_response(refused.status, body, {**cors, **refused.headers}, request_id)
 
 
 def _moved_on() -> Refused:
@@ -360,7 +345,7 @@ class OpenAI:
         except Refused as refused:
             return _refusal(refused, request_id, cors)
         data = [_model(name, kind) for name, kind in served(self.host)]
-        return _json(200, {"object": "list", "data": data}, request_id, cors)
+        return json_response(200, {"object": "list", "data": data}, cors, request_id)
 
     async def model(self, request: web.Request) -> web.Response:
         request_id = str(uuid.uuid4())
@@ -373,7 +358,7 @@ class OpenAI:
                 raise Refused(404, "model_not_found", f"The model {model!r} does not exist.")
         except Refused as refused:
             return _refusal(refused, request_id, cors)
-        return _json(200, _model(model, kind), request_id, cors)
+        return json_response(200, _model(model, kind), cors, request_id)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         host = self.host
@@ -516,7 +501,7 @@ class _Chunks:
     def _stopping(self) -> web.Response:
         """The relay is stopping: the turn ended before any event."""
         body = error_json(503, "ServiceUnavailable", "The relay is stopping.")
-        return _json(503, body, self.request_id, self.cors)
+        return json_response(503, body, self.cors, self.request_id)
 
 
 class _Answer(_Chunks):
@@ -566,7 +551,7 @@ class _Answer(_Chunks):
                 status, error = upstream_error(exc, self.request_id)
                 if response is None:
                     body = error_json(status, error["code"], error["message"])
-                    return _json(status, body, error["request_id"], self.cors)
+                    return json_response(status, body, self.cors, error["request_id"])
                 await self._fail(response, status, error["code"], error["message"])
                 return response
             reply = upstream.reply
@@ -601,7 +586,7 @@ class _Answer(_Chunks):
             except TyqwError as exc:
                 status, error = upstream_error(exc, self.request_id)
                 body = error_json(status, error["code"], error["message"])
-                return _json(status, body, error["request_id"], self.cors)
+                return json_response(status, body, self.cors, error["request_id"])
             reply = upstream.reply
         if session_id is None:
             return self._stopping()
@@ -612,7 +597,7 @@ class _Answer(_Chunks):
         said: dict[str, Any] = {"role": "assistant", "content": content}
         if reasoning:
             said["reasoning_content"] = "".join(reasoning)
-        return _json(200, self._whole(said, "stop", _usage(reply)), request_id, self.cors)
+        return json_response(200, self._whole(said, "stop", _usage(reply)), self.cors, request_id)
 
 
 def _usage(reply: Any) -> dict[str, Any]:
@@ -643,7 +628,7 @@ class _ModelAnswer(_Chunks):
             except TyqwError as exc:
                 status, body, request_id = self._failed(exc)
                 if response is None:
-                    return _json(status, body, request_id, self.cors)
+                    return json_response(status, body, self.cors, request_id)
                 await self._fail(response, status, body["error"]["code"], body["error"]["message"])
                 return response
             reply = upstream.reply
@@ -685,7 +670,7 @@ class _ModelAnswer(_Chunks):
                     request_id = message.request_id or request_id
             except TyqwError as exc:
                 status, body, failed_id = self._failed(exc)
-                return _json(status, body, failed_id, self.cors)
+                return json_response(status, body, self.cors, failed_id)
             reply = upstream.reply
         if reply.finish_reason is None:
             return self._stopping()
@@ -702,7 +687,7 @@ class _ModelAnswer(_Chunks):
                 for call in reply.tool_calls
             ]
         body = self._whole(said, _finish(reply), _model_usage(reply))
-        return _json(200, body, request_id, self.cors)
+        return json_response(200, body, self.cors, request_id)
 
 
 def _finish(reply: Reply) -> str:
