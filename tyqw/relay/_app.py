@@ -323,8 +323,6 @@ class _Relay:
                 raise Refused(404, "NotFound", "This relay does not serve that app id.")
             await self._spend(user)
             raw = await self._body(request)
-            if len(raw) > self.body_limit:
-                raise invalid(f"the request body is larger than {self.body_limit} bytes")
             turn = parse_turn(raw, max_prompt=self.max_prompt, biz_params=self.biz_params)
             conversation = _conversation(request.headers.get("X-Tyqw-Conversation"))
         except Refused as refused:
@@ -355,8 +353,6 @@ class _Relay:
             # A whole conversation's messages: room for several prompts' worth.
             limit = self.body_limit * 4
             raw = await self._body(request, limit)
-            if len(raw) > limit:
-                raise invalid(f"the request body is larger than {limit} bytes")
             body = parse_generation(
                 raw,
                 models=self.models,
@@ -505,7 +501,13 @@ class _Relay:
         return user
 
     async def _body(self, request: web.Request, limit: int | None = None) -> bytes:
-        return await read_within(request, (limit or self.body_limit) + 1, self.body_timeout)
+        """The request's body, within the body timeout; one larger than ``limit``
+        (default: the relay's body limit) is a 400."""
+        limit = limit or self.body_limit
+        raw = await read_within(request, limit + 1, self.body_timeout)
+        if len(raw) > limit:
+            raise invalid(f"the request body is larger than {limit} bytes")
+        return raw
 
     async def _spend(self, user: str) -> None:
         if self.limit is None:
