@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .cli_helpers import (
     clean_env,
     command,
     read_until,
+    run,
     tyqw_run,
 )
 
@@ -194,6 +196,39 @@ def test_piped_chat_refuses_an_undecodable_line_and_goes_on(tmp_path: Path) -> N
         "(byte 0xe9); nothing was sent\n"
     )
     assert result.stdout.startswith("Hello! I'm the local Bailian simulator")
+
+
+# Ctrl-C pressed at the very moment a store starts closing: the store and method named.
+CTRL_C_AT_CLOSE = """
+import os, signal, sys
+from tyqw import stores
+from tyqw._cli import main
+store = getattr(stores, sys.argv[1])
+closing = store.aclose
+def aclose(self):
+    coro = closing(self)
+    os.kill(os.getpid(), signal.SIGINT)
+    return coro
+store.aclose = aclose
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("store", "stdin", "replied"),
+    [
+        ("FileStore", b"hello\n", False),  # the named store, closed as offline mode opens
+        ("MemoryStore", b"hello\n", True),  # the offline run's store, closed at the end
+    ],
+)
+def test_ctrl_c_while_a_store_closes_lets_it_close_then_ends_with_130(
+    tmp_path: Path, store: str, stdin: bytes, replied: bool
+) -> None:
+    """Opening and closing are never cut halfway: Ctrl-C waits for them, then ends it."""
+    argv = [sys.executable, "-W", "error", "-c", CTRL_C_AT_CLOSE, store, "chat", "--delay", "0"]
+    result = run(argv, clean_env(tmp_path), stdin=stdin)
+    assert (result.returncode, result.stderr) == (130, NO_KEY_NOTICE + "\n\n")
+    assert result.stdout.startswith("Hello! I'm the local Bailian simulator") == replied
 
 
 def test_piped_chat_ctrl_c_ends_it_with_130(tmp_path: Path) -> None:

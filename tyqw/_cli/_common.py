@@ -17,7 +17,8 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
@@ -258,8 +259,16 @@ def open_session(
 
     All are closed on the way out, however it is left: Ctrl-C can come at any moment.
     A store that cannot take what the Session still had to write (``--new`` before a
-    failed turn) is a ``CommandError``.
+    failed turn) is a ``CommandError``. A Ctrl-C while they open or close waits for that
+    to finish, then ends the command: nothing is left half-opened or half-closed.
     """
+    with _ctrl_c_deferred() as allowed:
+        yield from _open_session(args, loop, allowed)
+
+
+def _open_session(
+    args: argparse.Namespace, loop: asyncio.AbstractEventLoop, allowed: _Allowed
+) -> Iterator[tuple[Session, BailianSimulator | None, ChosenStore]]:
     simulator = None
     try:
         key = find_api_key()  # DASHSCOPE_API_KEY, then the key files, as the SDK reads them
@@ -327,7 +336,8 @@ def open_session(
         try:
             if args.new:
                 session.clear()
-            yield session, simulator, chosen
+            with allowed():  # Ctrl-C acts as usual while the command runs
+                yield session, simulator, chosen
         finally:
             _close_session(loop, session)
     finally:
@@ -373,6 +383,47 @@ def _unused_connection_flags(args: argparse.Namespace) -> list[str]:
         except ValueError as exc:
             raise UsageError(cli_words(str(exc))) from None
     return given
+
+
+_Allowed = Callable[[], AbstractContextManager[None]]
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[_Allowed]:
+    """Inside, Ctrl-C is held until the block ends, then raises ``KeyboardInterrupt``;
+    inside what it yields (``with allowed():``) Ctrl-C acts as usual.
+
+    Off the main thread signals are not ours to hold: Ctrl-C acts as usual throughout.
+    """
+    pressed: list[bool] = []
+
+    def hold(signum: int, frame: object) -> None:
+        pressed.append(True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, hold)
+    except ValueError:  # not the main thread
+        yield contextlib.nullcontext
+        return
+
+    @contextlib.contextmanager
+    def allowed() -> Iterator[None]:
+        signal.signal(signal.SIGINT, usual)
+        try:
+            if pressed:  # pressed while opening: end now, before the command starts
+                pressed.clear()
+                raise KeyboardInterrupt
+            yield
+        finally:
+            signal.signal(signal.SIGINT, hold)
+
+    usual = previous or signal.default_int_handler  # None: a handler not set from Python
+    try:
+        yield allowed
+    finally:
+        signal.signal(signal.SIGINT, usual)
+    if pressed:  # pressed while closing, nothing else on its way out
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
