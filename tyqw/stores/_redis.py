@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .._exceptions import StoreError
 from .._scrub import scrub_chain
-from ._record import conversation_key, decode, encode
+from ._record import conversation_key, decode, encode, to_json
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -337,7 +337,7 @@ class RedisStore:
         recent and restart its TTL (the record's), in one script call."""
         self._check_open()
         try:
-            data = json.dumps(entry, allow_nan=False, separators=(",", ":"))
+            data = to_json(entry)
         except (TypeError, ValueError, RecursionError) as exc:
             raise StoreError(f"RedisStore: cannot store this entry ({exc})") from None
         keys, args = [self._transcript_key(app_id, name)], [data, keep, self._ttl_ms]
