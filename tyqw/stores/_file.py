@@ -274,14 +274,10 @@ class FileStore(LocalStoreMethods):
         """The transcript, oldest first; unreadable lines (a torn tail) are skipped."""
         path = self.transcript_path(app_id, name)
         try:
-            lines = _transcript_lines(path)
+            return _kept_entries(path)
         except OSError as exc:
             self._unusable("read", exc)
             return []
-        if not lines:
-            return []
-        keep = lines[-1][1]
-        return [entry for _, _, entry in lines[-keep:]]
 
     def delete_transcript_now(self, app_id: str, name: str) -> None:
         """Forget the transcript: remove its file."""
@@ -737,7 +733,10 @@ def _last_number(fd: int, size: int) -> tuple[int, bool]:
     return 0, tail.endswith(b"\n")
 
 
-def _transcript_lines(path: Path) -> list[tuple[int, int, dict[str, Any]]]:
+def _kept_entries(path: Path) -> list[dict[str, Any]]:
+    """The entries of the ``keep`` most recent readable lines (``keep`` as the last one
+    says), oldest first. Lines are parsed from the end, and only as many as are kept:
+    the file may hold twice as many (see ``append_transcript_now``)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -746,7 +745,17 @@ def _transcript_lines(path: Path) -> list[tuple[int, int, dict[str, Any]]]:
     lines = data.split(b"\n")
     if data and not data.endswith(b"\n"):
         lines.pop()  # a torn tail: the append that wrote it never finished
-    return [parsed for line in lines if line and (parsed := _parse_line(line)) is not None]
+    entries: list[dict[str, Any]] = []
+    keep = 0
+    for line in reversed(lines):
+        parsed = _parse_line(line) if line else None
+        if parsed is not None:
+            keep = keep or parsed[1]
+            entries.append(parsed[2])
+            if len(entries) >= keep:
+                break
+    entries.reverse()
+    return entries
 
 
 def _remove_stale_temporaries(temporaries: Path) -> None:
