@@ -23,9 +23,9 @@ With a store that keeps transcripts (``TranscriptStore``), every turn that held 
 lock appends its ``Exchange`` before giving the lock back, success or failure, so the
 workers sharing a store write one ordered transcript (a store that can, as
 ``RedisStore`` does, appends it in the same step that writes the record and releases
-the lock). A caller's change (``clear()``, a
-new ``session_id``) ends the transcript with the conversation: at once with a local
-store, under the lock of the next turn (or ``flush()``) with a shared one.
+the lock). A caller's change (``clear()``, a new ``session_id``) ends the transcript
+with the conversation: at once with a local store, under the lock of the next turn (or
+``flush()``) with a shared one.
 
 The record also keeps when the conversation was last used and how many rounds it has
 had, so that a turn knows when the service has forgotten it (``Expiry``): that turn
