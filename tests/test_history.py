@@ -496,11 +496,12 @@ async def test_a_transcript_rewritten_past_its_cap_keeps_the_most_recent_whole_e
     data = path.read_bytes()
     last_line_start = data.rstrip(b"\n").rfind(b"\n") + 1
     path.write_bytes(data[: last_line_start + (len(data) - last_line_start) // 2])
-    for prompt in ("三", "四", "五", "六", "七"):
+    # Numbered 2 to 9 after the torn line: the file reaches twice the cap at 8.
+    for prompt in ("三", "四", "五", "六", "七", "八", "九", "十"):
         await session.send(prompt)
-    assert [e.prompt for e in await session.history()] == ["四", "五", "六", "七"]
+    assert [e.prompt for e in await session.history()] == ["七", "八", "九", "十"]
     lines = path.read_bytes().splitlines()
-    assert len(lines) <= 4 + 1  # the cap, and at most one append since the last rewrite
+    assert len(lines) == 4 + 1  # the cap, and one append since the last rewrite
     assert all(json.loads(line)["entry"]["prompt"] for line in lines)
 
 
@@ -537,3 +538,58 @@ def test_two_writers_of_one_folder_keep_one_ordered_transcript(tmp_path: Path) -
         writer.append_transcript_now("app", "alice", entry, 8)
         kept = [e["prompt"] for e in first.read_transcript_now("app", "alice")]
         assert kept == [f"p{j}" for j in range(max(0, i - 7), i + 1)]
+
+
+def simple_entry(i: int) -> dict[str, Any]:
+    """The JSON form of an exchange numbered ``i``, at a fixed time."""
+    now = dt.datetime(2026, 12, 7, tzinfo=UTC)
+    return Exchange(f"p{i}", Reply(f"r{i}", "s" * 32, "r", "stop"), now, now).to_dict()
+
+
+def test_a_transcript_file_never_holds_more_than_twice_its_cap(tmp_path: Path) -> None:
+    """A FileStore transcript holds at most 2 x keep lines on disk, is rewritten to the
+    keep most recent when it reaches that, and always reads back the keep most recent."""
+    store, keep = FileStore(tmp_path), 5
+    path = store.transcript_path("app", "alice")
+    for i in range(37):
+        store.append_transcript_now("app", "alice", simple_entry(i), keep)
+        lines = path.read_bytes().splitlines()
+        assert len(lines) <= 2 * keep
+        if i + 1 >= 2 * keep and (i + 1) % keep == 0:
+            assert len(lines) == keep  # just rewritten
+        kept = [e["prompt"] for e in store.read_transcript_now("app", "alice")]
+        assert kept == [f"p{j}" for j in range(max(0, i + 1 - keep), i + 1)]
+
+
+def test_a_rewrite_of_this_process_s_own_lines_matches_one_that_reads_them_all(
+    tmp_path: Path,
+) -> None:
+    """A FileStore rewriting lines it wrote itself (copied without being read one by
+    one) leaves the same bytes as one that knows nothing and reads every line."""
+    own = FileStore(tmp_path / "own")
+    for i in range(29):
+        own.append_transcript_now("app", "alice", simple_entry(i), 4)
+        # A new FileStore remembers nothing of the file: it reads the tail, and every
+        # line when it rewrites.
+        FileStore(tmp_path / "fresh").append_transcript_now("app", "alice", simple_entry(i), 4)
+        mine = own.transcript_path("app", "alice").read_bytes()
+        assert mine == FileStore(tmp_path / "fresh").transcript_path("app", "alice").read_bytes()
+
+
+def test_a_rewrite_after_another_writer_reads_every_line(tmp_path: Path) -> None:
+    """A FileStore whose transcript another process changed since its own last append
+    rewrites it from what the file holds, not from where it remembers its lines start."""
+    first, second = FileStore(tmp_path), FileStore(tmp_path)
+    path = first.transcript_path("app", "alice")
+    for i in range(7):
+        first.append_transcript_now("app", "alice", simple_entry(i), 4)
+    # Another process drops the two oldest lines: every line moves.
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[2:]))
+    first.append_transcript_now("app", "alice", simple_entry(7), 4)  # the 8th: rewritten
+    assert [json.loads(line)["n"] for line in path.read_bytes().splitlines()] == [5, 6, 7, 8]
+    for i in range(8, 12):
+        writer = second if i == 9 else first
+        writer.append_transcript_now("app", "alice", simple_entry(i), 4)
+    assert [json.loads(line)["n"] for line in path.read_bytes().splitlines()] == [9, 10, 11, 12]
+    prompts = [e["prompt"] for e in first.read_transcript_now("app", "alice")]
+    assert prompts == ["p8", "p9", "p10", "p11"]

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from tyqw import StoreError
-from tyqw.stores._base import begin_turn, end_turn
+from tyqw import Session, StoreError
+from tyqw.stores._base import begin_turn, end_turn, end_turn_appending
+from tyqw.testing import BailianSimulator
 
 from .helpers import RedisProcess, TcpProxy
 
@@ -250,6 +251,123 @@ async def test_a_turn_is_two_round_trips(redis_url: str) -> None:
     finally:
         await client.aclose()
         await pool.disconnect()
+
+
+# -- a turn's exchange, appended as the turn ends -----------------------------------------
+
+ENTRY = {"v": 1, "prompt": "你好", "reply": {"text": "你好！"}}
+
+
+async def test_a_turn_that_keeps_its_exchange_is_still_two_round_trips(
+    redis_url: str, sim: BailianSimulator, client: aioredis.Redis
+) -> None:
+    """A Session keeping its transcript in Redis makes two requests a turn: the exchange
+    goes with the record's write, to a list that shares the record's hash tag and TTL."""
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    counted = aioredis.Redis(connection_pool=pool)
+    store = RedisStore(counted, ttl=600)
+    try:
+        async with Session(
+            sim.app_id, api_key=sim.api_key, base_url=sim.base_url, store=store, name="alice"
+        ) as session:
+            await session.send("第一")  # loads the scripts once
+            CountingConnection.sent = 0
+            for prompt in ("二", "三", "四", "五", "六"):
+                await session.send(prompt)
+            assert CountingConnection.sent == 2 * 5
+            prompts = [exchange.prompt for exchange in await session.history()]
+        assert prompts == ["第一", "二", "三", "四", "五", "六"]
+        keys = await all_keys(client)
+        assert [key.split("}")[1] for key in keys] == [":record", ":transcript"]
+        assert len({key.split("}")[0] for key in keys}) == 1  # one hash tag, one slot
+        assert 0 < await client.pttl(keys[1]) <= 600_000
+    finally:
+        await counted.aclose()
+        await pool.disconnect()
+
+
+async def test_a_turn_whose_lease_expired_appends_nothing(
+    store: RedisStore, client: aioredis.Redis
+) -> None:
+    """A turn ending after its lease ran out and another turn took it: neither its
+    record nor its exchange is written, and the other turn's are."""
+    late, _ = await begin_turn(store, APP, "alice")
+    await client.delete(store._keys(APP, "alice")[1])  # as if the lease had expired
+    other, _ = await asyncio.wait_for(begin_turn(store, APP, "alice"), BOUND)
+    with pytest.raises(StoreError, match="expired"):
+        await end_turn_appending(store, late, APP, "alice", record("late"), ENTRY, 200)
+    assert await store.read_transcript(APP, "alice") == []
+    mine = {**ENTRY, "prompt": "other"}
+    assert await end_turn_appending(store, other, APP, "alice", record("o"), mine, 200) is None
+    assert await store.read_transcript(APP, "alice") == [mine]
+    assert await store.get(APP, "alice") == record("o")
+
+
+async def test_a_lost_answer_to_a_turn_s_end_appends_its_exchange_once(redis_url: str) -> None:
+    """When the connection drops after Redis ran the script that ends a turn and appends
+    its exchange, the repeated call appends nothing more and frees the lock."""
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=LosingConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    try:
+        store = RedisStore(client, lease=30.0)
+        held, _ = await begin_turn(store, APP, "warm-up")  # loads the scripts once
+        assert await end_turn_appending(store, held, APP, "warm-up", None, ENTRY, 5) is None
+        for n, final in enumerate((record("kept"), None)):
+            entry = {**ENTRY, "prompt": f"p{n}"}
+            held, _ = await asyncio.wait_for(begin_turn(store, APP, "alice"), BOUND)
+            LosingConnection.lose_next = True
+            ended = end_turn_appending(store, held, APP, "alice", final, entry, 5)
+            assert await asyncio.wait_for(ended, BOUND) is None
+            assert await store.get(APP, "alice") == final
+        prompts = [e["prompt"] for e in await store.read_transcript(APP, "alice")]
+        assert prompts == ["p0", "p1"]
+        held, _ = await asyncio.wait_for(begin_turn(store, APP, "alice"), 1.0)
+        await end_turn(store, held, APP, "alice", None)
+    finally:
+        await client.aclose()
+        await pool.disconnect()
+
+
+async def test_an_exchange_that_cannot_be_appended_leaves_the_record_written(
+    store: RedisStore, client: aioredis.Redis
+) -> None:
+    """A transcript key of another type, or an entry that is not JSON: the record is
+    written and the lock freed, and the failure is handed back as a StoreError."""
+    await client.set(store._transcript_key(APP, "alice"), "not a list")
+    held, _ = await begin_turn(store, APP, "alice")
+    unkept = await end_turn_appending(store, held, APP, "alice", record("a"), ENTRY, 200)
+    assert isinstance(unkept, StoreError) and "another type" in str(unkept)
+    assert await store.get(APP, "alice") == record("a")
+    held, _ = await asyncio.wait_for(begin_turn(store, APP, "alice"), 1.0)  # free at once
+    unkept = await end_turn_appending(
+        store, held, APP, "alice", record("b"), {"x": float("nan")}, 200
+    )
+    assert isinstance(unkept, StoreError) and "not JSON" in str(unkept)
+    assert await store.get(APP, "alice") == record("b")
+    held, _ = await asyncio.wait_for(begin_turn(store, APP, "alice"), 1.0)
+    await end_turn(store, held, APP, "alice", None)
+
+
+async def test_a_session_whose_exchange_cannot_be_appended_keeps_its_conversation(
+    store: RedisStore, client: aioredis.Redis, sim: BailianSimulator
+) -> None:
+    """A turn whose exchange Redis refuses raises StoreError after its reply; the record
+    was written all the same, so the next turn continues the conversation."""
+    async with Session(
+        sim.app_id, api_key=sim.api_key, base_url=sim.base_url, store=store, name="alice"
+    ) as session:
+        await session.send("我叫小明")
+        transcript_key = store._transcript_key(sim.app_id, "alice")
+        await client.delete(transcript_key)
+        await client.set(transcript_key, "not a list")
+        with pytest.raises(StoreError, match="cannot append to the transcript"):
+            await session.send("二")
+        stored = await store.get(sim.app_id, "alice")
+        assert stored is not None and stored["session_id"] == session.session_id
+        assert stored["rounds"] == 2
+        await client.delete(transcript_key)
+        reply = await asyncio.wait_for(session.send("我叫什么？"), BOUND)
+    assert "小明" in reply.text
 
 
 # -- outages ------------------------------------------------------------------------------

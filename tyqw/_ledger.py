@@ -21,9 +21,11 @@ lock, so several processes sharing a folder never lose each other's tokens.
 
 With a store that keeps transcripts (``TranscriptStore``), every turn that held the
 lock appends its ``Exchange`` before giving the lock back, success or failure, so the
-workers sharing a store write one ordered transcript. A caller's change (``clear()``, a
-new ``session_id``) ends the transcript with the conversation: at once with a local
-store, under the lock of the next turn (or ``flush()``) with a shared one.
+workers sharing a store write one ordered transcript (a store that can, as
+``RedisStore`` does, appends it in the same step that writes the record and releases
+the lock). A caller's change (``clear()``, a new ``session_id``) ends the transcript
+with the conversation: at once with a local store, under the lock of the next turn (or
+``flush()``) with a shared one.
 
 The record also keeps when the conversation was last used and how many rounds it has
 had, so that a turn knows when the service has forgotten it (``Expiry``): that turn
@@ -54,6 +56,8 @@ from .stores._base import (
     _store_error,
     begin_turn,
     end_turn,
+    end_turn_appending,
+    folds_appends,
     forget,
     has_transcript_methods,
     has_turn_methods,
@@ -101,6 +105,7 @@ class Ledger:
         self.local = is_local(store)
         self.transcripts = has_transcript_methods(store)
         self.keep = keep if self.transcripts else 0  # exchanges to keep; 0: none
+        self.folds = self.transcripts and folds_appends(store)  # appends in end_turn
         self.transcript_ended = False  # a caller's change not yet applied to it
         self.expiry = expiry
         self.session_id: str | None = None
@@ -277,6 +282,9 @@ class Ledger:
             # A turn that began before a clear() belongs to the conversation it ended.
             # A turn whose lock was lost appends nothing: another worker may hold the
             # conversation by now, and its transcript must stay one ordered sequence.
+            if self.folds:
+                entry = exchange().to_dict()
+                return self._finish(ticket, session_id, usage, (entry, self.keep))
             return self._append_then(ticket, exchange(), self._finish(ticket, session_id, usage))
         return self._finish(ticket, session_id, usage)
 
@@ -297,8 +305,14 @@ class Ledger:
         await then
 
     def _finish(
-        self, ticket: _Ticket, session_id: str | None, usage: dict[str, TokenUsage]
+        self,
+        ticket: _Ticket,
+        session_id: str | None,
+        usage: dict[str, TokenUsage],
+        append: tuple[dict[str, Any], int] | None = None,
     ) -> Coroutine[Any, Any, None]:
+        """End the turn: write what changed and release the lock; ``append`` (an entry
+        and the cap, for a store that ``folds_appends``) in the same step."""
         changed = False
         if ticket.generation == self.generation and session_id is not None:
             if session_id != ticket.sent:
@@ -315,12 +329,13 @@ class Ledger:
             changed = True  # the caller changed the conversation during the turn
         changed = changed or ticket.unwritten
         if (
-            self.local
+            append is None
+            and self.local
             and not changed
             and time.monotonic() - self.written_at < USAGE_WRITE_INTERVAL
         ):
             return end_turn(self.store, ticket.lock, self.app_id, self.name, KEEP)
-        return self._write(ticket.lock, self._record())
+        return self._write(ticket.lock, self._record(), append)
 
     def _unchanged(self, record: dict[str, Any] | None) -> dict[str, Any] | _Keep | None:
         """What ``end_turn()`` writes to leave ``record`` as the store holds it."""
@@ -328,13 +343,26 @@ class Ledger:
 
     # -- records ---------------------------------------------------------------------------
 
-    async def _write(self, lock: TurnLock, record: dict[str, Any] | None) -> None:
+    async def _write(
+        self,
+        lock: TurnLock,
+        record: dict[str, Any] | None,
+        append: tuple[dict[str, Any], int] | None = None,
+    ) -> None:
         added = self.added
-        await end_turn(self.store, lock, self.app_id, self.name, record)
+        unkept = None
+        if append is None:
+            await end_turn(self.store, lock, self.app_id, self.name, record)
+        else:
+            unkept = await end_turn_appending(
+                self.store, lock, self.app_id, self.name, record, *append
+            )
         self.written_at = time.monotonic()
         self.age_unwritten = False
         if record is not None and self.added is added:
             self.stored, self.added = _sum(self.stored, added), {}
+        if unkept is not None:
+            raise unkept  # the record is written: only the exchange was not kept
 
     def _record(self) -> dict[str, Any] | None:
         if self.session_id is None:

@@ -323,7 +323,7 @@ class Session(Subscriptions):
                     if pending is not None:
                         await pending
                     in_handlers = False
-                reply = turn.reply(None)
+                reply = turn.read_reply()
             except TyqwError as exc:
                 if in_handlers:
                     raise

@@ -165,6 +165,7 @@ class Turn:
         self.timer: asyncio.TimerHandle | None = None
         self.started_at: dt.datetime | None = None
         self.error: TyqwError | None = None  # what ended the turn, for its exchange
+        self.read: Reply | None = None  # the final reply its exchange kept (read_reply)
         # OpenTelemetry's view of the turn; None (every hook a None test) when it is off.
         self.observer: TurnObserver | None = None
         self.lost: StoreError | None = None  # why the store's lock was lost mid-turn
@@ -693,12 +694,20 @@ class Turn:
     def reply(self, error: TyqwError | None) -> Reply:
         return self.reader.reply(error)
 
+    def read_reply(self) -> Reply:
+        """The reply of a turn read to its end without an error: the one its exchange
+        keeps when it has been built (the reader changes no more once the turn is done)."""
+        return self.read or self.reader.reply(None)
+
     def _exchange(self) -> Exchange:
         """The turn as its conversation's transcript keeps it."""
         assert self.started_at is not None
         error = self.error
-        reply = error.reply if error is not None and error.reply is not None else None
-        return ended_now(self.options.prompt, reply or self.reader.reply(error), self.started_at)
+        if error is None:
+            reply = self.read = self.reader.reply(None)  # read_reply() returns it
+        else:
+            reply = error.reply or self.reader.reply(error)
+        return ended_now(self.options.prompt, reply, self.started_at)
 
 
 def refuse_inside_turn(slot: Slot, what: str) -> None:

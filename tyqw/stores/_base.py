@@ -369,11 +369,7 @@ async def end_turn(
     The lock is released whatever happens; a failure is a ``StoreError``. Calling it a
     second time for one lock is a ``RuntimeError``.
     """
-    if turn_lock._ended:
-        raise RuntimeError("end_turn() was already called for this lock")
-    if turn_lock._store is not store or (turn_lock.app_id, turn_lock.name) != (app_id, name):
-        raise RuntimeError("end_turn() got a lock of another store or conversation")
-    turn_lock._ended = True
+    _end_lock(store, turn_lock, app_id, name)
     if has_turn_methods(store):
         if isinstance(record, _Keep):
             # Its own end_turn writes every turn (which renews a TTL, for one).
@@ -403,6 +399,52 @@ async def end_turn(
         await _release(store, held)
         raise
     await _release(store, held, strict=True)
+
+
+def _end_lock(store: Store, turn_lock: TurnLock, app_id: str, name: str) -> None:
+    """Mark ``turn_lock`` ended, once, by the store and conversation it is of."""
+    if turn_lock._ended:
+        raise RuntimeError("end_turn() was already called for this lock")
+    if turn_lock._store is not store or (turn_lock.app_id, turn_lock.name) != (app_id, name):
+        raise RuntimeError("end_turn() got a lock of another store or conversation")
+    turn_lock._ended = True
+
+
+def folds_appends(store: object) -> bool:
+    """Whether ``store`` appends a turn's exchange in its ``end_turn`` step
+    (``end_turn_appending``, as ``RedisStore`` does: one round trip, not two)."""
+    return has_turn_methods(store) and _has_methods(type(store), ("end_turn_appending",))
+
+
+async def end_turn_appending(
+    store: Store,
+    turn_lock: TurnLock,
+    app_id: str,
+    name: str,
+    record: dict[str, Any] | None,
+    entry: dict[str, Any],
+    keep: int,
+) -> StoreError | None:
+    """``end_turn()`` that also appends ``entry`` to the transcript (keeping ``keep``), in
+    the store's one step, for a store that ``folds_appends()``.
+
+    The lock is released whatever happens; a failure to write the record or release the
+    lock is raised (``StoreError``), and nothing is appended then. When only the entry
+    could not be kept, the record is written and the lock released all the same, and the
+    ``StoreError`` is returned, for the caller to raise once it has noted the write.
+    """
+    _end_lock(store, turn_lock, app_id, name)
+    try:
+        why = await cast(Any, store).end_turn_appending(
+            turn_lock._held, app_id, name, record, entry, keep
+        )
+    except TyqwError:
+        raise
+    except Exception as exc:
+        raise _store_error(store, "end the turn", exc) from exc
+    if why is None:
+        return None
+    return StoreError(f"{type(store).__name__}: cannot append to the transcript ({why})")
 
 
 async def _release(

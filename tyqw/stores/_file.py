@@ -42,7 +42,7 @@ import platformdirs
 from ._base import LocalStoreMethods
 from ._keyed import KeyedLocks
 from ._oslock import lock_file, unlock_file
-from ._record import MAX_RECORD, conversation_key, copy_record, decode, encode
+from ._record import MAX_RECORD, conversation_key, copy_record, decode, encode, to_json
 
 __all__ = ["FileStore", "default_state_dir", "stored_files"]
 
@@ -111,8 +111,10 @@ class FileStore(LocalStoreMethods):
         # every time.
         self._paths_of: dict[tuple[str, str], tuple[Path, Path, Path]] = {}
         # A transcript this process appended to last -> (its version then, its last
-        # line's number).
-        self._appended: dict[Path, tuple[tuple[int, int, int, int], int]] = {}
+        # line's number, the mark its next rewrite starts from: see _compact).
+        self._appended: dict[
+            Path, tuple[tuple[int, int, int, int], int, tuple[int, int] | None]
+        ] = {}
 
     def _files(self, app_id: str, name: str) -> tuple[Path, Path, Path]:
         paths = self._paths_of.get((app_id, name))
@@ -217,58 +219,65 @@ class FileStore(LocalStoreMethods):
         self, app_id: str, name: str, entry: dict[str, Any], keep: int
     ) -> None:
         """Append ``entry`` as one line; the oldest lines past ``keep`` are dropped now
-        and then (a rewrite every ``keep // 4`` appends), so an append costs the same
-        however long the transcript is. Call it under the conversation's lock."""
+        and then: when the file holds ``2 * keep`` lines it is rewritten with the
+        ``keep`` most recent, so it never holds more than ``2 * keep`` whole lines and an
+        append costs the same however long the transcript is. Call it under the
+        conversation's lock."""
         path = self.transcript_path(app_id, name)
         try:
+            if keep < 1:
+                raise ValueError(f"keep must be >= 1, not {keep}")
             try:
                 fd = os.open(path, _APPEND_FLAGS, 0o600)
             except FileNotFoundError:
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 fd = os.open(path, _APPEND_FLAGS, 0o600)
+            kept = None
             try:
                 before = os.fstat(fd)
                 known = self._appended.get(path)
                 if known is not None and known[0] == _stamp(before):
                     # This process wrote the file's last line, and nothing has changed it
                     # since: its number is known without reading the tail.
-                    last, whole = known[1], True
+                    last, whole, mark = known[1], True, known[2]
                 else:
-                    last, whole = _last_number(fd, before.st_size)
+                    (last, whole), mark = _last_number(fd, before.st_size), None
                 number = last + 1
-                line = json.dumps(
-                    {"n": number, "keep": keep, "entry": entry},
-                    allow_nan=False,
-                    separators=(",", ":"),
-                ).encode()
+                line = to_json({"n": number, "keep": keep, "entry": entry}).encode()
                 # After a torn tail (a writer killed mid-line) the new line starts on a
                 # line of its own; the torn piece is then one unreadable line, skipped.
-                _write_all(fd, (b"" if whole else b"\n") + line + b"\n")
-                if len(self._appended) >= 4096:
-                    self._appended.clear()
-                self._appended[path] = (_stamp(os.fstat(fd)), number)
+                _write_all(fd, line + b"\n" if whole else b"\n" + line + b"\n")
+                # The stamp is read again, not computed: the size is known, but the
+                # modification time is the kernel's, and it tells this write apart from
+                # another process's replacing the file by one of the same size.
+                after = os.fstat(fd)
+                if number % keep == 0 and number > keep:
+                    kept = _kept_lines(fd, after.st_size, number, keep, mark)
             finally:
                 os.close(fd)
-            if number > keep and number % max(1, keep // 4) == 0:
-                self._compact(path)
+            if kept is not None:  # replaced once closed: Windows replaces no open file
+                after = _replace(path, kept, self.directory / ".tmp", self._make_folders)
+            if number % keep == 0:
+                # The next rewrite keeps the lines after this one.
+                mark = (number, after.st_size)
+            if len(self._appended) >= 4096:
+                self._appended.clear()
+            self._appended[path] = (_stamp(after), number, mark)
         except (TypeError, ValueError, RecursionError) as exc:
             logger.warning("tyqw: cannot store an exchange of %r (%s); not kept", name, exc)
         except OSError as exc:
             # The folder's one warning; the exchange is not kept.
+            self._appended.pop(path, None)
             self._unusable("write", exc)
 
     def read_transcript_now(self, app_id: str, name: str) -> list[dict[str, Any]]:
         """The transcript, oldest first; unreadable lines (a torn tail) are skipped."""
         path = self.transcript_path(app_id, name)
         try:
-            lines = _transcript_lines(path)
+            return _kept_entries(path)
         except OSError as exc:
             self._unusable("read", exc)
             return []
-        if not lines:
-            return []
-        keep = lines[-1][1]
-        return [entry for _, _, entry in lines[-keep:]]
 
     def delete_transcript_now(self, app_id: str, name: str) -> None:
         """Forget the transcript: remove its file."""
@@ -287,25 +296,6 @@ class FileStore(LocalStoreMethods):
     async def delete_transcript(self, app_id: str, name: str) -> None:
         """``delete_transcript_now()``."""
         self.delete_transcript_now(app_id, name)
-
-    def _compact(self, path: Path) -> None:
-        """Rewrite the transcript with its ``keep`` most recent lines, atomically."""
-        try:
-            with open(path, "rb") as f:
-                whole = f.read()
-        except FileNotFoundError:
-            return
-        pieces = whole.split(b"\n")
-        if whole and not whole.endswith(b"\n"):
-            pieces.pop()  # a torn tail
-        # The lines are copied as they are: re-encoding every entry cost more than all
-        # the appends between two compactions.
-        lines = [(line, head) for line in pieces if line and (head := _line_head(line))]
-        if not lines:
-            return
-        keep = lines[-1][1][1]
-        data = b"".join(line + b"\n" for line, _ in lines[-keep:])
-        _replace(path, data, self.directory / ".tmp", self._make_folders)
 
     def delete_now(self, app_id: str, name: str) -> None:
         """Forget the conversation: remove its file."""
@@ -611,10 +601,13 @@ _FIRST_TAIL = 4096  # most lines are shorter: one small read finds the last one
 _HEAD = re.compile(rb'\{"n":(\d{1,18}),"keep":(\d{1,18}),"entry":\{')
 
 
-def _replace(path: Path, data: bytes, temporaries: Path, make_folders: Callable[[], None]) -> None:
+def _replace(
+    path: Path, data: bytes, temporaries: Path, make_folders: Callable[[], None]
+) -> os.stat_result:
     """Put ``data`` at ``path`` in one step: a temporary file in ``temporaries`` (the same
     filesystem), then ``os.replace``, so a reader sees the old file or the new one, never
-    a part. ``make_folders`` runs once when ``temporaries`` does not exist yet."""
+    a part. ``make_folders`` runs once when ``temporaries`` does not exist yet. Returns
+    the new file's status (a rename keeps it)."""
     try:
         fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
     except FileNotFoundError:
@@ -622,13 +615,17 @@ def _replace(path: Path, data: bytes, temporaries: Path, make_folders: Callable[
         fd, tmp = tempfile.mkstemp(dir=temporaries, prefix=path.stem + ".", suffix=".tmp")
     # mkstemp made the file 0600, in the folder, so the rename is atomic.
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            _write_all(fd, data)
+            status = os.fstat(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return status
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -668,6 +665,45 @@ def _line_head(line: bytes) -> tuple[int, int] | None:
     return None if parsed is None else (parsed[0], parsed[1])
 
 
+def _kept_lines(
+    fd: int, size: int, number: int, keep: int, mark: tuple[int, int] | None
+) -> bytes | None:
+    """The ``keep`` most recent whole lines of the transcript open as ``fd`` (``size``
+    bytes, its last line numbered ``number``), to rewrite it with; ``None`` when there
+    are none.
+
+    ``mark`` is ``(n, offset)``: line ``n`` ends at ``offset`` and this process wrote
+    every line after it. When ``n`` is ``number - keep``, the lines to keep are exactly
+    the bytes after ``offset``, copied as they are. Otherwise (another process wrote
+    since, a torn tail) every line is read and checked.
+    """
+    if mark is not None and mark[0] == number - keep:
+        data = _read_at(fd, mark[1], size - mark[1])
+        if data.startswith(b'{"n":%d,' % (number - keep + 1)) and data.endswith(b"\n"):
+            return data
+    whole = _read_at(fd, 0, size)
+    pieces = whole.split(b"\n")
+    if whole and not whole.endswith(b"\n"):
+        pieces.pop()  # a torn tail
+    # The lines are copied as they are: re-encoding every entry cost more than all the
+    # appends between two rewrites.
+    lines = [line for line in pieces if line and _line_head(line)]
+    return b"".join(line + b"\n" for line in lines[-keep:]) if lines else None
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    """Up to ``size`` bytes of ``fd`` from ``offset`` (fewer at its end)."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    chunks, left = [], size
+    while left > 0:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def _stamp(status: os.stat_result) -> tuple[int, int, int, int]:
     """What changes when anything writes or replaces a file."""
     return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
@@ -697,7 +733,10 @@ def _last_number(fd: int, size: int) -> tuple[int, bool]:
     return 0, tail.endswith(b"\n")
 
 
-def _transcript_lines(path: Path) -> list[tuple[int, int, dict[str, Any]]]:
+def _kept_entries(path: Path) -> list[dict[str, Any]]:
+    """The entries of the ``keep`` most recent readable lines (``keep`` as the last one
+    says), oldest first. Lines are parsed from the end, and only as many as are kept:
+    the file may hold twice as many (see ``append_transcript_now``)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -706,7 +745,17 @@ def _transcript_lines(path: Path) -> list[tuple[int, int, dict[str, Any]]]:
     lines = data.split(b"\n")
     if data and not data.endswith(b"\n"):
         lines.pop()  # a torn tail: the append that wrote it never finished
-    return [parsed for line in lines if line and (parsed := _parse_line(line)) is not None]
+    entries: list[dict[str, Any]] = []
+    keep = 0
+    for line in reversed(lines):
+        parsed = _parse_line(line) if line else None
+        if parsed is not None:
+            keep = keep or parsed[1]
+            entries.append(parsed[2])
+            if len(entries) >= keep:
+                break
+    entries.reverse()
+    return entries
 
 
 def _remove_stale_temporaries(temporaries: Path) -> None:

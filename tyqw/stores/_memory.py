@@ -10,7 +10,7 @@ from typing import Any
 from .._exceptions import StoreError
 from ._base import LocalStoreMethods
 from ._keyed import Hold, KeyedLocks
-from ._record import copy_record, decode, encode
+from ._record import copy_record, decode, encode, to_json
 
 __all__ = ["MemoryStore"]
 
@@ -62,7 +62,7 @@ class MemoryStore(LocalStoreMethods):
     ) -> None:
         """Add ``entry`` to the transcript, which keeps the ``keep`` most recent."""
         try:
-            data = json.dumps(entry, allow_nan=False, separators=(",", ":"))
+            data = to_json(entry)
         except (TypeError, ValueError, RecursionError) as exc:
             raise StoreError(f"MemoryStore: cannot store this entry ({exc})") from None
         entries = self._transcripts.get((app_id, name))

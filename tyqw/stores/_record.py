@@ -19,6 +19,16 @@ MAX_RECORD = 64 * 1024
 
 _OWN_KEYS = ("app_id", "name")
 
+# One encoder for everything a store writes (records, transcript entries): json.dumps()
+# with options builds a new encoder per call, which cost more than a transcript's write.
+_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def to_json(value: object) -> str:
+    """``value`` as compact ASCII JSON, as every store writes it; ``TypeError``,
+    ``ValueError`` (NaN, a cycle) or ``RecursionError`` for what is not JSON."""
+    return _ENCODER.encode(value)
+
 
 @functools.lru_cache(maxsize=4096)  # every turn needs it: a hash costs a few microseconds
 def conversation_key(app_id: str, name: str) -> str:
@@ -95,7 +105,7 @@ def encode(app_id: str, name: str, record: dict[str, Any]) -> bytes:
     stored: dict[str, Any] = {"app_id": app_id, "name": name}
     stored.update((k, v) for k, v in record.items() if k not in _OWN_KEYS)
     try:
-        text = json.dumps(stored, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        text = to_json(stored)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"the record is not JSON ({type(exc).__name__})") from None
     data = text.encode("ascii")

@@ -6,10 +6,11 @@ Keys of one conversation (``<key>`` is ``sha256(app_id NUL name)[:32]``)::
     <prefix>{<key>}:lock       a lease: a random token, PX lease, renewed while held
     <prefix>{<key>}:transcript the transcript: a list of JSON entries, capped; PX ttl
 
-The ``{...}`` hash tag puts both on one Redis Cluster shard, so each script below
+The ``{...}`` hash tag puts all three on one Redis Cluster shard, so each script below
 touches one slot. A turn costs two round trips: one script takes the lease and reads
-the record, one writes the record (refreshing its TTL) and releases the lease, and
-writes only while the lease is still this turn's.
+the record, one writes the record (refreshing its TTL), appends the turn's exchange to
+the transcript when one is kept, and releases the lease, and writes only while the
+lease is still this turn's.
 
 A call that fails with a connection error is made once more: a pooled connection may
 be one the server has closed (a restart, a failover, an idle timeout), and redis-py
@@ -34,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .._exceptions import StoreError
 from .._scrub import scrub_chain
-from ._record import conversation_key, decode, encode
+from ._record import conversation_key, decode, encode, to_json
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -79,6 +80,38 @@ else
   redis.call('DEL', KEYS[2])
 end
 redis.call('DEL', KEYS[1])
+return 1
+"""
+# _END that also appends a transcript entry: one round trip where a turn kept its
+# exchange in a call of its own. KEYS: lock, record, transcript. ARGV: as _END's, then
+# entry, keep. -> as _END, or 2: the record was written and the lease released, but the
+# entry could not be appended (the transcript key holds another type). The lease is
+# checked first, so a turn whose lease was lost appends nothing; a repeated run (its
+# first answer lost) appends nothing again: it finds its record and its entry last.
+_END_APPENDING = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if (ARGV[2] == 'set' and redis.call('GET', KEYS[2]) == ARGV[3])
+      or (ARGV[2] == 'delete' and redis.call('EXISTS', KEYS[2]) == 0) then
+    local last = redis.pcall('LINDEX', KEYS[3], -1)
+    if last == ARGV[5] then return 1 end
+    if type(last) == 'table' and last.err then return 2 end
+  end
+  return 0
+end
+if ARGV[2] == 'set' then
+  if ARGV[4] == '0' then
+    redis.call('SET', KEYS[2], ARGV[3])
+  else
+    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  end
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call('DEL', KEYS[1])
+local pushed = redis.pcall('RPUSH', KEYS[3], ARGV[5])
+if type(pushed) == 'table' and pushed.err then return 2 end
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
+if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
 return 1
 """
 # KEYS: lock. ARGV: token, lease ms. -> 1 if renewed, 0 if the lease is gone.
@@ -216,6 +249,7 @@ class RedisStore:
         self._ttl_ms = 0 if ttl is None else max(1, round(ttl * 1000))
         self._begin = self._client.register_script(_BEGIN)
         self._end = self._client.register_script(_END)
+        self._end_appending = self._client.register_script(_END_APPENDING)
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
         self._append = self._client.register_script(_APPEND)
@@ -337,7 +371,7 @@ class RedisStore:
         recent and restart its TTL (the record's), in one script call."""
         self._check_open()
         try:
-            data = json.dumps(entry, allow_nan=False, separators=(",", ":"))
+            data = to_json(entry)
         except (TypeError, ValueError, RecursionError) as exc:
             raise StoreError(f"RedisStore: cannot store this entry ({exc})") from None
         keys, args = [self._transcript_key(app_id, name)], [data, keep, self._ttl_ms]
@@ -498,6 +532,51 @@ class RedisStore:
     ) -> None:
         """Write the record (``None``: delete it) and release, in one script call;
         nothing is written if the lease expired meanwhile (a ``StoreError``)."""
+        await self._end_turn(held, app_id, name, record, None)
+
+    async def end_turn_appending(
+        self,
+        held: object,
+        app_id: str,
+        name: str,
+        record: dict[str, Any] | None,
+        entry: dict[str, Any],
+        keep: int,
+    ) -> str | None:
+        """``end_turn()`` that also appends ``entry`` to the transcript, trims it to the
+        ``keep`` most recent and restarts its TTL, in the same script call: a turn that
+        keeps its exchange costs one round trip, not two.
+
+        Nothing is written if the lease expired meanwhile (a ``StoreError``), the entry
+        included. When only the entry could not be kept (it is not JSON, or the
+        transcript's key holds another type) the record is written and the lease
+        released all the same, and the reason is returned; ``None`` when all is done.
+
+        Example::
+
+            held, record = await store.begin_turn(app_id, name)
+            ...  # the turn
+            why = await store.end_turn_appending(
+                held, app_id, name, new_record, exchange.to_dict(), 200
+            )
+        """
+        try:
+            data = to_json(entry)
+        except (TypeError, ValueError, RecursionError) as exc:
+            await self._end_turn(held, app_id, name, record, None)
+            return f"the entry is not JSON ({type(exc).__name__}: {exc})"
+        if await self._end_turn(held, app_id, name, record, (data, keep)) == 2:
+            return "the transcript's key holds another type"
+        return None
+
+    async def _end_turn(
+        self,
+        held: object,
+        app_id: str,
+        name: str,
+        record: dict[str, Any] | None,
+        append: tuple[str, int] | None,
+    ) -> int:
         assert isinstance(held, _Lease)
         self._stop(held)
         if held.lost is not None:
@@ -511,9 +590,15 @@ class RedisStore:
             self._release_later(held)
             raise
         mode = "delete" if record is None else "set"
+        keys: list[str] = [held.lock_key, held.record_key]
+        args: list[object] = [held.token, mode, data, self._ttl_ms]
+        script = self._end
+        if append is not None:
+            keys.append(self._transcript_key(app_id, name))
+            args += append
+            script = self._end_appending
         try:
-            keys, args = [held.lock_key, held.record_key], [held.token, mode, data, self._ttl_ms]
-            done = await _again(lambda: self._end(keys=keys, args=args))
+            done = await _again(lambda: script(keys=keys, args=args))
         except asyncio.CancelledError:
             self._release_later(held)
             raise
@@ -525,6 +610,7 @@ class RedisStore:
                 "RedisStore: the conversation's lock expired before the turn ended "
                 f"(lease {self.lease} s); its record was not written"
             )
+        return int(done)
 
     # -- listing and lifetime ------------------------------------------------------------
 
