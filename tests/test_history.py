@@ -546,6 +546,26 @@ def simple_entry(i: int) -> dict[str, Any]:
     return Exchange(f"p{i}", Reply(f"r{i}", "s" * 32, "r", "stop"), now, now).to_dict()
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["西湖边的龙井茶，清香回甘。" * 50, "a reply with a lone surrogate \ud800 in it"],
+)
+async def test_any_text_a_reply_can_hold_is_kept_as_it_was(store: Store, text: str) -> None:
+    """Chinese text and a lone surrogate (JSON can carry one, escaped) read back as they
+    were appended."""
+    entry = {**simple_entry(1), "prompt": text, "reply": {"text": text}}
+    await store.append_transcript("app", "alice", entry, 10)  # type: ignore[attr-defined]
+    (kept,) = await store.read_transcript("app", "alice")  # type: ignore[attr-defined]
+    assert (kept["prompt"], kept["reply"]["text"]) == (text, text)
+
+
+def test_a_transcript_file_holds_chinese_text_as_utf8(tmp_path: Path) -> None:
+    """The transcript file is UTF-8 text a user can grep, not \\u escapes."""
+    store = FileStore(tmp_path)
+    store.append_transcript_now("app", "alice", {**simple_entry(1), "prompt": "西湖在哪里？"}, 10)
+    assert "西湖在哪里？" in store.transcript_path("app", "alice").read_text(encoding="utf-8")
+
+
 def test_a_transcript_file_never_holds_more_than_twice_its_cap(tmp_path: Path) -> None:
     """A FileStore transcript holds at most 2 x keep lines on disk, is rewritten to the
     keep most recent when it reaches that, and always reads back the keep most recent."""

@@ -42,7 +42,7 @@ import platformdirs
 from ._base import LocalStoreMethods
 from ._keyed import KeyedLocks
 from ._oslock import lock_file, unlock_file
-from ._record import MAX_RECORD, conversation_key, copy_record, decode, encode, to_json
+from ._record import MAX_RECORD, conversation_key, copy_record, decode, encode, to_utf8_json
 
 __all__ = ["FileStore", "default_state_dir", "stored_files"]
 
@@ -243,7 +243,7 @@ class FileStore(LocalStoreMethods):
                 else:
                     (last, whole), mark = _last_number(fd, before.st_size), None
                 number = last + 1
-                line = to_json({"n": number, "keep": keep, "entry": entry}).encode()
+                line = to_utf8_json({"n": number, "keep": keep, "entry": entry})
                 # After a torn tail (a writer killed mid-line) the new line starts on a
                 # line of its own; the torn piece is then one unreadable line, skipped.
                 _write_all(fd, line + b"\n" if whole else b"\n" + line + b"\n")

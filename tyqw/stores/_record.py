@@ -22,12 +22,25 @@ _OWN_KEYS = ("app_id", "name")
 # One encoder for everything a store writes (records, transcript entries): json.dumps()
 # with options builds a new encoder per call, which cost more than a transcript's write.
 _ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+_UTF8_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def to_json(value: object) -> str:
     """``value`` as compact ASCII JSON, as every store writes it; ``TypeError``,
     ``ValueError`` (NaN, a cycle) or ``RecursionError`` for what is not JSON."""
     return _ENCODER.encode(value)
+
+
+def to_utf8_json(value: object) -> bytes:
+    """``value`` as compact JSON in UTF-8, as transcripts are written: Chinese text takes
+    half the bytes of ``\\u`` escapes and encodes ~3x faster (a long reply is written
+    whole). A lone surrogate (a reply may carry one, escaped) cannot be UTF-8: such a
+    value is written as ASCII JSON, which any JSON reader reads the same. The errors of
+    ``to_json()``."""
+    try:
+        return _UTF8_ENCODER.encode(value).encode()
+    except UnicodeEncodeError:
+        return _ENCODER.encode(value).encode()
 
 
 @functools.lru_cache(maxsize=4096)  # every turn needs it: a hash costs a few microseconds

@@ -35,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .._exceptions import StoreError
 from .._scrub import scrub_chain
-from ._record import conversation_key, decode, encode, to_json
+from ._record import conversation_key, decode, encode, to_utf8_json
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -371,7 +371,7 @@ class RedisStore:
         recent and restart its TTL (the record's), in one script call."""
         self._check_open()
         try:
-            data = to_json(entry)
+            data = to_utf8_json(entry)
         except (TypeError, ValueError, RecursionError) as exc:
             raise StoreError(f"RedisStore: cannot store this entry ({exc})") from None
         keys, args = [self._transcript_key(app_id, name)], [data, keep, self._ttl_ms]
@@ -561,7 +561,7 @@ class RedisStore:
             )
         """
         try:
-            data = to_json(entry)
+            data = to_utf8_json(entry)
         except (TypeError, ValueError, RecursionError) as exc:
             await self._end_turn(held, app_id, name, record, None)
             return f"the entry is not JSON ({type(exc).__name__}: {exc})"
@@ -575,7 +575,7 @@ class RedisStore:
         app_id: str,
         name: str,
         record: dict[str, Any] | None,
-        append: tuple[str, int] | None,
+        append: tuple[bytes, int] | None,
     ) -> int:
         assert isinstance(held, _Lease)
         self._stop(held)
