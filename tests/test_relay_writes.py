@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -43,12 +45,18 @@ def relay_for(base_url: str) -> Relay:
 
 
 async def ask(
-    relay: Relay, *, receive_buffer: int | None = None, limit: int | None = None
+    relay: Relay,
+    *,
+    receive_buffer: int | None = None,
+    limit: int | None = None,
+    path: str = "",
+    request: dict[str, Any] | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Alice's streamed turn on a raw connection that the relay closes after it."""
+    """Alice's streamed turn (by default on the native endpoint) on a raw connection
+    that the relay closes after it."""
     reader, writer = await connect(relay, receive_buffer, limit=limit)
-    payload = json.dumps(body("hi", incremental_output=True)).encode()
-    path = "/" + relay.url().split("/", 3)[3]
+    payload = json.dumps(request or body("hi", incremental_output=True)).encode()
+    path = path or "/" + relay.url().split("/", 3)[3]
     writer.write(post_head(relay, path, len(payload), Connection="close", **SSE_HEADERS))
     writer.write(payload)
     await writer.drain()
@@ -97,6 +105,44 @@ async def test_the_events_of_one_upstream_read_go_out_together_whole_and_in_orde
         chunks = await http_chunks(reader)
         writer.close()
     assert b"".join(chunks) == relayed(upstream)
+    assert len(chunks) <= 10, f"{len(chunks)} writes for 301 events"
+
+
+_DIALECTS: dict[str, tuple[str, dict[str, Any], Callable[[dict[str, Any]], str]]] = {
+    "openai": (
+        "/v1/chat/completions",
+        {"model": "app", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        lambda chunk: chunk["choices"][0]["delta"].get("content", "") if chunk["choices"] else "",
+    ),
+    "ui-stream": (
+        "/api/chat",
+        {
+            "id": "chat1",
+            "trigger": "submit-message",
+            "messages": [{"id": "u0", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+        },
+        lambda chunk: chunk["delta"] if chunk["type"] == "text-delta" else "",
+    ),
+}
+
+
+@pytest.mark.parametrize("dialect", sorted(_DIALECTS))
+async def test_a_dialect_sends_the_events_of_one_upstream_read_together(
+    raw_server: RawServerFactory, dialect: str
+) -> None:
+    """The OpenAI and UI-stream endpoints too: 300 events the upstream wrote at once
+    reach the client whole and in order, in a few writes rather than one per event."""
+    pieces = [f"piece {i} " for i in range(300)]
+    raw = await raw_server([bailian_stream(pieces, SESSION)])
+    path, request, text_of = _DIALECTS[dialect]
+    async with relay_for(raw.base_url) as relay:
+        reader, writer = await ask(relay, path=path, request=request)
+        chunks = await http_chunks(reader)
+        writer.close()
+    blocks = b"".join(chunks).decode().split("\n\n")
+    assert blocks[-2:] == ["data: [DONE]", ""]
+    said = "".join(text_of(json.loads(block.removeprefix("data: "))) for block in blocks[:-2])
+    assert said == "".join(pieces)
     assert len(chunks) <= 10, f"{len(chunks)} writes for 301 events"
 
 

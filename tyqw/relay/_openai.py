@@ -486,12 +486,16 @@ class _Chunks:
         return response
 
     async def _send(self, response: web.StreamResponse, data: bytes, last: bool = False) -> None:
-        # Watched by unless_gone(): a client that stops reading blocks this write.
-        self.writing.since = time.monotonic()
-        await response.write(data)
-        if last:
-            await response.write_eof()
-        self.writing.since = None
+        await self.writing.send(response, data, last=last)
+
+    async def _pass(
+        self, response: web.StreamResponse, out: list[bytes], upstream: MessageStream
+    ) -> None:
+        """The chunks of one message: held while the next message is ready, so that
+        those of one upstream read go out together (see ``Writing``)."""
+        full = self.writing.hold(b"".join(out)) if out else False
+        if full or not upstream._ahead():
+            await self.writing.send(response)
 
     async def _fail(self, response: web.StreamResponse, status: int, code: str, text: str) -> None:
         # openai-python and openai-node raise APIError on a chunk with an error; the
@@ -539,8 +543,7 @@ class _Answer(_Chunks):
                             out.append(self.chunk({"content": value}))
                         elif kind == "reasoning":
                             out.append(self.chunk({"reasoning_content": value}))
-                    if out:
-                        await self._send(response, b"".join(out))
+                    await self._pass(response, out, upstream)
             except NotCurrent:
                 refused = _moved_on()
                 if response is None:
@@ -623,8 +626,7 @@ class _ModelAnswer(_Chunks):
                     if message.delta:
                         out.append(self.chunk({"content": message.delta}))
                     out.extend(self._calls(message.raw, opened))
-                    if out:
-                        await self._send(response, b"".join(out))
+                    await self._pass(response, out, upstream)
             except TyqwError as exc:
                 status, body, request_id = self._failed(exc)
                 if response is None:

@@ -225,8 +225,11 @@ class _Answer:
                             continue
                         self._switch(kind, out)
                         out.append(self.head + dumps(value).encode() + b"}\n\n")
-                    if out:
-                        await self._send(response, b"".join(out))
+                    # Held while the next message is ready: the parts of one upstream
+                    # read go out together (see Writing).
+                    full = self.writing.hold(b"".join(out)) if out else False
+                    if full or not upstream._ahead():
+                        await self.writing.send(response)
             except NotCurrent:
                 failure = (
                     "Another request continued this conversation at the same time; send it again."
@@ -280,9 +283,4 @@ class _Answer:
         return response
 
     async def _send(self, response: web.StreamResponse, data: bytes, last: bool = False) -> None:
-        # Watched by unless_gone(): a client that stops reading blocks this write.
-        self.writing.since = time.monotonic()
-        await response.write(data)
-        if last:
-            await response.write_eof()
-        self.writing.since = None
+        await self.writing.send(response, data, last=last)
