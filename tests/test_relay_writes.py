@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tyqw import Message
 from tyqw._protocol import ReplyReader
 from tyqw._wire import dumps, frame
+from tyqw.relay._openai import _CONTENT, _REASONING, _Chunks
 
 from .helpers import RawServerFactory, TcpServerFactory, bailian_stream, read_request
 from .relay_helpers import BOUND, SSE_HEADERS, Relay, body, connect, post_head
@@ -253,3 +254,12 @@ def _walk(reader: ReplyReader, chunk: bytes) -> list[tuple[Message, bool, str | 
         assert isinstance(item, Message)
         walked.append((item, reader.ahead(), reader.data()))
     return walked
+
+
+@pytest.mark.parametrize("text", ["a", '你好\n"x"\\', "\u2028\x00", ""], ids=repr)
+def test_an_openai_chunk_of_text_is_the_chunk_of_its_delta(text: str) -> None:
+    """The OpenAI endpoint's shortcut for a piece of text writes, byte for byte, the
+    chunk of the delta object it stands for."""
+    chunks = _Chunks("app", "r-1", False, {})
+    assert chunks.said(_CONTENT, text) == chunks.chunk({"content": text})
+    assert chunks.said(_REASONING, text) == chunks.chunk({"reasoning_content": text})
