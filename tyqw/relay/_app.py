@@ -540,7 +540,7 @@ class _Relay:
     ) -> web.StreamResponse:
         response: web.StreamResponse | None = None
         event_id = 0
-        ahead, data, hold = stream._ahead, stream._data, writing.hold
+        data, keep = stream._data, writing.keep
         async with stream:
             try:
                 async for message in stream:
@@ -555,7 +555,7 @@ class _Relay:
                     passed = data()
                     if passed is None:
                         passed = dumps(message.raw)
-                    if hold(frame(event_id, passed)) or not ahead():
+                    if keep(frame(event_id, passed), stream):
                         await writing.send(response)
             except NotCurrent:
                 return refusal(_not_yours(), request_id, True, cors)

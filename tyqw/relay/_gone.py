@@ -1,5 +1,5 @@
 """The client's side of a relay request: its body read within a time, its answer's
-writes watched, and its turn ended when it goes away. Every relay endpoint (the native
+writes grouped and watched, and its turn ended when it goes away. Every relay endpoint (the native
 one and the chat dialects) runs its turn through ``unless_gone()``."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import MessageStream
 from .._http import read_body
 from ._request import Refused
 
@@ -37,8 +38,10 @@ class Writing:
 
     Example::
 
-        if writing.hold(frame) or not stream._ahead():
-            await writing.send(response)
+        async for message in stream:
+            if writing.keep(frame_of(message), stream):
+                await writing.send(response)
+        await writing.send(response, last=True)
     """
 
     __slots__ = ("_held", "_size", "since")
@@ -48,12 +51,16 @@ class Writing:
         self._held: list[bytes] = []
         self._size = 0
 
-    def hold(self, data: bytes) -> bool:
-        """Keep ``data`` for the next ``send()``; True once enough is held to send it now
-        (what is held is bounded, and so is each write)."""
-        self._held.append(data)
-        self._size += len(data)
-        return self._size >= HELD_AT_MOST
+    def keep(self, data: bytes, stream: MessageStream) -> bool:
+        """Hold ``data``, what one message of ``stream`` makes (``b""``: nothing); True
+        when what is held should be sent now: the stream's next message has not been
+        read yet, or enough is held (what is held is bounded, and so is each write)."""
+        if data:
+            self._held.append(data)
+            self._size += len(data)
+            if self._size >= HELD_AT_MOST:
+                return True
+        return bool(self._held) and not stream._ahead()
 
     async def send(
         self, response: web.StreamResponse, data: bytes = b"", *, last: bool = False

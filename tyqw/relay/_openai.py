@@ -494,22 +494,11 @@ class _Chunks:
         self.writing.since = None
         return response
 
-    async def _send(self, response: web.StreamResponse, data: bytes, last: bool = False) -> None:
-        await self.writing.send(response, data, last=last)
-
-    async def _pass(
-        self, response: web.StreamResponse, out: list[bytes], upstream: MessageStream
-    ) -> None:
-        """The chunks of one message: held while the next message is ready, so that
-        those of one upstream read go out together (see ``Writing``)."""
-        full = self.writing.hold(b"".join(out)) if out else False
-        if full or not upstream._ahead():
-            await self.writing.send(response)
-
     async def _fail(self, response: web.StreamResponse, status: int, code: str, text: str) -> None:
         # openai-python and openai-node raise APIError on a chunk with an error; the
         # stream then ends without [DONE], as OpenAI ends a failed stream.
-        await self._send(response, self._whole_chunk(error_json(status, code, text)), last=True)
+        error = self._whole_chunk(error_json(status, code, text))
+        await self.writing.send(response, error, last=True)
 
     def _stopping(self) -> web.Response:
         """The relay is stopping: the turn ended before any event."""
@@ -552,7 +541,8 @@ class _Answer(_Chunks):
                             out.append(self.said(_CONTENT, value))
                         elif kind == "reasoning":
                             out.append(self.said(_REASONING, value))
-                    await self._pass(response, out, upstream)
+                    if self.writing.keep(b"".join(out), upstream):
+                        await self.writing.send(response)
             except NotCurrent:
                 refused = _moved_on()
                 if response is None:
@@ -577,7 +567,7 @@ class _Answer(_Chunks):
             await advance(store, self.turn, self.how, session_id, "".join(reading.shown))
         out = [self.chunk({"content": tail})] if tail else []
         out.extend(self._end("stop", _usage(reply)))
-        await self._send(response, b"".join(out), last=True)
+        await self.writing.send(response, b"".join(out), last=True)
         return response
 
     async def whole(self, upstream: MessageStream, store: Any) -> web.Response:
@@ -635,7 +625,8 @@ class _ModelAnswer(_Chunks):
                     if message.delta:
                         out.append(self.said(_CONTENT, message.delta))
                     out.extend(self._calls(message.raw, opened))
-                    await self._pass(response, out, upstream)
+                    if self.writing.keep(b"".join(out), upstream):
+                        await self.writing.send(response)
             except TyqwError as exc:
                 status, body, request_id = self._failed(exc)
                 if response is None:
@@ -645,7 +636,7 @@ class _ModelAnswer(_Chunks):
             reply = upstream.reply
         if response is None:
             return self._stopping()
-        await self._send(
+        await self.writing.send(
             response, b"".join(self._end(_finish(reply), _model_usage(reply))), last=True
         )
         return response
