@@ -1,6 +1,6 @@
 """The client's side of a relay request: its body read within a time, its answer's
-writes grouped and watched, and its turn ended when it goes away. Every relay endpoint (the native
-one and the chat dialects) runs its turn through ``unless_gone()``."""
+writes grouped and watched, and its turn ended when it goes away. Every relay endpoint
+(the native one and the chat dialects) runs its turn through ``unless_gone()``."""
 
 from __future__ import annotations
 
