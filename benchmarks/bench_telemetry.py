@@ -10,6 +10,10 @@ fresh process per measurement, with telemetry in one of these states:
 ``sdk``       the SDK's TracerProvider with a BatchSpanProcessor whose exporter drops
               every span, and a MeterProvider with an in-memory reader: everything tyqw
               emits is made, nothing is sent
+``floor``     the same SDK set up but not installed, so tyqw emits nothing, and after
+              each turn one span and four histogram records with the same attributes
+              written by hand: what any instrumentation following the GenAI conventions
+              pays the SDK for such a turn (``sdk / floor`` above 1 is what tyqw adds)
 ``baseline``  (``--baseline REF``) ``off`` with the tyqw of a git revision, e.g. the
               commit before telemetry: what a turn cost before the hook points existed
 
@@ -42,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +57,7 @@ ROOT = HERE.parent
 APP_ID = "0123456789abcdef0123456789abcdef"
 API_KEY = "sk-bench-0000"
 EVENTS = 20
-STATES = ("off", "api", "sdk")
+STATES = ("off", "api", "sdk", "floor")
 TARGET = 1.05
 
 
@@ -65,14 +70,19 @@ def child(state: str, base_url: str, turns: int) -> float:
         sdk()
     if state == "observer":
         return observer_cpu(turns)
+    if state == "floor":
+        # The SDK's providers exist but are not the global ones: tyqw finds none, emits
+        # nothing, and the hand-written instrumentation reports to them.
+        return asyncio.run(turns_cpu(base_url, turns, floor_instrumentation(*sdk(install=False))))
     if state == "api":
         import opentelemetry.metrics
         import opentelemetry.trace  # noqa: F401
     return asyncio.run(turns_cpu(base_url, turns))
 
 
-def sdk() -> None:
-    """The SDK as an application sets it up, with an exporter that drops every span."""
+def sdk(install: bool = True) -> tuple[Any, Any]:
+    """The SDK as an application sets it up, with an exporter that drops every span; its
+    providers, which ``install`` makes the global ones."""
     from collections.abc import Sequence
 
     from opentelemetry import metrics, trace
@@ -87,8 +97,11 @@ def sdk() -> None:
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Drop()))
-    trace.set_tracer_provider(provider)
-    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    if install:
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(meter_provider)
+    return provider, meter_provider
 
 
 def observer_cpu(turns: int) -> float:
@@ -112,7 +125,58 @@ def observer_cpu(turns: int) -> float:
     return time.process_time() - start
 
 
-async def turns_cpu(base_url: str, turns: int) -> float:
+def floor_instrumentation(tracer_provider: Any, meter_provider: Any) -> Callable[[], None]:
+    """One turn's instrumentation written by hand, without tyqw: what any instrumentation
+    following the GenAI conventions pays the SDK for a turn like the benchmark's."""
+    from opentelemetry import trace
+
+    tracer = tracer_provider.get_tracer("floor")
+    meter = meter_provider.get_meter("floor")
+    duration, first_chunk, tokens = (
+        meter.create_histogram(name)
+        for name in (
+            "gen_ai.client.operation.duration",
+            "gen_ai.client.operation.time_to_first_chunk",
+            "gen_ai.client.token.usage",
+        )
+    )
+    common = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.provider.name": "dashscope",
+        "gen_ai.agent.id": APP_ID,
+        "server.address": "127.0.0.1",
+        "server.port": 8000,
+    }
+
+    def instrument() -> None:
+        span = tracer.start_span(
+            f"invoke_agent {APP_ID}", kind=trace.SpanKind.CLIENT, attributes=common
+        )
+        span.set_attributes(
+            {
+                "gen_ai.conversation.id": "sid",
+                "gen_ai.response.id": "rid",
+                "gen_ai.response.finish_reasons": ("stop",),
+                "gen_ai.usage.input_tokens": 12,
+                "gen_ai.usage.output_tokens": 80,
+                "gen_ai.response.model": "qwen-plus",
+                "gen_ai.response.time_to_first_chunk": 0.01,
+            }
+        )
+        span.end()
+        attributes = {**common, "gen_ai.response.model": "qwen-plus"}
+        duration.record(0.2, attributes)
+        first_chunk.record(0.01, attributes)
+        tokens.record(12, {**attributes, "gen_ai.token.type": "input"})
+        tokens.record(80, {**attributes, "gen_ai.token.type": "output"})
+
+    return instrument
+
+
+async def turns_cpu(
+    base_url: str, turns: int, instrument: Callable[[], None] | None = None
+) -> float:
+    """CPU seconds of ``turns`` turns (``instrument()`` after each, in the count)."""
     from tyqw import Session
 
     parameters = {"bench_events": EVENTS, "bench_mode": "inc"}
@@ -125,6 +189,8 @@ async def turns_cpu(base_url: str, turns: int) -> float:
             for _ in range(turns):
                 async for message in s.stream("你好", parameters=parameters):
                     chars += len(message.delta)
+                if instrument is not None:
+                    instrument()
             cpu = time.process_time() - start
     expected = turns * (EVENTS - 1) * 4  # the server's pieces: 4 characters each
     if chars != expected:
@@ -199,6 +265,13 @@ def report(results: dict[str, Any], reps: int, turns: int, observer: float | Non
     ratio = results["sdk"]["ratio"]
     verdict = "met" if ratio <= TARGET else "MISSED"
     lines += ["", f"target: sdk <= {TARGET}x off: {ratio:.3f}x, {verdict}"]
+    above = statistics.median(
+        x / f for x, f in zip(results["sdk"]["runs"], results["floor"]["runs"], strict=True)
+    )
+    lines.append(
+        f"the SDK's floor (the same span and records written by hand, no tyqw telemetry): "
+        f"{results['floor']['ratio']:.3f}x off; sdk / floor: {above:.3f}x"
+    )
     if observer is not None:
         lines.append(
             f"the observer alone (SDK on, no network): {observer:.1f} µs/turn, "
@@ -215,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="REF", help="also measure tyqw at this git ref")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
-        "--child", choices=("off", "api", "sdk", "observer"), help=argparse.SUPPRESS
+        "--child", choices=("off", "api", "sdk", "observer", "floor"), help=argparse.SUPPRESS
     )
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -237,7 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         stop(server)
     print(report(results, reps, turns, observer))
     if args.json:
-        raw = {"reps": reps, "turns": turns, "observer_us_per_turn": observer, **results}
+        raw = {
+            "reps": reps,
+            "turns": turns,
+            "observer_us_per_turn": observer,
+            **results,
+        }
         args.json.write_text(json.dumps(raw, indent=2))
     return 0
 

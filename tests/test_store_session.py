@@ -499,6 +499,32 @@ class FlakyLocalStore(BrokenLocalStore):
         self.records.pop((app_id, name), None)
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"session_id": "an id with spaces"},  # cannot go on the wire as an id
+        {"session_id": 12345},
+        ["not", "a", "record"],
+    ],
+)
+async def test_an_unusable_record_from_a_users_store_is_ignored_with_a_warning(
+    sim: BailianSimulator, caplog: pytest.LogCaptureFixture, record: Any
+) -> None:
+    """A user's store handing out a record tyqw cannot use: one warning naming the
+    conversation, and the turn starts a new conversation instead of failing."""
+    store = DictStore()
+    store.records[sim.app_id, "alice"] = record
+    async with Session(
+        sim.app_id, api_key=sim.api_key, base_url=sim.base_url, store=store, name="alice"
+    ) as session:
+        with caplog.at_level("WARNING", logger="tyqw"):
+            reply = await session.send("hi")
+    assert sent_id(sim) is None and reply.session_id is not None
+    assert store.records[sim.app_id, "alice"]["session_id"] == reply.session_id
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("tyqw: ignoring the stored conversation 'alice': ")
+
+
 async def test_a_users_local_store_failing_synchronously_is_a_store_error(
     sim: BailianSimulator,
 ) -> None:

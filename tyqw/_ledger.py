@@ -372,7 +372,9 @@ class Ledger:
         # tyqw's stores check a record's shape before they hand it out; a store written
         # by a user may not, and an id that cannot go on the wire is no conversation.
         problem = None if record is None else record_problem(record)
-        if problem is None and record is not None and not is_session_id(record["session_id"]):  # type: ignore[index]
+        # Without a problem, the record is a record's dict (or None).
+        checked = None if problem is not None else cast("dict[str, Any] | None", record)
+        if checked is not None and not is_session_id(checked["session_id"]):
             problem = "session_id is not an id tyqw can send"
         if problem is not None:
             logger.warning("tyqw: ignoring the stored conversation %r: %s", self.name, problem)

@@ -513,7 +513,9 @@ class SyncMessageStream:
         except KeyboardInterrupt:
             self.close()
             raise
-        if item.__class__ is Message and not self._call.attention:  # type: ignore[union-attr]
+        call = self._call
+        assert call is not None  # _start() made it
+        if item.__class__ is Message and not call.attention:
             return item
         return self._attend(item)
 

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import io
 import math
 import os
 import re
@@ -77,8 +78,9 @@ def undecodable(value: str, encoding: str) -> str | None:
 
 def lenient(stream: TextIO) -> TextIO:
     """``stream``, reading undecodable bytes as lone surrogates for :func:`undecodable`."""
-    with contextlib.suppress(AttributeError, ValueError):  # not a real text file
-        stream.reconfigure(errors="surrogateescape")  # type: ignore[attr-defined]
+    if isinstance(stream, io.TextIOWrapper):  # a real text file, not a StringIO
+        with contextlib.suppress(ValueError):  # closed, or already read from
+            stream.reconfigure(errors="surrogateescape")
     return stream
 
 

@@ -20,7 +20,6 @@ The request body and the answer are bounded by the relay's handler (``body_timeo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -179,7 +178,9 @@ class Site(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        server: Callable[[], Any] = self._runner.server  # type: ignore[assignment]
+        server = self._runner.server
+        if server is None:  # set up by the runner before any site starts
+            raise RuntimeError("the relay's runner is not set up")
         limits = self.limits
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
