@@ -55,6 +55,8 @@ _NOT_FINAL = frozenset({"", "null", "none"})
 _MESSAGE_LIMIT = 2000
 _FAILED = object()
 _ITEM_EVENTS = frozenset({"result", "message", "error"})  # see ReplyReader.ahead()
+_NO_EVENTS: list[ServerSentEvent] = []  # never changed: the events of no read
+_NO_EVENTS_LEFT: Iterator[ServerSentEvent] = iter(())
 # raw_decode is json.loads without its wrapping, which costs a third as much again as the
 # parse; anything it does not read whole takes the slow path (ReplyReader.irregular).
 _decode_json = json.JSONDecoder().raw_decode
@@ -125,8 +127,8 @@ class ReplyReader:
         self.decoder: SSEDecoder | None = None  # the event stream being read, if any
         # The events of the read being decoded, and an iterator over those not decoded
         # yet (ahead() asks it how many are left: no count is kept per event).
-        self._events: list[ServerSentEvent] = []
-        self._left: Iterator[ServerSentEvent] = iter(())
+        self._events = _NO_EVENTS
+        self._left = _NO_EVENTS_LEFT
         self.model = model  # a model's turn: its usage counts under this name
         self.reasoning = _Text()
         self.reasoning_cumulative = ""
@@ -152,7 +154,7 @@ class ReplyReader:
         # Older gateways send no blank line after a frame: implicit dispatch ends each
         # frame on its own lines, wherever the reads end.
         self.decoder = SSEDecoder(max_size=self.max_event_size, implicit_dispatch=True)
-        self._events, self._left = [], iter(())
+        self._events, self._left = _NO_EVENTS, _NO_EVENTS_LEFT
 
     def feed(self, chunk: bytes) -> Iterator[Message | StreamError]:
         """The items of one read of the event stream (``b""``: the body ended), lazily,
@@ -173,26 +175,32 @@ class ReplyReader:
         # The hot loop: runs once per event, so it is kept flat (one frame, local names).
         message = self.message
         decode = _decode_json
-        for sse in left:
-            if sse.event == "result":
-                data = sse.data
-                try:
-                    obj, end = decode(data)
-                    output = obj["output"] if end == len(data) else None
-                except (ValueError, TypeError, KeyError, RecursionError):
-                    output = None
-                if output.__class__ is dict:
+        try:
+            for sse in left:
+                if sse.event == "result":
+                    data = sse.data
                     try:
-                        item: Message | StreamError = message(obj, output)
-                    except _Malformed as exc:
-                        item = _malformed(sse, str(exc), data)
-                    yield item
-                    if self.finish_reason is not None:
-                        return
-                    continue
-            yield from self.irregular(sse)
-            if self.finish_reason is not None:
-                return
+                        obj, end = decode(data)
+                        output = obj["output"] if end == len(data) else None
+                    except (ValueError, TypeError, KeyError, RecursionError):
+                        output = None
+                    if output.__class__ is dict:
+                        try:
+                            item: Message | StreamError = message(obj, output)
+                        except _Malformed as exc:
+                            item = _malformed(sse, str(exc), data)
+                        yield item
+                        if self.finish_reason is not None:
+                            return
+                        continue
+                yield from self.irregular(sse)
+                if self.finish_reason is not None:
+                    return
+        finally:
+            # The read's events go as soon as it is decoded, as they did before ahead()
+            # and data() needed them: the next read's events then reuse their memory
+            # rather than adding to it (a fast stream's read holds hundreds).
+            self._events, self._left = _NO_EVENTS, _NO_EVENTS_LEFT
 
     def ahead(self) -> bool:
         """True when ``feed()`` will give another item without a new read: an event of
@@ -441,7 +449,7 @@ class ReplyReader:
 
     def json_answer(self, body: bytes) -> Message:
         """The one ``Message`` of a non-streaming (JSON) answer's body."""
-        self._events, self._left = [], iter(())  # no event of a stream made it
+        self._events, self._left = _NO_EVENTS, _NO_EVENTS_LEFT  # no event of a stream made it
         limit = self.max_event_size
         if len(body) > limit:
             # A non-streaming answer is one event: the same cap applies.
