@@ -4,6 +4,7 @@ relay and directly with ``Session``, measured in one run.
     .venv/bin/python benchmarks/bench_relay.py            # about a minute on 2 cores
     .venv/bin/python benchmarks/bench_relay.py --quick    # a few seconds: proves the harness works
     .venv/bin/python benchmarks/bench_relay.py --json results.json
+    .venv/bin/python benchmarks/bench_relay.py --scenarios long --profile relay.prof
 
 Three processes: a fast upstream (precomputed Bailian frames, no checks), the relay
 (``create_app()`` behind aiohttp, as ``tyqw serve`` runs it), and the client, a tyqw
@@ -95,7 +96,7 @@ async def upstream_main() -> None:
     await _serve(app)
 
 
-async def relay_main(upstream: str) -> None:
+async def relay_main(upstream: str, profile: str = "") -> None:
     from aiohttp import web
 
     from tyqw.relay import create_app
@@ -112,10 +113,10 @@ async def relay_main(upstream: str) -> None:
     root = web.Application()
     root.router.add_get("/__cpu", cpu)
     root.add_subapp("/relay", relay)
-    await _serve(root)
+    await _serve(root, profile)
 
 
-async def _serve(app: Any) -> None:
+async def _serve(app: Any, profile: str = "") -> None:
     from aiohttp import web
 
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -123,8 +124,17 @@ async def _serve(app: Any) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
     await site.start()
     print(json.dumps({"port": runner.addresses[0][1]}), flush=True)
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     # Serve until the parent closes our stdin (so we never outlive it).
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
     await runner.cleanup()
 
 
@@ -159,6 +169,9 @@ async def measure(target: Target, scenario: str, size: Any, state: Path) -> dict
                 state_dir=state,
                 name=name,
                 http_session=http,
+                # The relay refuses input.messages, which an expired conversation sends
+                # (the short scenario runs 300 rounds in one).
+                expiry=False,
             )
 
         async def turn(s: Session, events: int, pace_ms: float = 0) -> list[Any]:
@@ -272,7 +285,8 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     sizes = QUICK if args.quick else FULL
     reps = args.reps or (1 if args.quick else 5)
     upstream, up_port = start("upstream")
-    relay, relay_port = start("relay", f"http://127.0.0.1:{up_port}/api/v1")
+    extra = ("--profile", str(args.profile)) if args.profile else ()
+    relay, relay_port = start("relay", f"http://127.0.0.1:{up_port}/api/v1", *extra)
     targets = [
         Target("direct", f"http://127.0.0.1:{up_port}/api/v1", None),
         Target(
@@ -285,6 +299,8 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory() as state:
             for scenario, size in sizes.items():
+                if args.scenarios and scenario not in args.scenarios.split(","):
+                    continue
                 results[scenario] = {"size": size, "direct": [], "relay": []}
                 for rep in range(reps):
                     order = targets if rep % 2 == 0 else targets[::-1]
@@ -302,6 +318,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (default 5; quick 1)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--profile", type=Path, help="cProfile the relay process into this file (slows it)"
+    )
+    parser.add_argument(
+        "--scenarios", default="", help="comma-separated: long,short,concurrent,paced (all)"
+    )
     parser.add_argument("--role", choices=["upstream", "relay"], help=argparse.SUPPRESS)
     parser.add_argument("upstream", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -309,7 +331,7 @@ def main() -> int:
         asyncio.run(upstream_main())
         return 0
     if args.role == "relay":
-        asyncio.run(relay_main(args.upstream))
+        asyncio.run(relay_main(args.upstream, str(args.profile or "")))
         return 0
     results = asyncio.run(drive(args))
     print(f"tyqw relay benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} cores")

@@ -112,18 +112,20 @@ def post_head(relay: Relay, path: str, length: int, **headers: str) -> bytes:
 
 
 async def connect(
-    relay: Relay, receive_buffer: int | None = None
+    relay: Relay, receive_buffer: int | None = None, *, limit: int | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A raw connection to ``relay``; with ``receive_buffer`` (bytes) set before it
-    connects, a client whose socket fills at once when it stops reading."""
+    connects, a client whose socket fills at once when it stops reading; with ``limit``
+    (bytes), one that stops taking from its socket past about twice that unread."""
     port = int(relay.root.split("/")[2].rsplit(":", 1)[1])
+    limit = limit or 2**16  # asyncio's default
     if receive_buffer is None:
-        return await asyncio.open_connection("127.0.0.1", port)
+        return await asyncio.open_connection("127.0.0.1", port, limit=limit)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    return await asyncio.open_connection(sock=sock)
+    return await asyncio.open_connection(sock=sock, limit=limit)
 
 
 async def until_closed(reader: asyncio.StreamReader) -> bytes:

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
+from operator import length_hint
 from typing import Any
 
 from ._exceptions import (
@@ -53,6 +54,9 @@ _HTTP_STATUS = re.compile(r"HTTP_STATUS/(\d{3})")
 _NOT_FINAL = frozenset({"", "null", "none"})
 _MESSAGE_LIMIT = 2000
 _FAILED = object()
+_ITEM_EVENTS = frozenset({"result", "message", "error"})  # see ReplyReader.ahead()
+_NO_EVENTS: list[ServerSentEvent] = []  # never changed: the events of no read
+_NO_EVENTS_LEFT: Iterator[ServerSentEvent] = iter(())
 # raw_decode is json.loads without its wrapping, which costs a third as much again as the
 # parse; anything it does not read whole takes the slow path (ReplyReader.irregular).
 _decode_json = json.JSONDecoder().raw_decode
@@ -87,6 +91,8 @@ class ReplyReader:
     """
 
     __slots__ = (
+        "_events",
+        "_left",
         "calls",
         "cumulative",
         "decoder",
@@ -119,6 +125,10 @@ class ReplyReader:
         self.incremental = incremental
         self.max_event_size = max_event_size
         self.decoder: SSEDecoder | None = None  # the event stream being read, if any
+        # The events of the read being decoded, and an iterator over those not decoded
+        # yet (ahead() asks it how many are left: no count is kept per event).
+        self._events = _NO_EVENTS
+        self._left = _NO_EVENTS_LEFT
         self.model = model  # a model's turn: its usage counts under this name
         self.reasoning = _Text()
         self.reasoning_cumulative = ""
@@ -144,6 +154,7 @@ class ReplyReader:
         # Older gateways send no blank line after a frame: implicit dispatch ends each
         # frame on its own lines, wherever the reads end.
         self.decoder = SSEDecoder(max_size=self.max_event_size, implicit_dispatch=True)
+        self._events, self._left = _NO_EVENTS, _NO_EVENTS_LEFT
 
     def feed(self, chunk: bytes) -> Iterator[Message | StreamError]:
         """The items of one read of the event stream (``b""``: the body ended), lazily,
@@ -159,29 +170,65 @@ class ReplyReader:
         decoder = self.decoder
         assert decoder is not None, "open_stream() first"
         events = decoder.feed(chunk) if chunk else decoder.close(dispatch_incomplete=True)
+        self._events = events
+        left = self._left = iter(events)
         # The hot loop: runs once per event, so it is kept flat (one frame, local names).
         message = self.message
         decode = _decode_json
-        for sse in events:
-            if sse.event == "result":
-                data = sse.data
-                try:
-                    obj, end = decode(data)
-                    output = obj["output"] if end == len(data) else None
-                except (ValueError, TypeError, KeyError, RecursionError):
-                    output = None
-                if output.__class__ is dict:
+        try:
+            for sse in left:
+                if sse.event == "result":
+                    data = sse.data
                     try:
-                        item: Message | StreamError = message(obj, output)
-                    except _Malformed as exc:
-                        item = _malformed(sse, str(exc), data)
-                    yield item
-                    if self.finish_reason is not None:
-                        return
-                    continue
-            yield from self.irregular(sse)
-            if self.finish_reason is not None:
-                return
+                        obj, end = decode(data)
+                        output = obj["output"] if end == len(data) else None
+                    except (ValueError, TypeError, KeyError, RecursionError):
+                        output = None
+                    if output.__class__ is dict:
+                        try:
+                            item: Message | StreamError = message(obj, output)
+                        except _Malformed as exc:
+                            item = _malformed(sse, str(exc), data)
+                        yield item
+                        if self.finish_reason is not None:
+                            return
+                        continue
+                yield from self.irregular(sse)
+                if self.finish_reason is not None:
+                    return
+        finally:
+            # The read's events go as soon as it is decoded, as they did before ahead()
+            # and data() needed them: the next read's events then reuse their memory
+            # rather than adding to it (a fast stream's read holds hundreds).
+            self._events, self._left = _NO_EVENTS, _NO_EVENTS_LEFT
+
+    def ahead(self) -> bool:
+        """True when ``feed()`` will give another item without a new read: an event of
+        the current read that makes one (or raises) is still to be decoded, and the
+        final event has not come. A relay writes the frames of such items together."""
+        if self.finish_reason is not None:
+            return False
+        events = self._events
+        # result and message events always give an item (a malformed one too), an
+        # error event raises; events of any other type give nothing and are skipped.
+        for at in range(len(events) - length_hint(self._left), len(events)):
+            if events[at].event.lower() in _ITEM_EVENTS:
+                return True
+        return False
+
+    def data(self) -> str | None:
+        """The data of the event the last item came from, when it is that item's whole
+        JSON on one line: a relay can send it on as is instead of encoding the item's
+        ``raw`` again. ``None`` for an item of a JSON answer, or one of several objects
+        a gateway put in one event (one per line)."""
+        left = length_hint(self._left)
+        events = self._events
+        if left >= len(events):
+            return None
+        # feed() yields each item as soon as its event is decoded: the event just taken
+        # from the iterator is the last item's.
+        data = events[-left - 1].data
+        return None if "\n" in data else data
 
     def message(self, obj: dict[str, Any], output: dict[str, Any]) -> Message:
         """The ``Message`` of one result event; raises ``_Malformed`` and keeps nothing
@@ -402,6 +449,7 @@ class ReplyReader:
 
     def json_answer(self, body: bytes) -> Message:
         """The one ``Message`` of a non-streaming (JSON) answer's body."""
+        self._events, self._left = _NO_EVENTS, _NO_EVENTS_LEFT  # no event of a stream made it
         limit = self.max_event_size
         if len(body) > limit:
             # A non-streaming answer is one event: the same cap applies.

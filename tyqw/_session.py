@@ -493,6 +493,17 @@ class MessageStream:
         """What the turn has produced so far."""
         return self._turn.reply(None)
 
+    def _ahead(self) -> bool:
+        """True when the next message is already read and will come without waiting (the
+        relay writes the frames of such messages together, in one write)."""
+        turn = self._turn
+        return not turn.interrupted and turn.reader.ahead()
+
+    def _data(self) -> str | None:
+        """The upstream event's JSON of the message just given, when it can be sent on as
+        is (the relay then does not encode ``message.raw`` again); else ``None``."""
+        return self._turn.reader.data()
+
     async def aclose(self) -> None:
         """Stop the turn and release the HTTP response."""
         await self._iterator.aclose()

@@ -540,30 +540,38 @@ class _Relay:
     ) -> web.StreamResponse:
         response: web.StreamResponse | None = None
         event_id = 0
-        clock = time.monotonic
+        data, keep = stream._data, writing.keep
         async with stream:
             try:
                 async for message in stream:
-                    writing.since = clock()
                     if response is None:
+                        writing.since = time.monotonic()
                         response = await start_sse(request, cors, message.request_id or request_id)
+                        writing.since = None
                     event_id += 1
-                    await response.write(frame(event_id, dumps(message.raw)))
-                    writing.since = None
+                    # The event's JSON goes on as the upstream wrote it (message.raw is
+                    # that JSON decoded, unchanged); the frames of messages already read
+                    # go out together (see Writing).
+                    passed = data()
+                    if passed is None:
+                        passed = dumps(message.raw)
+                    if keep(frame(event_id, passed), stream):
+                        await writing.send(response)
             except NotCurrent:
                 return refusal(_not_yours(), request_id, True, cors)
             except TyqwError as exc:
                 status, body = upstream_error(exc, request_id)
-                writing.since = clock()
                 if response is None:
+                    writing.since = time.monotonic()
                     response = await start_sse(request, cors, body["request_id"])
                 event_id += 1
-                await response.write(frame(event_id, dumps(body), event="error", status=status))
-        writing.since = clock()
+                await writing.send(
+                    response, frame(event_id, dumps(body), event="error", status=status)
+                )
         if response is None:  # the relay is stopping: the turn ended before any event
+            writing.since = time.monotonic()
             response = await start_sse(request, cors, request_id)
-        await response.write_eof()
-        writing.since = None
+        await writing.send(response, last=True)
         return response
 
     async def _json(

@@ -1,6 +1,6 @@
 """The client's side of a relay request: its body read within a time, its answer's
-writes watched, and its turn ended when it goes away. Every relay endpoint (the native
-one and the chat dialects) runs its turn through ``unless_gone()``."""
+writes grouped and watched, and its turn ended when it goes away. Every relay endpoint
+(the native one and the chat dialects) runs its turn through ``unless_gone()``."""
 
 from __future__ import annotations
 
@@ -12,25 +12,74 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import MessageStream
 from .._http import read_body
 from ._request import Refused
 
-__all__ = ["DISCONNECT_POLL", "Writing", "hang_up", "read_within", "unless_gone"]
+__all__ = ["DISCONNECT_POLL", "HELD_AT_MOST", "Writing", "hang_up", "read_within", "unless_gone"]
 
 logger = logging.getLogger("tyqw.relay")
 
 DISCONNECT_POLL = 0.25  # seconds: how soon a vanished client's upstream turn is closed
+# Bytes of frames held for one write at most: aiohttp's own unit between two waits for
+# a slow client (its writer drains every 64 KiB), so holding never defers that wait.
+HELD_AT_MOST = 64 * 1024
 
 
 class Writing:
-    """When the write to the client under way began (``None``: none is). A client that
-    stops reading blocks a write, and with it the turn and its user's conversation lock;
-    one watch per request reads this, rather than a timer per event."""
+    """The writes of one streamed answer to its client.
 
-    __slots__ = ("since",)
+    Frames of messages that are already read (one upstream read often carries many
+    events) are held and sent together, in one write: one ``send()`` instead of one per
+    event. A frame whose next message is not ready is sent at once, so holding adds no
+    wait. ``since``: when the write under way began (``None``: none is). A client that
+    stops reading blocks a write, and with it the turn and its user's conversation lock;
+    one watch per request reads this, rather than a timer per event.
+
+    Example::
+
+        async for message in stream:
+            if writing.keep(frame_of(message), stream):
+                await writing.send(response)
+        await writing.send(response, last=True)
+    """
+
+    __slots__ = ("_held", "_size", "since")
 
     def __init__(self) -> None:
         self.since: float | None = None
+        self._held: list[bytes] = []
+        self._size = 0
+
+    def keep(self, data: bytes, stream: MessageStream) -> bool:
+        """Hold ``data``, what one message of ``stream`` makes (``b""``: nothing); True
+        when what is held should be sent now: the stream's next message has not been
+        read yet, or enough is held (what is held is bounded, and so is each write)."""
+        if data:
+            self._held.append(data)
+            self._size += len(data)
+            if self._size >= HELD_AT_MOST:
+                return True
+        return bool(self._held) and not stream._ahead()
+
+    async def send(
+        self, response: web.StreamResponse, data: bytes = b"", *, last: bool = False
+    ) -> None:
+        """Write what is held, then ``data``, in one write; ``last`` ends the answer."""
+        held = self._held
+        if held:
+            if data:
+                held.append(data)
+            data = b"".join(held)
+            held.clear()
+            self._size = 0
+        # Watched by unless_gone(): a client that stops reading blocks this write.
+        self.since = time.monotonic()
+        if last:
+            await response.write_eof(data)  # the data and the end in one write
+        elif data:
+            await response.write(data)
+        self.since = None
 
 
 async def read_within(request: web.Request, limit: int, timeout: float) -> bytes:

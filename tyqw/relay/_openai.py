@@ -412,6 +412,10 @@ def _model(name: str, kind: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": _STARTED, "owned_by": kind}
 
 
+_CONTENT = b'{"content":'
+_REASONING = b'{"reasoning_content":'
+
+
 class _Chunks:
     """The wire of one completion's answer: its chunks, their writing, its end."""
 
@@ -436,6 +440,11 @@ class _Chunks:
 
     def chunk(self, delta: dict[str, Any]) -> bytes:
         return self.prefix + dumps(delta).encode() + self.suffix
+
+    def said(self, field: bytes, text: str) -> bytes:
+        """``chunk({field: text})``, byte for byte, without building and encoding a dict:
+        most chunks are one piece of text, and encoding a string alone is cheaper."""
+        return b"".join((self.prefix, field, dumps(text).encode(), b"}", self.suffix))
 
     def _whole_chunk(self, body: dict[str, Any]) -> bytes:
         return b"data: " + dumps(body).encode() + b"\n\n"
@@ -485,18 +494,11 @@ class _Chunks:
         self.writing.since = None
         return response
 
-    async def _send(self, response: web.StreamResponse, data: bytes, last: bool = False) -> None:
-        # Watched by unless_gone(): a client that stops reading blocks this write.
-        self.writing.since = time.monotonic()
-        await response.write(data)
-        if last:
-            await response.write_eof()
-        self.writing.since = None
-
     async def _fail(self, response: web.StreamResponse, status: int, code: str, text: str) -> None:
         # openai-python and openai-node raise APIError on a chunk with an error; the
         # stream then ends without [DONE], as OpenAI ends a failed stream.
-        await self._send(response, self._whole_chunk(error_json(status, code, text)), last=True)
+        error = self._whole_chunk(error_json(status, code, text))
+        await self.writing.send(response, error, last=True)
 
     def _stopping(self) -> web.Response:
         """The relay is stopping: the turn ended before any event."""
@@ -536,11 +538,11 @@ class _Answer(_Chunks):
                     session_id = message.session_id or session_id
                     for kind, value in reading.read(message):
                         if kind == "text":
-                            out.append(self.chunk({"content": value}))
+                            out.append(self.said(_CONTENT, value))
                         elif kind == "reasoning":
-                            out.append(self.chunk({"reasoning_content": value}))
-                    if out:
-                        await self._send(response, b"".join(out))
+                            out.append(self.said(_REASONING, value))
+                    if self.writing.keep(b"".join(out), upstream):
+                        await self.writing.send(response)
             except NotCurrent:
                 refused = _moved_on()
                 if response is None:
@@ -565,7 +567,7 @@ class _Answer(_Chunks):
             await advance(store, self.turn, self.how, session_id, "".join(reading.shown))
         out = [self.chunk({"content": tail})] if tail else []
         out.extend(self._end("stop", _usage(reply)))
-        await self._send(response, b"".join(out), last=True)
+        await self.writing.send(response, b"".join(out), last=True)
         return response
 
     async def whole(self, upstream: MessageStream, store: Any) -> web.Response:
@@ -619,12 +621,12 @@ class _ModelAnswer(_Chunks):
                         response = await self._start(request, message.request_id)
                         out.append(self.chunk({"role": "assistant", "content": ""}))
                     if message.reasoning:
-                        out.append(self.chunk({"reasoning_content": message.reasoning}))
+                        out.append(self.said(_REASONING, message.reasoning))
                     if message.delta:
-                        out.append(self.chunk({"content": message.delta}))
+                        out.append(self.said(_CONTENT, message.delta))
                     out.extend(self._calls(message.raw, opened))
-                    if out:
-                        await self._send(response, b"".join(out))
+                    if self.writing.keep(b"".join(out), upstream):
+                        await self.writing.send(response)
             except TyqwError as exc:
                 status, body, request_id = self._failed(exc)
                 if response is None:
@@ -634,7 +636,7 @@ class _ModelAnswer(_Chunks):
             reply = upstream.reply
         if response is None:
             return self._stopping()
-        await self._send(
+        await self.writing.send(
             response, b"".join(self._end(_finish(reply), _model_usage(reply))), last=True
         )
         return response

@@ -207,7 +207,7 @@ class _Answer:
             "messageId": f"msg-{self.request_id}",
             "messageMetadata": {"conversation": self.how.key, "app_id": self.turn.app_id},
         }
-        await self._send(response, _chunk(start) + _chunk({"type": "start-step"}))
+        await self.writing.send(response, _chunk(start) + _chunk({"type": "start-step"}))
         reading = Reading()
         session_id: str | None = None
         failure: str | None = None
@@ -225,8 +225,9 @@ class _Answer:
                             continue
                         self._switch(kind, out)
                         out.append(self.head + dumps(value).encode() + b"}\n\n")
-                    if out:
-                        await self._send(response, b"".join(out))
+                    # The parts of one upstream read go out together (see Writing).
+                    if self.writing.keep(b"".join(out), upstream):
+                        await self.writing.send(response)
             except NotCurrent:
                 failure = (
                     "Another request continued this conversation at the same time; send it again."
@@ -276,13 +277,5 @@ class _Answer:
             )
         )
         out.append(_DONE)
-        await self._send(response, b"".join(out), last=True)
+        await self.writing.send(response, b"".join(out), last=True)
         return response
-
-    async def _send(self, response: web.StreamResponse, data: bytes, last: bool = False) -> None:
-        # Watched by unless_gone(): a client that stops reading blocks this write.
-        self.writing.since = time.monotonic()
-        await response.write(data)
-        if last:
-            await response.write_eof()
-        self.writing.since = None
