@@ -261,6 +261,50 @@ async def test_tyqw_session_works_pointed_at_the_relay(relay: Relay, state_dir: 
             await stranger.send("hi")
 
 
+async def test_a_session_at_the_relay_keeps_its_conversation_past_the_service_limit(
+    sim: BailianSimulator, relay: Relay, state_dir: Path
+) -> None:
+    """Once a Session judges that the service forgot its conversation (here after 2
+    rounds), it resends the recent exchanges as input.messages: the relay takes them to
+    the app, and the conversation goes on remembering."""
+    async with Session(
+        relay.app_ids[0],
+        api_key=ALICE,
+        base_url=relay.base_url,
+        state_dir=state_dir,
+        expiry=tyqw.Expiry(rounds=2),
+    ) as session:
+        await session.send("my name is Ada")
+        await session.send("I live in Hangzhou")
+        reply = await session.send("what's my name?")  # the third round: resent
+    assert reply.error is None and "Ada" in reply.text
+    resent = sim.requests[-1].body["input"]["messages"]
+    assert [m["content"] for m in resent if m["role"] == "user"][:2] == [
+        "my name is Ada",
+        "I live in Hangzhou",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("messages", "says"),
+    [
+        ([], "input.messages must be a list of 1 to 100 messages"),
+        ([{"role": "user", "content": "x"}] * 101, "input.messages must be a list of 1 to 100"),
+        ([{"role": "tool", "content": "x"}], "input.messages[0] must be {'role'"),
+        ([{"role": "user", "content": 1}], "input.messages[0] must be {'role'"),
+        ([{"role": "user", "content": "x", "name": "n"}], "input.messages[0] must be {'role'"),
+        ([{"role": "user", "content": "x" * 8_001}], "input.messages[0].content is longer"),
+    ],
+)
+async def test_context_messages_the_relay_refuses_are_named(
+    relay: Relay, http: aiohttp.ClientSession, messages: list[Any], says: str
+) -> None:
+    """input.messages out of shape or over the caps is a 400 naming what is wrong."""
+    request = {"input": {"prompt": "hi", "messages": messages}, "parameters": {}}
+    answer = await post(http, relay.url(), request, auth())
+    assert answer.status == 400 and answer.json["message"].startswith(says)
+
+
 async def test_mounted_under_a_prefix_in_an_existing_app(
     sim: BailianSimulator, http: aiohttp.ClientSession
 ) -> None:

@@ -142,7 +142,9 @@ def create_app(
       on as it is once checked: a model of this list, 1 to ``max_messages`` messages of
       at most ``max_prompt`` characters each, and only the generation parameters a
       chat needs. The client keeps the history there, as with the service. OpenAI
-      clients reach them at ``/v1/chat/completions`` too (docs/openai.md).
+      clients reach them at ``/v1/chat/completions`` too (docs/openai.md). The same caps
+      hold for the ``input.messages`` of an app's turn (the context a client sends in
+      place of a forgotten conversation).
     - ``aliases``: other names for a served app id or model, ``{"gpt-4o": "APP_ID"}``,
       for clients that offer a fixed list of model names: ``GET /v1/models`` lists them
       and ``/v1/chat/completions`` and ``/api/chat`` take them.
@@ -323,7 +325,12 @@ class _Relay:
                 raise Refused(404, "NotFound", "This relay does not serve that app id.")
             await self._spend(user)
             raw = await self._body(request)
-            turn = parse_turn(raw, max_prompt=self.max_prompt, biz_params=self.biz_params)
+            turn = parse_turn(
+                raw,
+                max_prompt=self.max_prompt,
+                biz_params=self.biz_params,
+                max_messages=self.max_messages,
+            )
             conversation = _conversation(request.headers.get("X-Tyqw-Conversation"))
         except Refused as refused:
             answer = refusal(refused, request_id, sse, cors)

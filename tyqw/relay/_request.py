@@ -1,10 +1,12 @@
 """What a client may ask the relay for: the request body, checked field by field.
 
 The relay spends the server's key, so a request may carry only what a chat needs: the
-prompt (with a size cap), ``session_id``, ``has_thoughts``, ``incremental_output`` and the
-``biz_params`` keys the operator allows. Everything else is refused with a message that
-names the field, rather than dropped: a client that sends ``messages`` or ``rag_options``
-must learn that they did not reach the app.
+prompt (with a size cap), ``session_id``, ``messages`` (a conversation's context: a
+bounded number of system, user and assistant texts, each within the prompt's cap; a
+tyqw ``Session`` sends them when it judges that the service forgot its conversation),
+``has_thoughts``, ``incremental_output`` and the ``biz_params`` keys the operator allows.
+Everything else is refused with a message that names the field, rather than dropped: a
+client that sends ``rag_options`` must learn that it did not reach the app.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from .._json import json_problem
 __all__ = ["GEN_PARAMETERS", "Refused", "TurnRequest", "invalid", "parse_generation", "parse_turn"]
 
 _TOP_LEVEL = frozenset({"input", "parameters", "model", "debug"})
-_INPUT = ("prompt", "session_id", "biz_params")
+_INPUT = ("prompt", "session_id", "messages", "biz_params")
+_ROLES = ("system", "user", "assistant")
 _PARAMETERS = ("has_thoughts", "incremental_output")
 _ACCEPTED = ", ".join([*(f"input.{k}" for k in _INPUT), *(f"parameters.{k}" for k in _PARAMETERS)])
 
@@ -63,7 +66,9 @@ class TurnRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_turn(raw: bytes, *, max_prompt: int, biz_params: Collection[str]) -> TurnRequest:
+def parse_turn(
+    raw: bytes, *, max_prompt: int, biz_params: Collection[str], max_messages: int
+) -> TurnRequest:
     """Check a completion request body and say what turn it asks for."""
     try:
         body = json.loads(raw)
@@ -121,7 +126,31 @@ def parse_turn(raw: bytes, *, max_prompt: int, biz_params: Collection[str]) -> T
                 f"input.biz_params.{unknown[0]} is not allowed by this relay (allowed: {allowed})"
             )
         options["biz_params"] = biz
+    if "messages" in inp:
+        options["messages"] = _context(inp["messages"], max_prompt, max_messages)
     return TurnRequest(prompt, session_id, options)
+
+
+def _context(messages: object, max_prompt: int, max_messages: int) -> list[dict[str, str]]:
+    """``input.messages`` of an app's turn, checked: the context the app gets instead of
+    the conversation ``session_id`` names (the service's rule when both are given)."""
+    if not isinstance(messages, list) or not 1 <= len(messages) <= max_messages:
+        raise invalid(f"input.messages must be a list of 1 to {max_messages} messages")
+    for index, message in enumerate(messages):
+        where = f"input.messages[{index}]"
+        if (
+            not isinstance(message, dict)
+            or set(message) != {"role", "content"}
+            or message["role"] not in _ROLES
+            or not isinstance(message["content"], str)
+        ):
+            raise invalid(
+                f"{where} must be {{'role': ..., 'content': text}} with a role of "
+                f"{', '.join(_ROLES)}"
+            )
+        if len(message["content"]) > max_prompt:
+            raise invalid(f"{where}.content is longer than {max_prompt} characters")
+    return messages
 
 
 def _only(obj: dict[str, Any], allowed: Collection[str], where: str) -> None:
