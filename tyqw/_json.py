@@ -25,6 +25,8 @@ def json_problem(value: Any, where: str) -> str | None:
         json_problem({"n": float("nan")}, "biz_params")
         # "biz_params.n is nan: JSON numbers must be finite"
     """
+    if _clean(value):
+        return None
     pending: list[tuple[Any, str]] = [(value, where)]
     while pending:  # a loop, not recursion: a caller's deeply nested value cannot overflow
         item, name = pending.pop()
@@ -55,6 +57,31 @@ def check_json(value: Any, where: str) -> None:
     problem = json_problem(value, where)
     if problem is not None:
         raise ValueError(problem)
+
+
+def _clean(value: Any) -> bool:
+    """True when nothing in ``value`` stops it being JSON text: the same walk as
+    ``json_problem()``'s without building a name per item, which only a problem needs
+    (every turn checks its prompt and options; nearly all are clean)."""
+    if value.__class__ is str:
+        return _is_text(value)
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not _is_text(item):
+                return False
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and not _is_text(key):
+                    return False
+                pending.append(child)
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return True
 
 
 def _is_text(text: str) -> bool:

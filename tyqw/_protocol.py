@@ -57,6 +57,7 @@ _FAILED = object()
 _ITEM_EVENTS = frozenset({"result", "message", "error"})  # see ReplyReader.ahead()
 _NO_EVENTS: list[ServerSentEvent] = []  # never changed: the events of no read
 _NO_EVENTS_LEFT: Iterator[ServerSentEvent] = iter(())
+_NO_TOKENS = TokenUsage()  # frozen: one for every reader, not one per turn
 # raw_decode is json.loads without its wrapping, which costs a third as much again as the
 # parse; anything it does not read whole takes the slow path (ReplyReader.irregular).
 _decode_json = json.JSONDecoder().raw_decode
@@ -135,7 +136,7 @@ class ReplyReader:
         # The tool calls of the round being read, by index: [id, name, arguments].
         self.tool_calls: dict[int, list[str]] = {}
         self.calls: list[ToolCall] = []  # the calls of earlier rounds, with their results
-        self.spent = TokenUsage()  # the tokens of earlier rounds of this turn
+        self.spent = _NO_TOKENS  # the tokens of earlier rounds of this turn
         self.on_session_id = on_session_id
         self.text = _Text()
         self.cumulative = ""
@@ -476,7 +477,10 @@ class ReplyReader:
 
     def reply(self, error: TyqwError | None) -> Reply:
         text, reasoning = self.text, self.reasoning
-        pending = [ToolCall(i or "", n, a) for _, (i, n, a) in sorted(self.tool_calls.items())]
+        calls = self.tool_calls
+        pending = (
+            [ToolCall(i or "", n, a) for _, (i, n, a) in sorted(calls.items())] if calls else ()
+        )
         return Reply(
             text=text.upto(text.length),
             session_id=self.session_id,
@@ -505,7 +509,7 @@ class ReplyReader:
         """The turn's tokens per model, from the last usage the service reported."""
         if self.model is not None:
             used = self._round_usage()
-            return {self.model: used} if used != TokenUsage() else {}
+            return {self.model: used} if used != _NO_TOKENS else {}
         models = self.usage.get("models") if self.usage else None
         totals: dict[str, TokenUsage] = {}
         for model in models if isinstance(models, list) else ():

@@ -18,7 +18,6 @@ import datetime as dt
 import enum
 import functools
 import io
-import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
@@ -47,6 +46,7 @@ from ._protocol import ReplyReader, error_from_body
 from ._retry import RETRY_STATUSES, backoff, retry_after, retryable_connection_error
 from ._telemetry import TurnObserver, active
 from ._tools import Toolbox
+from ._wire import dumps
 
 __all__ = ["Slot", "Turn", "TurnLedger", "TurnState", "refuse_inside_turn"]
 
@@ -492,7 +492,8 @@ class Turn:
             else config.client_timeout(options.read_timeout)
         )
         try:
-            data = json.dumps(options.body, ensure_ascii=False, separators=(",", ":")).encode()
+            # The module's one encoder: json.dumps() with these arguments builds one per call.
+            data = dumps(options.body).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(f"an option's value cannot be sent as JSON: {exc}") from None
         if logger.isEnabledFor(logging.DEBUG):
@@ -660,13 +661,15 @@ class Turn:
         if self.timer is not None:
             self.timer.cancel()
         observer = self.observer
+        reader = self.reader
+        # Read once for the observer and the conversation: it walks the usage's models.
+        usage = reader.token_usage() if observer is not None or self.ticket is not None else {}
         if observer is not None:
-            reader = self.reader
             observer.end(
                 session_id=reader.session_id,
                 request_id=reader.request_id or reader.header_request_id,
                 finish_reason=reader.finish_reason,
-                usage=reader.token_usage(),
+                usage=usage,
                 text=reader.text.upto(reader.text.length) if observer.capture else None,
                 doc_references=reader.doc_references,
                 interrupted=self.interrupted,
@@ -678,10 +681,7 @@ class Turn:
         self.task = None
         pending = None
         if self.ticket is not None:
-            reader = self.reader
-            pending = self.conversation.end(
-                self.ticket, reader.session_id, reader.token_usage(), self._exchange
-            )
+            pending = self.conversation.end(self.ticket, reader.session_id, usage, self._exchange)
             self.ticket = None
             reader.on_session_id = _ignore
         if state is not TurnState.HOLDING and state is not TurnState.SENT:
