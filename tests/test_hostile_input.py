@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 import tyqw
 from tyqw import Message, Session
+from tyqw._json import json_problem
 from tyqw.sse import SSEDecoder
 from tyqw.testing import BailianSimulator, Fault
 
@@ -617,3 +619,30 @@ def test_nonsense_limits_are_refused(tmp_path: Path, options: dict[str, Any]) ->
     """Negative retries, non-positive timeouts and tiny event caps: ValueError."""
     with pytest.raises(ValueError, match=next(iter(options))):
         Session("app", api_key="sk-x", state_dir=tmp_path, **options)
+
+
+class _Text(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param({"a": [1, 2.5, "西湖", {"b": ("y", None, True)}], 3: "x"}, id="clean"),
+        pytest.param("你好", id="clean-str"),
+        pytest.param({"a": {"b": [{"c": "\ud800"}]}}, id="deep-surrogate"),
+        pytest.param({"a": (1, float("nan"))}, id="nan-in-tuple"),
+        pytest.param({"a": {"k\udc00": 1}}, id="deep-surrogate-key"),
+        pytest.param(_Text("\ud800"), id="str-subclass"),
+        pytest.param([[[float("-inf")]]], id="deep-infinity"),
+    ],
+)
+def test_json_check_refuses_exactly_what_strict_json_cannot_carry(value: Any) -> None:
+    """check_json accepts a value exactly when strict JSON can carry it as UTF-8 text,
+    however deep the problem (its quick pass over clean values agrees with its walk)."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        carried = True
+    except ValueError:  # NaN, infinity; UnicodeEncodeError for a lone surrogate
+        carried = False
+    assert (json_problem(value, "v") is None) == carried

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import tyqw
 from tyqw import Reply, Session
+from tyqw._turn import Turn
 from tyqw.testing import BailianSimulator
 
 from .helpers import SessionFactory, sim_session
@@ -96,3 +97,16 @@ async def test_2000_sequential_turns_stay_flat(
     assert open_fds() == fds
     assert len(asyncio.all_tasks()) == tasks
     assert grown < MEMORY_GROWTH_LIMIT, f"{grown} bytes still allocated after the soak"
+
+
+async def test_finished_turns_are_not_kept_alive(make_session: SessionFactory) -> None:
+    """Once send() returns or a stream ends, nothing keeps the turn (its request, reply
+    and text) in memory: the timers a turn leaves in the event loop hold no reference."""
+    session = make_session()
+    for _ in range(10):
+        await session.send("hello there")
+        async for _message in session.stream("hello there"):
+            pass
+    del _message
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, Turn)] == []

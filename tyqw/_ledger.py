@@ -444,5 +444,6 @@ def _sum(a: dict[str, TokenUsage], b: dict[str, TokenUsage]) -> dict[str, TokenU
         return dict(a)
     total = dict(a)
     for model, used in b.items():
-        total[model] = total.get(model, TokenUsage()) + used
+        earlier = total.get(model)
+        total[model] = used if earlier is None else earlier + used
     return total

@@ -518,7 +518,9 @@ class ReplyReader:
             model_id = model.get("model_id")
             read, wrote = model.get("input_tokens", 0), model.get("output_tokens", 0)
             if isinstance(model_id, str) and _count(read) and _count(wrote):
-                totals[model_id] = totals.get(model_id, TokenUsage()) + TokenUsage(read, wrote)
+                used = TokenUsage(read, wrote)
+                earlier = totals.get(model_id)  # a model listed twice: its counts add up
+                totals[model_id] = used if earlier is None else earlier + used
         return totals
 
 

@@ -20,6 +20,7 @@ import functools
 import io
 import logging
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any, Literal, Protocol, cast, overload
 
@@ -62,7 +63,10 @@ Interruption = Literal["abort", "deadline", "lost", "send"]
 
 # The turns running in this context. A task started inside a handler copies the
 # context, so it sees its parent's turn and is refused instead of waiting for it.
-_ACTIVE: contextvars.ContextVar[tuple[Turn, ...]] = contextvars.ContextVar(
+# Weak references: every timer and task made during a turn keeps a copy of the context,
+# some long after the turn (asyncio drops cancelled timers in batches), and a strong one
+# would keep each finished turn, its reply and its request alive with them.
+_ACTIVE: contextvars.ContextVar[tuple[weakref.ref[Turn], ...]] = contextvars.ContextVar(
     "tyqw_active_turns", default=()
 )
 
@@ -397,7 +401,8 @@ class Turn:
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self.slot.check_open()
         refuse_inside_turn(self.slot, "send()/stream()")
-        _ACTIVE.set((*(turn for turn in _ACTIVE.get() if turn.state is not TurnState.DONE), self))
+        running = [ref for ref in _ACTIVE.get() if _running(ref)]
+        _ACTIVE.set((*running, weakref.ref(self)))
 
     async def _acquire(self) -> None:
         """Take the slot and the conversation, within the deadline."""
@@ -713,8 +718,9 @@ class Turn:
 def refuse_inside_turn(slot: Slot, what: str) -> None:
     """``RuntimeError`` if a turn of ``slot``'s Session runs in this task or its parent:
     ``what`` would wait for the conversation that turn holds, that is for itself."""
-    for turn in _ACTIVE.get():
-        if turn.slot is slot and turn.state is not TurnState.DONE:
+    for ref in _ACTIVE.get():
+        turn = ref()
+        if turn is not None and turn.slot is slot and turn.state is not TurnState.DONE:
             raise RuntimeError(
                 f"{what} called while a turn of the same Session runs in this "
                 "task or its parent (from a handler, a task a handler started, a stream "
@@ -722,6 +728,11 @@ def refuse_inside_turn(slot: Slot, what: str) -> None:
                 "itself. Close an unfinished stream with 'async with session.stream(...)' "
                 "or 'await stream.aclose()'"
             )
+
+
+def _running(ref: weakref.ref[Turn]) -> bool:
+    turn = ref()
+    return turn is not None and turn.state is not TurnState.DONE
 
 
 def _ignore(session_id: str) -> None:
