@@ -61,16 +61,9 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 end
 return {0, redis.call('PTTL', KEYS[1])}
 """
-# KEYS: lock, record. ARGV: token, 'set' or 'delete', record, ttl ms (0: none).
-# -> 1, or 0 when the lease was no longer this token's (then nothing is written), unless
-# the record is already what this call writes (a run whose answer was lost wrote it).
-_END = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  if ARGV[2] == 'set' and redis.call('GET', KEYS[2]) == ARGV[3] then return 1 end
-  if ARGV[2] == 'delete' and redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
-  return 0
-end
-if ARGV[2] == 'set' then
+# The end of a turn whose lease is known to be its own: write the record (ARGV[2] 'set')
+# or delete it, then release the lease. Shared by _END and _END_APPENDING.
+_WRITE_AND_RELEASE = """if ARGV[2] == 'set' then
   if ARGV[4] == '0' then
     redis.call('SET', KEYS[2], ARGV[3])
   else
@@ -80,15 +73,29 @@ else
   redis.call('DEL', KEYS[2])
 end
 redis.call('DEL', KEYS[1])
-return 1
 """
+# KEYS: lock, record. ARGV: token, 'set' or 'delete', record, ttl ms (0: none).
+# -> 1, or 0 when the lease was no longer this token's (then nothing is written), unless
+# the record is already what this call writes (a run whose answer was lost wrote it).
+_END = (
+    """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if ARGV[2] == 'set' and redis.call('GET', KEYS[2]) == ARGV[3] then return 1 end
+  if ARGV[2] == 'delete' and redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
+  return 0
+end
+"""
+    + _WRITE_AND_RELEASE
+    + "return 1\n"
+)
 # _END that also appends a transcript entry: one round trip where a turn kept its
 # exchange in a call of its own. KEYS: lock, record, transcript. ARGV: as _END's, then
 # entry, keep. -> as _END, or 2: the record was written and the lease released, but the
 # entry could not be appended (the transcript key holds another type). The lease is
 # checked first, so a turn whose lease was lost appends nothing; a repeated run (its
 # first answer lost) appends nothing again: it finds its record and its entry last.
-_END_APPENDING = """
+_END_APPENDING = (
+    """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   if (ARGV[2] == 'set' and redis.call('GET', KEYS[2]) == ARGV[3])
       or (ARGV[2] == 'delete' and redis.call('EXISTS', KEYS[2]) == 0) then
@@ -98,22 +105,15 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   end
   return 0
 end
-if ARGV[2] == 'set' then
-  if ARGV[4] == '0' then
-    redis.call('SET', KEYS[2], ARGV[3])
-  else
-    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
-  end
-else
-  redis.call('DEL', KEYS[2])
-end
-redis.call('DEL', KEYS[1])
-local pushed = redis.pcall('RPUSH', KEYS[3], ARGV[5])
+"""
+    + _WRITE_AND_RELEASE
+    + """local pushed = redis.pcall('RPUSH', KEYS[3], ARGV[5])
 if type(pushed) == 'table' and pushed.err then return 2 end
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
 if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
 return 1
 """
+)
 # KEYS: lock. ARGV: token, lease ms. -> 1 if renewed, 0 if the lease is gone.
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
