@@ -421,6 +421,10 @@ async def test_sigkill_while_appending_keeps_every_whole_exchange(
     finally:
         process.send_signal(signal.SIGKILL)
         await asyncio.wait_for(process.wait(), BOUND)
+    # What it printed before the kill and this test had not read yet: the appender runs
+    # on meanwhile, and each number it printed is an entry it had finished.
+    for line in (await asyncio.wait_for(process.stdout.read(), BOUND)).split():
+        done = int(line)
     store = FileStore(state_dir)
     entries = store.read_transcript_now(sim.app_id, "alice")
     numbers = [e["n"] for e in entries]
